@@ -1,8 +1,8 @@
-"""The one greedy decoding loop every model-based method shares.
+"""The one decoding loop every model-based method shares (greedy, or sampling).
 
 Methods differ only in how they arrange the forward pass (one question, a padded
 batch, or packed 2D-RoPE branches over one cache). They hand this loop two
-callables and it does the rest: argmax, EOS / stop-string / length stopping,
+callables and it does the rest: token choice, EOS / stop-string / length stopping,
 dropping finished streams, timing. Keeping a single loop means the methods are
 compared on their forward passes, not on incidental Python overhead.
 """
@@ -47,7 +47,25 @@ def _stopped_by_string(tokenizer, ids: Sequence[int], stop_strings: Sequence[str
     return any(s in tail for s in stop_strings)
 
 
-def greedy_decode(
+def _picker(gen: GenerationConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """argmax for greedy; temperature / top-p sampling with a seeded generator otherwise."""
+    if gen.temperature <= 0:
+        return lambda logits: logits.argmax(dim=-1)
+    rng = torch.Generator(device="cpu").manual_seed(gen.seed)
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float().cpu() / gen.temperature, dim=-1)
+        if gen.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            keep = sorted_p.cumsum(dim=-1) - sorted_p < gen.top_p
+            sorted_p = sorted_p * keep
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
+
+    return sample
+
+
+def decode_loop(
     prefill: PrefillFn,
     step: StepFn,
     n_streams: int,
@@ -56,15 +74,16 @@ def greedy_decode(
     device: torch.device | str | None = None,
     t0: float | None = None,
 ) -> DecodeResult:
-    """Run greedy decoding for `n_streams` questions that are prefilled together.
+    """Decode `n_streams` questions that are prefilled together, until each stops.
 
     `t0` is the group's start on the host clock (defaults to now); time to first
     token is measured from it, so queueing inside a group counts.
     """
     t0 = time.perf_counter() if t0 is None else t0
     start = time.perf_counter()
+    pick = _picker(gen)
     logits = prefill()
-    first = logits.argmax(dim=-1)
+    first = pick(logits)
     first_logits = None
     if gen.score_token_ids is not None:
         first_logits = logits[:, gen.score_token_ids].float().cpu().tolist()
@@ -93,7 +112,7 @@ def greedy_decode(
     while live:
         tokens = torch.tensor([out_ids[i][-1] for i in live], dtype=torch.long)
         logits = step(live, tokens)
-        nxt = logits.argmax(dim=-1).tolist()
+        nxt = pick(logits).tolist()
         steps += 1
         step_tokens += len(live)
         for i, tok in zip(live, nxt, strict=True):

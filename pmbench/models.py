@@ -103,7 +103,7 @@ def resolve_model_path(model: str | None) -> tuple[str, str]:
             raise BadInput(f"not a model folder (no config.json): {model}")
         return str(path), path.name
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise BadInput(f"model not found: {model} (expected an HF folder, a .gguf file or a hub id)")
+        raise BadInput(f"model not found: {model} (expected an HF folder, .gguf file or hub id)")
     return model, model  # hub id: transformers fetches it when online
 
 

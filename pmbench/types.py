@@ -37,7 +37,7 @@ class Group:
 
 @dataclass
 class GenerationConfig:
-    """How to decode: greedy, bounded, with EOS / stop strings unless `ignore_eos`.
+    """How to decode: greedy by default, bounded, with EOS / stop strings unless `ignore_eos`.
 
     `score_token_ids` asks the runner for the first decoding step's logits of these
     token ids (multiple-choice scoring: the answer-letter tokens), for every method alike.
@@ -48,6 +48,9 @@ class GenerationConfig:
     stop_strings: list[str] = field(default_factory=list)
     eos_token_ids: list[int] = field(default_factory=list)
     score_token_ids: list[int] | None = None
+    temperature: float = 0.0  # 0 = greedy; > 0 samples (HumanEval pass@k with n samples)
+    top_p: float = 1.0
+    seed: int = 0
 
 
 @dataclass

@@ -52,6 +52,7 @@ class Runner(ABC):
     @classmethod
     def check_available(cls) -> None:
         """Raise RunnerUnavailable with an install hint if optional deps are missing."""
+        return None
 
     def record_options(self) -> dict[str, Any]:
         """Extra keys this method adds to run.json (e.g. the rope2d block)."""
