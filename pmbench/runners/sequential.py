@@ -1,0 +1,57 @@
+"""sequential: one question at a time, its own KV cache, greedy.
+
+The baseline every other method is measured against: `context + question` is
+prefilled, then decoded token by token, and the next question starts from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import DynamicCache
+
+from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.runners.base import Runner
+from pmbench.types import GenerationConfig, Group, GroupOutput
+
+
+class SequentialRunner(Runner):
+    name = "sequential"
+    description = "one question at a time with a KV cache (baseline)"
+
+    @torch.inference_mode()
+    def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
+        device = self.model.device
+        t0 = time.perf_counter()
+        outputs, prefill_s, decode_s = [], 0.0, 0.0
+        kv_bytes = tokens = steps = 0
+        for q in group.questions:
+            ids = torch.tensor([group.context_ids + q.prompt_ids], device=device)
+            cache = DynamicCache(config=self.model.config)
+            pos = ids.shape[1]
+
+            def prefill(ids=ids, cache=cache) -> torch.Tensor:
+                out = self.model(input_ids=ids, cache=cache, use_cache=True,
+                                 logits_to_keep=1)
+                return out.logits[:, -1, :]
+
+            def step(live: list[int], last: torch.Tensor, cache=cache) -> torch.Tensor:
+                nonlocal pos
+                out = self.model(
+                    input_ids=last.view(1, 1).to(device),
+                    cache=cache,
+                    use_cache=True,
+                    position_ids=torch.tensor([[pos]], device=device),
+                )
+                pos += 1
+                return out.logits[:, -1, :]
+
+            res = decode_loop(prefill, step, 1, gen, self.tokenizer, device, t0=t0)
+            outputs.extend(res.outputs)
+            prefill_s += res.prefill_s
+            decode_s += res.decode_s
+            kv_bytes = max(kv_bytes, cache_nbytes(cache))
+            tokens += ids.shape[1] + res.step_tokens
+            steps += res.steps
+        return GroupOutput(outputs, prefill_s, decode_s, kv_bytes, tokens, steps)
