@@ -1,0 +1,369 @@
+"""One benchmark run: suite x method x model -> a run record.
+
+Order of work: validate everything cheap first (names, numbers, data, code-execution
+opt-in), then load the model, warm up on the first group, and time every group
+`repeats` times back to back. Each finished group is written to disk at once, so an
+interrupted run keeps its work and `--resume` continues it.
+
+Timing: a group's wall time is its prefill plus decode time, measured by the shared
+decoding loop (with device synchronisation on CUDA). Throughput per repeat is
+tokens over the sum of group walls; the record holds the median over repeats, with
+the min and max and every repeat's value.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from pmbench.errors import BadInput
+from pmbench.records import RunStore, new_run_id, now_iso
+from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
+from pmbench.types import GenerationConfig, Group, GroupOutput
+
+ROPE2D_MODES = ("split", "additive")
+BRANCH_FREQS = ("high", "low", "interleaved")
+MASKS = ("isolated", "cross")
+
+
+@dataclass
+class RunSettings:
+    """Everything `pmbench run` was asked to do (recorded in run.json)."""
+
+    method: str
+    suite: str
+    branch: int = 1
+    model: str | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    ignore_eos: bool = False
+    repeats: int = 1
+    warmup: bool = True
+    seed: int = 0
+    dtype: str | None = None
+    device: str | None = None
+    device_map: str | None = None
+    data_dir: str | None = None
+    output_dir: str = "results"
+    num_fewshot: int | None = None
+    split: str | None = None
+    subjects: list[str] | None = None
+    samples_per_task: int = 1
+    apply_chat_template: bool = False
+    allow_code_execution: bool = False
+    rope2d: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    attn_implementation: str = "sdpa"
+    run_id: str | None = None
+    resume: str | None = None
+
+    def validate(self) -> None:
+        if self.branch < 1:
+            raise BadInput(f"--branch must be >= 1 (got {self.branch})")
+        if self.limit is not None and self.limit < 1:
+            raise BadInput(f"--limit must be >= 1 (got {self.limit})")
+        if self.repeats < 1:
+            raise BadInput(f"--repeats must be >= 1 (got {self.repeats})")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise BadInput(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
+        if self.samples_per_task < 1:
+            raise BadInput(f"--samples-per-task must be >= 1 (got {self.samples_per_task})")
+        r = self.rope2d
+        if r.get("ratio") is not None and not 0.0 <= float(r["ratio"]) <= 1.0:
+            raise BadInput(f"--rope-2d-ratio must be in [0, 1] (got {r['ratio']})")
+        for key, valid in (("mode", ROPE2D_MODES), ("branch_freqs", BRANCH_FREQS),
+                           ("mask", MASKS)):
+            if r.get(key) is not None and r[key] not in valid:
+                raise BadInput(f"unknown {key} {r[key]!r}; valid: {', '.join(valid)}")
+
+
+ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
+
+
+def _median_range(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def _group_row(group: Group, outs: list[GroupOutput], repeat_walls: list[float]) -> dict:
+    first = outs[0]
+    return {
+        "group_id": group.group_id,
+        "n_questions": len(group.questions),
+        "context_tokens": len(group.context_ids),
+        "prompt_tokens": sum(len(group.context_ids) + len(q.prompt_ids) for q in group.questions),
+        "output_tokens": sum(len(o.output_ids) for o in first.outputs),
+        "prefill_s": [o.prefill_s for o in outs],
+        "decode_s": [o.decode_s for o in outs],
+        "wall_s": repeat_walls,
+        "ttft_s": [o.ttft_s for o in first.outputs],
+        "kv_cache_bytes": first.kv_cache_bytes,
+        "tokens_processed": first.tokens_processed,
+        "decode_steps": first.decode_steps,
+        "deterministic": all(
+            [x.output_ids for x in o.outputs] == [x.output_ids for x in first.outputs]
+            for o in outs
+        ),
+    }
+
+
+def summarize_groups(groups: list[dict], repeats: int) -> dict[str, Any]:
+    """Throughput and latency blocks from the per-group rows (medians over repeats)."""
+    if not groups:
+        return {"throughput": None, "latency": None}
+    out_tok = sum(g["output_tokens"] for g in groups)
+    all_tok = out_tok + sum(g["prompt_tokens"] for g in groups)
+    n_q = sum(g["n_questions"] for g in groups)
+    walls = [sum(g["wall_s"][r] for g in groups) for r in range(repeats)]
+    prefills = [sum(g["prefill_s"][r] for g in groups) for r in range(repeats)]
+    decodes = [sum(g["decode_s"][r] for g in groups) for r in range(repeats)]
+    per_repeat = {
+        "output_tok_s": [out_tok / w if w > 0 else None for w in walls],
+        "total_tok_s": [all_tok / w if w > 0 else None for w in walls],
+        "q_s": [n_q / w if w > 0 else None for w in walls],
+    }
+    throughput: dict[str, Any] = {}
+    for key, vals in per_repeat.items():
+        clean = [v for v in vals if v is not None]
+        if clean:
+            med, lo, hi = _median_range(clean)
+            throughput.update({key: med, f"{key}_min": lo, f"{key}_max": hi})
+        else:
+            throughput[key] = None
+    throughput["repeats"] = per_repeat
+    steps = sum(g["decode_steps"] for g in groups)
+    decode_med = statistics.median(decodes)
+    ttfts = [t for g in groups for t in g["ttft_s"]]
+    latency = {
+        "ttft_s": statistics.median(ttfts) if ttfts else None,
+        "tpot_s": decode_med / steps if steps else None,
+        "prefill_s": statistics.median(prefills),
+        "decode_s": decode_med,
+        "wall_s": statistics.median(walls),
+        "ttft_s_mean": statistics.fmean(ttfts) if ttfts else None,
+        "ttft_s_max": max(ttfts) if ttfts else None,
+    }
+    return {"throughput": throughput, "latency": latency,
+            "tokens": {"output": out_tok, "prompt": all_tok - out_tok, "questions": n_q}}
+
+
+def _optional(fn_path: str):
+    """Import an optional measurement helper; None if that module is unavailable."""
+    mod, _, name = fn_path.rpartition(".")
+    try:
+        module = __import__(mod, fromlist=[name])
+        return getattr(module, name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def execute_run(s: RunSettings, progress: ProgressFn | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark described by `s`; return the run record (also written to disk)."""
+    from pmbench.models import eos_token_ids, load_model, load_tokenizer
+    from pmbench.suites import load_suite
+
+    log = log or (lambda msg: None)
+    store: RunStore | None = None
+    previous: dict[str, Any] | None = None
+    if s.resume:
+        store = RunStore(s.output_dir, s.resume)
+        previous = store.read_run()
+        s = RunSettings(**{**previous["settings"], "resume": s.resume,
+                           "output_dir": s.output_dir})
+    s.validate()
+    try:
+        runner_cls = get_runner(s.method)
+        runner_cls.check_available()
+    except KeyError as exc:
+        raise BadInput(str(exc.args[0])) from None
+    except RunnerUnavailable as exc:
+        raise BadInput(str(exc)) from None
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+
+    # Tokenizer and suite first: cheap, and they catch bad input before the model loads.
+    tokenizer = load_tokenizer(s.model)
+    suite = load_suite(
+        s.suite, tokenizer, data_dir=s.data_dir, branch=s.branch, limit=s.limit,
+        num_fewshot=s.num_fewshot, split=s.split, subjects=s.subjects,
+        apply_chat_template=s.apply_chat_template, samples_per_task=s.samples_per_task,
+        seed=s.seed,
+    )
+    if suite.requires_code_execution:
+        from pmbench.sandbox import code_execution_allowed
+
+        if not code_execution_allowed(s.allow_code_execution):
+            raise BadInput(
+                f"suite {s.suite} executes model-generated code: opt in with "
+                "--allow-code-execution or PMBENCH_ALLOW_CODE_EXECUTION=1 (it runs sandboxed)"
+            )
+    if not suite.groups:
+        raise BadInput(f"suite {s.suite} produced no questions (empty data or --limit)")
+
+    loaded = None
+    if runner_cls.needs_model:
+        log("loading model")
+        loaded = load_model(s.model, s.device, s.dtype, s.device_map, s.attn_implementation)
+        model, device, dtype = loaded.model, loaded.device, loaded.dtype
+        eos = eos_token_ids(model, tokenizer)
+    else:
+        model, device, dtype = None, "cpu", "none"
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    gen: GenerationConfig = suite.generation(s.max_new_tokens, s.ignore_eos, eos)
+    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d))
+    runner: Runner = runner_cls(model, tokenizer, options)
+
+    run_id = s.resume or s.run_id or new_run_id(s.method, s.suite, s.branch)
+    store = store or RunStore(s.output_dir, run_id)
+    if not s.resume and store.exists():
+        raise BadInput(f"run {run_id} already exists in {s.output_dir} (use --resume {run_id})")
+    done_samples, done_groups = store.load_done() if s.resume else ([], [])
+    done_ids = {g["group_id"] for g in done_groups}
+    pending = [g for g in suite.groups if g.group_id not in done_ids]
+
+    record: dict[str, Any] = previous or {}
+    record.update({
+        "run_id": run_id,
+        "created": record.get("created") or now_iso(),
+        "method": s.method,
+        "branch": s.branch,
+        "suite": s.suite,
+        "model": loaded.name if loaded else (s.model or "none"),
+        "limit": s.limit,
+        "max_new_tokens": gen.max_new_tokens,
+        "ignore_eos": s.ignore_eos,
+        "seed": s.seed,
+        "repeats": s.repeats,
+        "dtype": dtype,
+        "device": device,
+        "status": "running",
+        "settings": asdict(s),
+        "suite_info": suite.record_info(),
+        "method_kind": runner_cls.kind,
+    })
+    record["rope2d"] = None
+    record.update(runner.record_options())
+    env_fn = _optional("pmbench.envinfo.env_fingerprint")
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    record["env"] = env_fn(device, dtype, attn) if env_fn else {"threads": torch.get_num_threads()}
+    if loaded:
+        record["load_s"] = loaded.load_s
+    store.write_run(record)
+
+    n_total = sum(len(g.questions) for g in suite.groups)
+    n_done = sum(len(g.questions) for g in suite.groups if g.group_id in done_ids)
+    if progress:
+        progress(n_done, n_total)
+
+    if pending and s.warmup and runner_cls.needs_model:
+        log("warm-up")
+        runner.run_group(pending[0], gen)  # untimed: first calls allocate and pick kernels
+
+    sampler_cls = _optional("pmbench.telemetry.TelemetrySampler")
+    sampler = sampler_cls(device=device) if sampler_cls else None
+    if sampler:
+        sampler.start()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t_run = time.perf_counter()
+    new_samples: list[dict] = []
+    new_groups: list[dict] = []
+    try:
+        for group in pending:
+            outs = []
+            for _ in range(s.repeats):
+                outs.append(runner.run_group(group, gen))
+            walls = [o.wall_s for o in outs]
+            scored = suite.score_all(group.questions, outs[0].outputs,
+                                     allow_code_execution=s.allow_code_execution)
+            samples = []
+            for k, (q, out, extra) in enumerate(
+                zip(group.questions, outs[0].outputs, scored, strict=True)
+            ):
+                samples.append({
+                    "doc_id": q.doc_id,
+                    "group_id": group.group_id,
+                    "branch": k,
+                    "prompt_ids": group.context_ids + q.prompt_ids,
+                    "context_len": len(group.context_ids),
+                    "output_ids": out.output_ids,
+                    "output_text": out.output_text,
+                    "finish_reason": out.finish_reason,
+                    "ttft_s": out.ttft_s,
+                    **extra,
+                })
+            row = _group_row(group, outs, walls)
+            store.append_group(samples, row)
+            new_samples += samples
+            new_groups.append(row)
+            n_done += len(group.questions)
+            if progress:
+                progress(n_done, n_total)
+    finally:
+        if sampler:
+            sampler.stop()
+    timed_s = time.perf_counter() - t_run
+
+    samples = done_samples + new_samples
+    groups = done_groups + new_groups
+    record["metrics"] = suite.aggregate(samples)
+    summary = summarize_groups(groups, s.repeats)
+    record["throughput"] = summary["throughput"]
+    record["latency"] = summary["latency"]
+    record["tokens"] = summary.get("tokens")
+    peak = None
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated()
+    telemetry = None
+    out_tokens_timed = sum(g["output_tokens"] for g in new_groups) * s.repeats
+    if sampler:
+        telemetry = sampler.summary(out_tokens_timed)
+        if peak is None:
+            peak = telemetry.get("rss_peak_bytes")
+    record["telemetry"] = telemetry
+    record["memory"] = {
+        "peak_bytes": peak,
+        "kv_cache_bytes": max((g["kv_cache_bytes"] for g in groups), default=0),
+    }
+    record["roofline"] = _roofline(model, groups, s.repeats, device, dtype, summary)
+    record["resumed"] = bool(s.resume)
+    record["timed_region_s"] = timed_s
+    record["deterministic"] = all(g.get("deterministic", True) for g in groups)
+    record["status"] = "complete"
+    record["finished"] = now_iso()
+    store.write_run(record)
+    return record
+
+
+def _roofline(model, groups, repeats, device, dtype, summary) -> dict | None:
+    """Achieved FLOP/s and bandwidth vs. the machine's measured peaks (None if unknown)."""
+    roofline = _optional("pmbench.roofline.roofline")
+    peaks_fn = _optional("pmbench.roofline.machine_peaks")
+    if model is None or roofline is None or peaks_fn is None or not groups:
+        return None
+    if os.environ.get("PMBENCH_NO_ROOFLINE"):
+        return None
+    n_params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    lat = summary["latency"]
+    steps = sum(g["decode_steps"] for g in groups)
+    return roofline(
+        n_params=n_params,
+        tokens_processed=sum(g["tokens_processed"] for g in groups),
+        decode_steps=steps,
+        weight_bytes=weight_bytes,
+        # each decoding step reads the whole cache once; half of the final size is a
+        # fair average over a group's steps
+        kv_bytes_read=sum(g["kv_cache_bytes"] * g["decode_steps"] // 2 for g in groups),
+        wall_s=lat["wall_s"],
+        decode_s=lat["decode_s"],
+        peaks=peaks_fn(device, dtype),
+    )
