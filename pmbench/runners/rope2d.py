@@ -1,0 +1,125 @@
+"""rope2d: N question branches decoded together over one shared KV cache.
+
+The group's shared context is prefilled once, the N questions are prefilled together
+as one packed sequence with 2D positions (t, b) and a branch mask, and then every
+decoding step feeds one token per live branch (N tokens) in a single forward pass.
+Branches that stop leave the step; their cache rows stay (invisible to the others
+under the isolated mask).
+
+Settings (`RunnerOptions.rope2d`: ratio, mode, branch_freqs, mask; None = unset) come
+from the options, else the model config's `rope2d` section, else the defaults of
+`pmbench.rope2d.settings`: ratio 0 (plain RoPE: exactly sequential's answers on a
+model never trained with 2D positions), split mode, interleaved frequencies, isolated.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.rope2d import (
+    BranchMask,
+    PackedLayout,
+    check_supported,
+    model_settings,
+    pack,
+    positions,
+    rope2d_positions,
+)
+from pmbench.runners.base import Runner, RunnerOptions
+from pmbench.types import GenerationConfig, Group, GroupOutput
+
+
+class Rope2DRunner(Runner):
+    name = "rope2d"
+    description = "N branches per forward pass over one shared KV cache (2D RoPE)"
+
+    def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
+        super().__init__(model, tokenizer, options)
+        check_supported(model)
+        self.settings = model_settings(model, self.options.rope2d)
+
+    def record_options(self) -> dict[str, Any]:
+        return {"rope2d": self.settings.as_dict()}
+
+    @torch.inference_mode()
+    def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
+        t0 = time.perf_counter()
+        with rope2d_positions(self.model, self.settings):
+            return self._run(group, gen, t0)
+
+    def _run(self, group: Group, gen: GenerationConfig, t0: float) -> GroupOutput:
+        model, device = self.model, self.model.device
+        layout = pack(group.context_ids, [q.prompt_ids for q in group.questions])
+        n = layout.n_branches
+        capacity = len(layout) + n * max(gen.max_new_tokens - 1, 0)
+        cache = DynamicCache(config=model.config)
+        masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device)
+        next_t = layout.next_t().to(device)
+        branch_b = layout.branch_ids().to(device)
+
+        def prefill() -> torch.Tensor:
+            return _prefill(model, layout, masks, cache, device)
+
+        def step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+            idx = torch.tensor(live, device=device)
+            pos = positions(next_t[idx], branch_b[idx])
+            next_t[idx] += 1
+            mask = masks.step(idx)
+            out = model(
+                input_ids=tokens.to(device)[None, :],
+                position_ids=pos,
+                attention_mask=mask[None, None],
+                cache=cache,
+                use_cache=True,
+            )
+            return out.logits[0]
+
+        res = decode_loop(prefill, step, n, gen, self.tokenizer, device, t0=t0)
+        return GroupOutput(
+            outputs=res.outputs,
+            prefill_s=res.prefill_s,
+            decode_s=res.decode_s,
+            kv_cache_bytes=cache_nbytes(cache),
+            tokens_processed=len(layout) + res.step_tokens,
+            decode_steps=res.steps,
+            extra={"context_tokens": layout.context_len, "packed_tokens": len(layout)},
+        )
+
+
+def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> torch.Tensor:
+    """Context (plain causal), then all branches in one packed pass; logits [N, vocab]
+    at each branch's last token, computing the LM head only there."""
+    p = layout.context_len
+    ids = layout.input_ids.to(device)
+    need_context_logits = min(layout.branch_lens) == 0
+    context_logits = None
+    if p:
+        out = model(
+            input_ids=ids[None, :p],
+            position_ids=layout.t[None, :p].to(device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1 if need_context_logits else torch.empty(0, dtype=torch.long),
+        )
+        context_logits = out.logits[0, -1] if need_context_logits else None
+    if len(layout) == p:  # every branch is empty
+        return context_logits.expand(layout.n_branches, -1)
+    out = model(
+        input_ids=ids[None, p:],
+        position_ids=positions(layout.t[p:], layout.b[p:]).to(device),
+        attention_mask=masks.prefill()[None, None],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=(layout.last[layout.last >= p] - p).to(device),
+    )
+    logits = out.logits[0]
+    if not need_context_logits:
+        return logits
+    full = context_logits.expand(layout.n_branches, -1).clone()
+    full[layout.last >= p] = logits
+    return full
