@@ -36,8 +36,8 @@ MASKS = ("isolated", "cross")
 class RunSettings:
     """Everything `pmbench run` was asked to do (recorded in run.json)."""
 
-    method: str
-    suite: str
+    method: str | None
+    suite: str | None
     branch: int = 1
     model: str | None = None
     limit: int | None = None

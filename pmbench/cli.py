@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pmbench import __version__
-from pmbench.errors import PmbenchError
+from pmbench.errors import BadInput, PmbenchError
 
 app = typer.Typer(
     name="pmbench",
@@ -60,8 +60,9 @@ def main_callback(
 
 @app.command()
 def run(
-    method: Annotated[str, typer.Option(help="Decoding method (see `pmbench methods`).")],
-    suite: Annotated[str, typer.Option(help="Task suite (see `pmbench suites`).")],
+    method: Annotated[str | None, typer.Option(
+        help="Decoding method (see `pmbench methods`).")] = None,
+    suite: Annotated[str | None, typer.Option(help="Task suite (see `pmbench suites`).")] = None,
     branch: Annotated[int, typer.Option(help="Group size: questions answered together.")] = 1,
     model: Annotated[str | None, typer.Option(help="HF folder, .gguf file or hub id.")] = None,
     limit: Annotated[int | None, typer.Option(help="Number of questions.")] = None,
@@ -104,6 +105,8 @@ def run(
     from pmbench.bench import RunSettings, execute_run
 
     _quiet_libraries()
+    if resume is None and (method is None or suite is None):
+        raise BadInput("--method and --suite are required (unless --resume RUN_ID)")
     settings = RunSettings(
         method=method, suite=suite, branch=branch, model=model, limit=limit,
         max_new_tokens=max_new_tokens, ignore_eos=ignore_eos, repeats=repeats,
@@ -119,13 +122,14 @@ def run(
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=json_out) as bar:
-        task = bar.add_task(f"{method} {suite} b{branch}", total=None)
+        label = f"{method or ''} {suite or ''} b{branch}" if not resume else f"resume {resume}"
+        task = bar.add_task(label, total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         def log(msg: str) -> None:
-            bar.update(task, description=f"{method} {suite} b{branch}: {msg}")
+            bar.update(task, description=f"{label}: {msg}")
 
         record = execute_run(settings, progress=progress, log=log)
     if json_out:
