@@ -1,0 +1,141 @@
+"""Roofline arithmetic on hand values, and the cached peak micro-benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pmbench import roofline as rl
+from pmbench.errors import BadInput
+from pmbench.roofline import (
+    attention_flops,
+    format_roofline,
+    machine_peaks,
+    model_weights,
+    roofline,
+)
+
+PEAKS = {"matmul_flops": 3000.0, "copy_bytes_s": 8000.0}
+TINY = {"matmul_n": 64, "copy_bytes": 2**20, "budget_s": 0.01}
+
+
+def test_roofline_hand_values():
+    r = roofline(
+        n_params=100,
+        tokens_processed=10,
+        attention_flops=1000.0,
+        decode_steps=5,
+        weight_bytes=200,
+        kv_bytes_read=1000,
+        wall_s=2.0,
+        decode_s=0.5,
+        peaks=PEAKS,
+    )
+    assert r["flops"] == 3000  # 2 * 100 * 10 + 1000
+    assert r["achieved_flops"] == pytest.approx(1500)
+    assert r["flops_fraction"] == pytest.approx(0.5)
+    assert r["decode_bytes_read"] == 2000  # 200 * 5 + 1000
+    assert r["achieved_bytes_s"] == pytest.approx(4000)
+    assert r["bandwidth_fraction"] == pytest.approx(0.5)
+    assert r["peak_flops"] == 3000 and r["peak_bytes_s"] == 8000
+    assert r["decode_steps_s"] == pytest.approx(10)
+
+
+def test_roofline_is_null_safe():
+    r = roofline(
+        n_params=100,
+        tokens_processed=10,
+        decode_steps=0,
+        weight_bytes=200,
+        kv_bytes_read=0,
+        wall_s=0.0,
+        decode_s=0.0,
+        peaks={},
+    )
+    for key in (
+        "achieved_flops",
+        "flops_fraction",
+        "achieved_bytes_s",
+        "bandwidth_fraction",
+        "peak_flops",
+        "peak_bytes_s",
+        "decode_steps_s",
+    ):
+        assert r[key] is None, key
+    assert "n/a" in format_roofline(r)
+
+
+def test_format_roofline():
+    r = roofline(
+        n_params=100,
+        tokens_processed=10,
+        decode_steps=5,
+        weight_bytes=200,
+        kv_bytes_read=1000,
+        wall_s=2.0,
+        decode_s=0.5,
+        peaks={"matmul_flops": 3e12, "copy_bytes_s": 8e9},
+    )
+    line = format_roofline(r)
+    assert "bandwidth achieved 0.00 GB/s" in line and "of 8.00 GB/s" in line
+    assert "of 3000.00 GFLOP/s" in line
+
+
+def test_attention_flops():
+    # 2 layers, 3 heads, head_dim 4, 5 queries over 7 keys: 2 matmuls x 2 FLOPs x 2*3*4*5*7
+    assert (
+        attention_flops(n_layers=2, n_heads=3, head_dim=4, query_tokens=5, key_tokens=7)
+        == 4 * 2 * 3 * 4 * 5 * 7
+    )
+
+
+def test_model_weights_counts_tied_weights_once():
+    emb = torch.nn.Embedding(10, 4)
+    head = torch.nn.Linear(4, 10, bias=False)
+    head.weight = emb.weight
+    model = torch.nn.ModuleDict({"emb": emb, "head": head, "norm": torch.nn.LayerNorm(4)})
+    assert model_weights(model) == (40 + 8, (40 + 8) * 4)
+    assert model_weights(model.to(torch.bfloat16)) == (48, 96)
+
+
+def test_measure_peaks_gives_positive_finite_rates():
+    p = rl.measure_peaks("cpu", "float32", **TINY)
+    for key in ("matmul_flops", "copy_bytes_s"):
+        assert math.isfinite(p[key]) and p[key] > 1e6, key
+    assert p["matmul_n"] == 64 and p["copy_bytes"] == 2**20
+
+
+def test_machine_peaks_cached_per_dtype(tmp_path, monkeypatch):
+    monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
+    first = machine_peaks("cpu", "float32", **TINY)
+    files = list((tmp_path / "peaks").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    assert first["key"]["dtype"] == "float32" and first["key"]["device"] == "cpu"
+
+    calls = []
+    real = rl.measure_peaks
+
+    def counting(*a, **k):
+        calls.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(rl, "measure_peaks", counting)
+    assert machine_peaks("cpu", "float32", **TINY) == first  # from the cache
+    assert calls == []
+    machine_peaks("cpu", "bfloat16", **TINY)  # another dtype: measured, own file
+    machine_peaks("cpu", "float32", refresh=True, **TINY)  # asked to measure again
+    assert calls == [("cpu", "bfloat16"), ("cpu", "float32")]
+    assert len(list((tmp_path / "peaks").glob("*.json"))) == 2
+
+    files[0].write_text("{not json")  # a corrupt cache is measured again, not an error
+    assert machine_peaks("cpu", "float32", **TINY)["matmul_flops"] > 0
+    assert len(calls) == 3
+
+
+def test_machine_peaks_bad_dtype(tmp_path, monkeypatch):
+    monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
+    with pytest.raises(BadInput):
+        machine_peaks("cpu", "float8")
