@@ -74,6 +74,8 @@ def measure_peaks(
         "matmul_n": n,
         "copy_bytes": nbytes,
         "threads": torch.get_num_threads(),
+        # a peak measured on a busy host is too low: refresh=True once it is quiet
+        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
