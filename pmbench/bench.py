@@ -271,8 +271,6 @@ def execute_run(s: RunSettings, progress: ProgressFn | None = None,
     sampler = sampler_cls(device=device) if sampler_cls else None
     if sampler:
         sampler.start()
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
     t_run = time.perf_counter()
     new_samples: list[dict] = []
     new_groups: list[dict] = []
@@ -319,15 +317,13 @@ def execute_run(s: RunSettings, progress: ProgressFn | None = None,
     record["throughput"] = summary["throughput"]
     record["latency"] = summary["latency"]
     record["tokens"] = summary.get("tokens")
-    peak = None
-    if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated()
+    # torch's CUDA peak (the sampler resets it at start) or the process RSS peak on CPU
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
     telemetry = None
     out_tokens_timed = sum(g["output_tokens"] for g in new_groups) * s.repeats
     if sampler:
         telemetry = sampler.summary(out_tokens_timed)
-        if peak is None:
-            peak = telemetry.get("rss_peak_bytes")
+        peak = telemetry.get("memory_peak_bytes") or peak
     record["telemetry"] = telemetry
     record["memory"] = {
         "peak_bytes": peak,
@@ -351,8 +347,9 @@ def _roofline(model, groups, repeats, device, dtype, summary) -> dict | None:
         return None
     if os.environ.get("PMBENCH_NO_ROOFLINE"):
         return None
-    n_params = sum(p.numel() for p in model.parameters())
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    from pmbench.roofline import model_weights
+
+    n_params, weight_bytes = model_weights(model)
     lat = summary["latency"]
     steps = sum(g["decode_steps"] for g in groups)
     return roofline(

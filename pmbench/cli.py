@@ -175,6 +175,10 @@ def _print_summary(record: dict[str, Any]) -> None:
         if tel.get(key) is not None:
             table.add_row(key, _fmt(tel[key]))
     out.print(table)
+    if roof:
+        from pmbench.roofline import format_roofline
+
+        out.print(format_roofline(roof), highlight=False)
     out.print(f"record: {record['settings']['output_dir']}/{record['run_id']}/run.json")
 
 
