@@ -1,0 +1,207 @@
+"""Read the records under a results folder, skipping what is not a valid record.
+
+A results folder holds one sub-folder per run; folders from several shards (or a
+committed baseline under ``results/baseline/``) merge by copying, so every record file
+is found recursively. Three record files are read, by name:
+
+- ``run.json`` (``pmbench run``): the DESIGN run record. Metrics are fractions in [0, 1]
+  (tables show them in %); ``throughput`` and ``latency`` values are medians over
+  repeats and ``throughput.repeats`` holds each repeat's value.
+- ``train.json`` (``pmbench train``): ``run_id, created, kind ("pretrain"|"finetune"),
+  model, rope2d {ratio, mode, branch_freqs, mask}, branches, steps, loss_curve
+  [[step, loss], ...], heldout_loss {"<#branch>": loss}, data_split, wall_s, checkpoint``.
+- ``attention.json`` (``pmbench attn``), the shape Table 4 reads::
+
+      {"run_id", "created", "kind": "attention", "model", "suite", "branch",
+       "rope2d": {ratio, mode, branch_freqs, mask},
+       "summary": {
+         "context_mass", "own_branch_mass", "other_branch_mass",
+             # share of the attention of branch tokens that lands on the shared context,
+             # on the token's own branch and on other branches; mean over layers, heads
+             # and queries; the three sum to 1 (other is 0 under the isolated mask)
+         "time_focus_mean", "branch_focus_mean",     # the two head scores, mean over heads
+         "heads": {"time": n, "branch": n, "mixed": n, "context": n}},  # heads per label
+       "per_layer": [{"layer", "context_mass", "own_branch_mass", "other_branch_mass",
+                      "time_focus_mean", "branch_focus_mean"}, ...],
+       "figures": ["heatmap_grid.png", ...]}      # paths relative to the record's folder
+
+A file that does not parse, lacks the keys above (partial or foreign), or holds a run
+whose ``status`` is not ``complete`` is skipped with a :class:`RecordWarning` naming the
+file, so one bad file never stops a table from building.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
+
+# Keys without which a record cannot be placed in a table, with the type each must have.
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "run": {"run_id": str, "created": str, "method": str, "branch": int, "suite": str,
+            "model": str, "metrics": dict, "throughput": dict},
+    "train": {"run_id": str, "created": str, "kind": str, "model": str, "rope2d": dict,
+              "branches": int, "heldout_loss": dict},
+    "attention": {"run_id": str, "created": str, "kind": str, "model": str, "branch": int,
+                  "summary": dict},
+}
+_KINDS = {"train": ("pretrain", "finetune"), "attention": ("attention",)}
+
+# The metric each suite reports as its accuracy (Table 1's "Acc" column), in lm-eval terms.
+PRIMARY_METRIC = {"mmlu": "acc", "ceval": "acc", "gsm8k": "exact_match",
+                  "humaneval": "pass@1", "squad": "f1", "multirc": "f1a"}
+_FALLBACK_METRICS = ("acc", "exact_match", "pass@1", "f1", "em")
+
+
+class RecordWarning(UserWarning):
+    """A file under the results folder was skipped; the message names it and says why."""
+
+
+@dataclass
+class Records:
+    """Valid records by kind, each a dict with ``_path`` (its file) added."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    train: list[dict[str, Any]] = field(default_factory=list)
+    attention: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def frame(self, kind: str) -> pd.DataFrame:
+        """Records of `kind` ("runs", "train", "attention") as a flat frame (``a.b`` columns).
+
+        ``rope2d`` is made a dict everywhere (empty for methods without it) so its
+        fields are columns; ``created`` becomes a UTC timestamp; ``record`` keeps each
+        record as read, for fields keyed by data (``heldout_loss``, ``summary``).
+        """
+        records = getattr(self, kind)
+        rows = [{**r, "rope2d": r.get("rope2d") or {}} for r in records]
+        df = pd.json_normalize(rows, sep=".") if rows else pd.DataFrame()
+        df["record"] = pd.Series(records, index=df.index, dtype=object)
+        for col in ("rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask"):
+            if col not in df:
+                df[col] = None
+        if "created" in df:
+            df["created"] = pd.to_datetime(df["created"], utc=True, format="ISO8601")
+        return df
+
+
+def _problem(kind: str, record: Any) -> str | None:
+    """Why `record` is not a usable record of `kind`, or None when it is."""
+    if not isinstance(record, dict):
+        return f"not a pmbench {kind} record (a JSON {type(record).__name__})"
+    missing = [k for k in _REQUIRED[kind] if k not in record]
+    if missing:
+        return f"not a complete pmbench {kind} record (missing {', '.join(missing)})"
+    for key, typ in _REQUIRED[kind].items():
+        if not isinstance(record[key], typ) or isinstance(record[key], bool):
+            return f"field {key!r} is not a {typ.__name__}"
+    if kind in _KINDS and record["kind"] not in _KINDS[kind]:
+        return f"kind {record['kind']!r} is not one of {', '.join(_KINDS[kind])}"
+    if record.get("status", "complete") != "complete":
+        return f"incomplete run (status {record['status']!r})"
+    try:
+        datetime.fromisoformat(record["created"])
+    except ValueError:
+        return f"created {record['created']!r} is not an ISO time"
+    return None
+
+
+def load(root: str | Path) -> Records:
+    """All valid records under `root` (a folder, searched recursively, or one record file)."""
+    root = Path(root)
+    if root.is_file():
+        files = [root] if root.name in RECORD_FILES else []
+    else:
+        files = sorted(p for name in RECORD_FILES for p in root.rglob(name) if p.is_file())
+    records = Records()
+    for path in files:
+        kind = RECORD_FILES[path.name]
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            problem = _problem(kind, record)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problem = f"unreadable JSON ({exc})"
+        if problem:
+            records.skipped.append((path, problem))
+            warnings.warn(f"skipped {path}: {problem}", RecordWarning, stacklevel=2)
+            continue
+        record["_path"] = str(path)
+        {"run": records.runs, "train": records.train, "attention": records.attention}[
+            kind
+        ].append(record)
+    return records
+
+
+def newest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per cell of `keys`: the newest record by ``created``.
+
+    Adds ``n_records``: how many records fitted the cell (1 when nothing was merged).
+    """
+    if df.empty:
+        return df.assign(n_records=pd.Series(dtype=int))
+    df = df.sort_values("created", kind="stable")
+    counts = df.groupby(keys, dropna=False, sort=False)["created"].transform("size")
+    return df.assign(n_records=counts).drop_duplicates(keys, keep="last")
+
+
+def merged_note(*frames: pd.DataFrame) -> str | None:
+    """A line saying how many cells merged several records, or None when none did."""
+    counts = [n for df in frames if "n_records" in df for n in df["n_records"] if n > 1]
+    if not counts:
+        return None
+    cells = "1 cell" if len(counts) == 1 else f"{len(counts)} cells"
+    return (f"Merged: {cells} had several records ({sum(counts)} in all); "
+            "each shows its newest record.")
+
+
+def accuracy_metric(suite: str, metrics: dict[str, Any] | None = None) -> str:
+    """Name of `suite`'s accuracy metric; for an unknown suite, the first known one present."""
+    if suite in PRIMARY_METRIC:
+        return PRIMARY_METRIC[suite]
+    return next((m for m in _FALLBACK_METRICS if metrics and m in metrics), "acc")
+
+
+def method_label(row: pd.Series | dict[str, Any]) -> str:
+    """`method`, and for rope2d its ratio plus any setting that is not the default."""
+    if row["method"] != "rope2d":
+        return row["method"]
+    ratio = row.get("rope2d.ratio")
+    label = "rope2d" if ratio is None or pd.isna(ratio) else f"rope2d r={ratio:g}"
+    defaults = {"rope2d.mode": "split", "rope2d.branch_freqs": "high", "rope2d.mask": "isolated"}
+    extras = [row.get(k) for k, default in defaults.items()
+              if isinstance(row.get(k), str) and row.get(k) != default]
+    return " ".join([label, *extras])
+
+
+def trained_by(model: str, train_records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The training record whose checkpoint `model` (a run record's ``model``) is.
+
+    A run matches a training run when its model equals the checkpoint or the training
+    run_id, when the training run_id is one of the model path's folders, or when both
+    paths resolve to the same folder.
+    """
+    for rec in sorted(train_records, key=lambda r: r["created"], reverse=True):
+        checkpoint = str(rec.get("checkpoint") or "")
+        if model in (checkpoint, rec["run_id"]) or rec["run_id"] in Path(model).parts:
+            return rec
+        if checkpoint and Path(model).exists() and Path(model).resolve() == Path(
+            checkpoint
+        ).resolve():
+            return rec
+    return None
+
+
+def canonical_model(model: str, train_records: list[dict[str, Any]]) -> str:
+    """The checkpoint of the training run `model` comes from, else `model` itself.
+
+    One checkpoint spelled two ways (relative and absolute path) is then one table row.
+    """
+    rec = trained_by(model, train_records)
+    return str(rec.get("checkpoint") or model) if rec else model

@@ -1,0 +1,172 @@
+"""pmbench compare: throughput (threshold and repeat ranges), accuracy (binomial SE),
+method ratios, exit codes and the github-action-benchmark JSON shape."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_tables import FIXTURES, invoke
+
+from pmbench.compare import figures
+from pmbench.errors import BadInput
+from pmbench.results import load
+
+SPEEDS = ("output_tok_s", "total_tok_s", "q_s")
+
+
+def candidate(tmp_path: Path, edit: Callable[[dict], None] | None = None,
+              only: Callable[[dict], bool] = lambda rec: True) -> Path:
+    """A copy of the fixture records with `edit` applied to the run records `only` selects."""
+    root = tmp_path / "candidate"
+    shutil.copytree(FIXTURES, root)
+    for path in root.rglob("run.json"):
+        rec = json.loads(path.read_text())
+        if edit and only(rec):
+            edit(rec)
+            path.write_text(json.dumps(rec))
+    return root
+
+
+def scale(factor: float, spread: float | None = None) -> Callable[[dict], None]:
+    """Multiply every throughput median by `factor`; repeats scale with it, or are set to
+    median x (1 - spread, 1, 1 + spread) when `spread` is given."""
+    def edit(rec: dict) -> None:
+        tp = rec["throughput"]
+        for m in SPEEDS:
+            tp[m] *= factor
+            tp["repeats"][m] = ([x * factor for x in tp["repeats"][m]] if spread is None
+                                else [tp[m] * (1 - spread), tp[m], tp[m] * (1 + spread)])
+    return edit
+
+
+def test_identical_folders_exit_0():
+    result = invoke("compare", FIXTURES, FIXTURES)
+    assert result.exit_code == 0, result.output
+    assert "0 regression(s) flagged" in result.stdout
+    assert "REGRESSION" not in result.stdout
+
+
+def test_throughput_halved_exits_1(tmp_path):
+    result = invoke("compare", FIXTURES, candidate(tmp_path, scale(0.5)))
+    assert result.exit_code == 1, result.output
+    rows = [line for line in result.stdout.splitlines() if "REGRESSION" in line]
+    assert any("squad rope2d r=0 b4" in r and "| output_tok_s " in r and "0.500" in r
+               for r in rows)
+    assert "regression(s) flagged" in result.stderr
+
+
+def test_ten_percent_inside_overlapping_ranges_exits_0(tmp_path):
+    # baseline repeats span about ±5%; the candidate is 10% slower with a ±15% spread
+    result = invoke("compare", FIXTURES, candidate(tmp_path, scale(0.9, spread=0.15)))
+    assert result.exit_code == 0, result.output
+
+
+def test_overlap_rule_and_threshold_rule_both_needed(tmp_path):
+    # 15% slower: beyond the threshold, but the repeat ranges overlap -> not flagged
+    assert invoke("compare", FIXTURES, candidate(tmp_path / "a", scale(0.85, spread=0.2))
+                  ).exit_code == 0
+    # 15% slower with ranges that no longer overlap -> flagged
+    tight = candidate(tmp_path / "b", scale(0.85))
+    assert invoke("compare", FIXTURES, tight).exit_code == 1
+    # ... unless the threshold allows 20%
+    assert invoke("compare", FIXTURES, tight, "--threshold", "0.2").exit_code == 0
+
+
+def test_faster_candidate_is_not_a_regression(tmp_path):
+    result = invoke("compare", FIXTURES, candidate(tmp_path, scale(2.0)))
+    assert result.exit_code == 0 and "improved" in result.stdout
+
+
+def _squad_f1(value: float) -> Callable[[dict], None]:
+    def edit(rec: dict) -> None:
+        rec["metrics"]["f1"] = value
+    return edit
+
+
+def _is_rope2d_squad_b4(rec: dict) -> bool:
+    return (rec["method"], rec["suite"], rec["branch"]) == ("rope2d", "squad", 4)
+
+
+def test_accuracy_drop_against_binomial_standard_error(tmp_path):
+    # n = 8: F1 0.5 -> 0.2 is a drop of 0.30 > SE sqrt(.25/8 + .16/8) = 0.226: flagged
+    big = candidate(tmp_path / "big", _squad_f1(0.2), _is_rope2d_squad_b4)
+    result = invoke("compare", FIXTURES, big)
+    assert result.exit_code == 1
+    assert any("| f1 " in line and "REGRESSION" in line for line in result.stdout.splitlines())
+    # 0.5 -> 0.4: a drop of 0.10 < SE 0.245: within noise for 8 questions
+    small = candidate(tmp_path / "small", _squad_f1(0.4), _is_rope2d_squad_b4)
+    assert invoke("compare", FIXTURES, small).exit_code == 0
+    # ... but a fixed greedy subset must reproduce exactly
+    result = invoke("compare", FIXTURES, small, "--exact-accuracy")
+    assert result.exit_code == 1 and "CHANGED" in result.stdout
+
+
+def test_ratios_are_computed_within_a_folder():
+    figs = figures(load(FIXTURES))
+    cell = "squad rope2d r=0 b4 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
+    ratio = figs[cell, "output_tok_s rope2d/batch"]
+    assert ratio.value == pytest.approx(70 / 50)
+    assert (ratio.low, ratio.high) == (pytest.approx(68 / 52), pytest.approx(72 / 48))
+    assert figs[cell, "output_tok_s rope2d/sequential"].value == pytest.approx(70 / 20.5)
+
+
+def test_machine_independent_compares_ratios_not_absolute_speed(tmp_path):
+    slower_machine = candidate(tmp_path / "slow", scale(0.5))
+    assert invoke("compare", FIXTURES, slower_machine).exit_code == 1
+    result = invoke("compare", FIXTURES, slower_machine, "--machine-independent")
+    assert result.exit_code == 0, result.output
+    # only rope2d got slower: its ratios to batch and sequential drop, which is flagged
+    rope2d_slower = candidate(tmp_path / "rope", scale(0.5), _is_rope2d_squad_b4)
+    result = invoke("compare", FIXTURES, rope2d_slower, "--machine-independent")
+    assert result.exit_code == 1
+    flagged = [line for line in result.stdout.splitlines() if "REGRESSION" in line]
+    assert len(flagged) == 2
+    assert any("rope2d/batch" in f for f in flagged)
+    assert any("rope2d/sequential" in f for f in flagged)
+
+
+def test_json_has_the_github_action_benchmark_shape(tmp_path):
+    result = invoke("compare", FIXTURES, candidate(tmp_path, scale(0.5)), "--format", "json")
+    assert result.exit_code == 1
+    entries = json.loads(result.stdout)
+    assert isinstance(entries, list) and entries
+    for e in entries:
+        assert set(e) == {"name", "unit", "value", "range", "extra"}
+        assert isinstance(e["name"], str) and isinstance(e["unit"], str)
+        assert isinstance(e["value"], float) and isinstance(e["range"], str)
+        assert e["range"] == "" or e["range"].startswith("± ")
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names))
+    by_name = {e["name"]: e for e in entries}
+    cell = "squad rope2d r=0 b4 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
+    speed = by_name[f"{cell} output_tok_s"]
+    assert (speed["value"], speed["unit"], speed["range"]) == (35.0, "tok/s", "± 1")
+    assert "REGRESSION" in speed["extra"] and "baseline 70" in speed["extra"]
+    f1 = by_name[f"{cell} f1"]
+    assert (f1["value"], f1["unit"], f1["range"]) == (50.0, "%", "± 17.68")  # sqrt(.25/8)
+
+
+def test_run_ids_are_looked_up_under_results(tmp_path):
+    run_id = "20261126-100400-rope2d-squad-b4-6918"
+    out = tmp_path / "report.json"
+    result = invoke("compare", run_id, run_id, "--results", FIXTURES, "-f", "json", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert {e["name"].rsplit(" ", 1)[1] for e in json.loads(out.read_text())} == {
+        "output_tok_s", "total_tok_s", "q_s", "f1", "em"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-run", str(FIXTURES)], "neither a folder nor a run id"),
+    ([str(FIXTURES / "20261126-100400-rope2d-squad-b4-6918"),
+      str(FIXTURES / "20261126-110000-sequential-mmlu-b1-2921")], "no cell in common"),
+    ([str(FIXTURES), str(FIXTURES), "--threshold", "1.5"], "--threshold"),
+    ([str(FIXTURES), str(FIXTURES), "--format", "xml"], "unknown format"),
+])
+def test_bad_input(args, message):
+    result = invoke("compare", *args)
+    assert isinstance(result.exception, BadInput)
+    assert message in str(result.exception)

@@ -1,0 +1,261 @@
+"""Tables 1-5 from the hand-written records in tests/fixtures/records.
+
+The fixture folder holds 12 run records (SQuAD and MMLU on the default model with
+sequential, batch and rope2d at #branch 1 and 4, one cell recorded twice; MMLU and
+C-Eval of two pretrained checkpoints, one of them spelled as an absolute path), three
+training records and two attention records. Expected numbers are worked out by hand
+from those files (for example the rope2d #branch 4 SQuAD speedup: 4.375 / 1.2812 Q/s = 3.41).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pmbench import tables
+from pmbench.commands.tables import register
+from pmbench.errors import BadInput
+from pmbench.results import RecordWarning, load
+
+FIXTURES = Path(__file__).parent / "fixtures" / "records"
+CK25 = "results/20261120-090000-pretrain-r0.25-ab01/checkpoint"
+CK50 = "results/20261120-100000-pretrain-r0.50-ab02/checkpoint"
+MERGED = "Merged: 1 cell had several records (2 in all); each shows its newest record."
+
+
+def invoke(*args: str):
+    """Run a pmbench command of this area through a Typer app, as the lead's cli will."""
+    app = typer.Typer()
+    register(app)
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load(FIXTURES)
+
+
+TABLE1 = f"""\
+Table 1: Throughput (output tok/s) and accuracy (%) by model, method and #branch
+
+| Model                                                  | Method        | #branch | MMLU tok/s | MMLU Acc (%) | C-Eval tok/s | C-Eval Acc (%) | SQuAD tok/s | SQuAD F1 (%) |
+|:-------------------------------------------------------|:--------------|--------:|-----------:|-------------:|-------------:|---------------:|------------:|-------------:|
+| {CK25} | rope2d r=0.25 |       4 |       28.0 |         50.0 |         26.0 |           37.5 |           – |            – |
+| {CK50} | rope2d r=0.5  |       4 |       28.5 |         62.5 |            – |              – |           – |            – |
+| smollm2-135m-instruct                                  | sequential    |       1 |       10.0 |         25.0 |            – |              – |        20.0 |         50.0 |
+| smollm2-135m-instruct                                  | sequential    |       4 |          – |            – |            – |              – |        20.5 |         50.0 |
+| smollm2-135m-instruct                                  | batch         |       4 |          – |            – |            – |              – |        50.0 |         50.0 |
+| smollm2-135m-instruct                                  | rope2d r=0    |       1 |       11.0 |         25.0 |            – |              – |        21.0 |         50.0 |
+| smollm2-135m-instruct                                  | rope2d r=0    |       4 |       30.0 |         37.5 |            – |              – |        70.0 |         50.0 |
+
+{MERGED}
+"""  # noqa: E501
+
+TABLE2 = """\
+Table 2: rope_2d_ratio ablation: held-out loss and accuracy of trained checkpoints
+
+| Training | Model                 | Ratio | Setting             | #branch |  Loss | MMLU (%) | C-Eval (%) |
+|:---------|:----------------------|------:|:--------------------|--------:|------:|---------:|-----------:|
+| finetune | smollm2-135m-instruct |  0.50 | split/high/isolated |       4 | 2.000 |        – |          – |
+| pretrain | cpu-tiny              |  0.25 | split/high/isolated |       4 | 4.250 |     50.0 |       37.5 |
+| pretrain | cpu-tiny              |  0.50 | split/high/isolated |       4 | 4.312 |     62.5 |          – |
+"""  # noqa: E501
+
+TABLE3 = f"""\
+Table 3: Branch scaling: throughput, speedup over #branch 1, loss and MMLU
+
+| Model                                                  | Method        | Suite  | #branch | tok/s | Speedup (×) |  Loss | MMLU (%) |
+|:-------------------------------------------------------|:--------------|:-------|--------:|------:|------------:|------:|---------:|
+| {CK25} | rope2d r=0.25 | C-Eval |       4 |  26.0 |           – | 4.250 |     50.0 |
+| {CK25} | rope2d r=0.25 | MMLU   |       4 |  28.0 |           – | 4.250 |     50.0 |
+| {CK50} | rope2d r=0.5  | MMLU   |       4 |  28.5 |           – | 4.312 |     62.5 |
+| smollm2-135m-instruct                                  | sequential    | MMLU   |       1 |  10.0 |        1.00 |     – |     25.0 |
+| smollm2-135m-instruct                                  | sequential    | SQuAD  |       1 |  20.0 |        1.00 |     – |     25.0 |
+| smollm2-135m-instruct                                  | sequential    | SQuAD  |       4 |  20.5 |        1.02 |     – |        – |
+| smollm2-135m-instruct                                  | batch         | SQuAD  |       4 |  50.0 |           – |     – |        – |
+| smollm2-135m-instruct                                  | rope2d r=0    | MMLU   |       1 |  11.0 |        1.00 |     – |     25.0 |
+| smollm2-135m-instruct                                  | rope2d r=0    | MMLU   |       4 |  30.0 |        2.73 |     – |     37.5 |
+| smollm2-135m-instruct                                  | rope2d r=0    | SQuAD  |       1 |  21.0 |        1.00 |     – |     25.0 |
+| smollm2-135m-instruct                                  | rope2d r=0    | SQuAD  |       4 |  70.0 |        3.33 |     – |     37.5 |
+
+{MERGED}
+"""  # noqa: E501
+
+TABLE4 = """\
+Table 4: Attention of branch tokens: mass by target and head specialisation
+
+| Model                                                  | Suite | #branch | Ratio | Setting             | Attention mass (%) context | Attention mass (%) own | Attention mass (%) other | Focus score time | Focus score branch | Heads time | Heads branch | Heads mixed | Heads context |
+|:-------------------------------------------------------|:------|--------:|------:|:--------------------|---------------------------:|-----------------------:|-------------------------:|-----------------:|-------------------:|-----------:|-------------:|------------:|--------------:|
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | SQuAD |       4 |  0.50 | split/high/cross    |                       50.0 |                   30.0 |                     20.0 |             0.35 |               0.27 |         90 |           45 |          80 |            55 |
+| smollm2-135m-instruct                                  | SQuAD |       4 |  0.00 | split/high/isolated |                       62.5 |                   37.5 |                      0.0 |             0.41 |               0.12 |        120 |            3 |          60 |            87 |
+
+Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_scatter.png
+""".format(d=FIXTURES / "20261127-090000-attn-squad-b4-ab04")  # noqa: E501
+
+TABLE5 = f"""\
+Table 5: SQuAD parallel QA: speedup over sequential decoding
+
+| Model                 | Method     | #branch | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) |
+|:----------------------|:-----------|--------:|-----------:|-----:|------------:|-------:|-------:|
+| smollm2-135m-instruct | sequential |       1 |          8 | 1.25 |        1.00 |   50.0 |   37.5 |
+| smollm2-135m-instruct | rope2d r=0 |       1 |          8 | 1.31 |        1.05 |   50.0 |   37.5 |
+| smollm2-135m-instruct | sequential |       4 |          8 | 1.28 |        1.00 |   50.0 |   37.5 |
+| smollm2-135m-instruct | batch      |       4 |          8 | 3.12 |        2.44 |   50.0 |   37.5 |
+| smollm2-135m-instruct | rope2d r=0 |       4 |          8 | 4.38 |        3.41 |   50.0 |   37.5 |
+
+{MERGED}
+"""
+
+EXPECTED = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
+def test_markdown_is_exact(records, number):
+    assert tables.render(tables.build(number, records), "markdown") == EXPECTED[number]
+
+
+def test_cli_prints_the_same_markdown():
+    result = invoke("table", "5", "--results", FIXTURES)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == TABLE5
+
+
+def _csv(records, number: int) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(tables.render(tables.build(number, records), "csv")))
+
+
+def test_csv_holds_raw_values_and_empty_cells(records):
+    t1 = _csv(records, 1).set_index(["Model", "Method", "#branch"])
+    cell = t1.loc[("smollm2-135m-instruct", "rope2d r=0", 4)]
+    assert cell["SQuAD tok/s"] == 70.0  # the newer of the two records (the older says 60)
+    assert cell["SQuAD F1 (%)"] == 50.0 and cell["MMLU Acc (%)"] == 37.5
+    assert pd.isna(cell["C-Eval tok/s"])  # no record: empty, reads back as NaN
+    assert t1.loc[(CK25, "rope2d r=0.25", 4), "C-Eval Acc (%)"] == 37.5  # absolute path merged
+
+    t2 = _csv(records, 2).set_index(["Training", "Ratio"])
+    assert t2.loc[("pretrain", 0.5), "Loss"] == 4.3125  # full precision, shown as 4.312
+    assert pd.isna(t2.loc[("finetune", 0.5), "MMLU (%)"])
+
+    t3 = _csv(records, 3).set_index(["Model", "Method", "Suite", "#branch"])
+    assert t3.loc[("smollm2-135m-instruct", "rope2d r=0", "MMLU", 4), "Speedup (×)"] == (
+        pytest.approx(30 / 11))
+
+    t5 = _csv(records, 5).set_index(["Method", "#branch"])
+    assert t5.loc[("rope2d r=0", 4), "Speedup (×)"] == pytest.approx(4.375 / 1.2812)
+    assert t5.loc[("batch", 4), "Q/s"] == 3.125
+    assert t5.loc[("sequential", 4), "EM (%)"] == 37.5
+
+    t4 = _csv(records, 4)
+    assert t4["Heads time"].tolist() == [90, 120]
+    assert t4["Attention mass (%) other"].tolist() == [20.0, 0.0]
+
+
+def test_csv_notes_go_to_stderr():
+    result = invoke("table", "1", "--format", "csv", "--results", FIXTURES)
+    assert result.exit_code == 0
+    assert MERGED in result.stderr and "Merged" not in result.stdout
+
+
+def test_filters_keep_only_the_chosen_model_and_suite(records):
+    table = tables.build(1, records, models=["smollm2-135m-instruct"], suites=["squad"])
+    assert table.data[("", "Model")].unique().tolist() == ["smollm2-135m-instruct"]
+    assert [c[0] for c in table.data.columns[3:]] == ["SQuAD", "SQuAD"]
+    # a checkpoint is found whichever spelling of its path the filter uses
+    ceval = tables.build(1, records, models=["/home/u/pm/" + CK25], suites=["ceval"])
+    assert ceval.data[("C-Eval", "Acc (%)")].tolist() == [37.5]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table", "6"], "no table 6"),
+    (["table", "1", "--results", "does/not/exist"], "does not exist"),
+    (["table", "1", "--format", "html"], "unknown format"),
+    (["table", "1", "--standalone"], "--standalone"),
+    (["table", "1", "--model", "no-such-model"], "no run records match"),
+    (["table", "2", "--suite", "squad"], "drop --suite"),
+])
+def test_bad_input_is_one_line(args, message):
+    result = invoke(*args, *([] if "--results" in args else ["--results", FIXTURES]))
+    assert isinstance(result.exception, BadInput)
+    assert message in str(result.exception)
+
+
+def test_output_file(tmp_path):
+    out = tmp_path / "t" / "table2.tex"
+    result = invoke("table", "2", "-f", "latex", "--results", FIXTURES, "-o", out)
+    assert result.exit_code == 0 and result.stdout == ""
+    text = out.read_text()
+    assert r"\toprule" in text and r"\midrule" in text and r"\bottomrule" in text
+    assert r"\documentclass" not in text  # a fragment unless --standalone
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
+def test_latex_standalone_compiles(records, tmp_path, number):
+    tex = tmp_path / f"table{number}.tex"
+    tex.write_text(tables.render(tables.build(number, records), "latex", standalone=True))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / f"table{number}.pdf").stat().st_size > 1000
+    assert "Overfull" not in (tmp_path / f"table{number}.log").read_text(errors="replace")
+
+
+def test_latex_escapes_and_uses_booktabs(records):
+    text = tables.render(tables.build(4, records), "latex")
+    assert r"\#branch" in text and r"Attention mass (\%)" in text and r"heatmap\_grid" in text
+    assert r"\cmidrule(lr){6-8}" in text  # rule under the "Attention mass" group
+
+
+BAD_FILES = {
+    "corrupt/run.json": '{"run_id": "20261126-130000-x", "created": "2026-11-26T13:00',
+    "partial/run.json": '{"run_id": "p", "created": "2026-11-26T13:00:00+00:00", '
+                        '"method": "rope2d", "branch": 4, "suite": "squad", "model": "m", '
+                        '"metrics": {}, "throughput": {}, "status": "running"}',
+    "foreign/run.json": '{"name": "some-other-tool", "version": 3}',
+    "listy/train.json": "[1, 2, 3]",
+    "wrongkind/attention.json": '{"run_id": "a", "created": "2026-11-27T09:00:00+00:00", '
+                                '"kind": "heatmap", "model": "m", "branch": 4, "summary": {}}',
+    "binary/run.json": b"\xff\xfe\x00garbage",
+}
+
+
+@pytest.fixture
+def dirty(tmp_path):
+    """The fixture records plus corrupt, partial and foreign files, and an ignored json."""
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES, root)
+    for name, content in BAD_FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (root / "corrupt" / "config.json").write_text("{not json either")  # not a record name
+    return root
+
+
+def test_bad_files_are_skipped_with_a_warning_naming_each(dirty, records):
+    with pytest.warns(RecordWarning) as caught:
+        loaded = load(dirty)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == len(BAD_FILES)
+    for name in BAD_FILES:
+        assert any(str(dirty / name) in m for m in messages), name
+    assert not any("config.json" in m for m in messages)
+    assert [p for p, _ in loaded.skipped] == sorted(dirty / n for n in BAD_FILES)
+    assert (len(loaded.runs), len(loaded.train), len(loaded.attention)) == (
+        len(records.runs), len(records.train), len(records.attention))
+
+
+def test_table_still_builds_and_cli_warns_on_stderr(dirty):
+    result = invoke("table", "5", "--results", dirty)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == TABLE5
+    for name in BAD_FILES:
+        assert str(dirty / name) in result.stderr, name
+    assert "status 'running'" in result.stderr and "missing" in result.stderr
