@@ -1,0 +1,290 @@
+"""The suite framework: a YAML config plus a small class that reads data and scores.
+
+A suite turns its data into `TextGroup`s (a shared context and up to `branch`
+questions, as text), and this base class turns those into the token-level `Group`s
+every method receives. Tokenization lives here, once, so that all methods and all
+suites follow the same rules:
+
+* the shared context and each question are tokenized separately and concatenated
+  (DESIGN: never re-tokenize a joined string in one method and not another);
+* the cut between them falls inside the whitespace that ends the context (a blank
+  line, "\\n\\n", in most prompts). Where exactly is chosen once per tokenizer, with a
+  probe, so that `context_ids + prompt_ids` equals tokenizing the whole prompt at once:
+  SmolLM2's tokenizer keeps "\\n" in the context and starts the question with "\\n",
+  Qwen2 / Llama-3 style tokenizers keep "\\n\\n" whole in the context. The ids are then
+  those lm-evaluation-harness would feed for the same prompt string;
+* a tokenizer that adds BOS gets it once, at the start of the context;
+* `--apply-chat-template` renders [system: task description, user: context + question]
+  with the tokenizer's chat template and a generation prompt, as lm-evaluation-harness
+  does (few-shot examples in the one user turn); the rendered text is split so that
+  everything before the question is the shared context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pmbench.errors import BadInput
+from pmbench.suites import data
+from pmbench.suites.metrics import cut_at_stops
+from pmbench.types import GenerationConfig, Group, Question, QuestionOutput
+
+_SENTINEL = "\ue000"  # a private-use character: marks where the question goes in a chat render
+_PROBE = ("Answer: B", "Question")  # text on either side of the context/question boundary
+
+
+@dataclass
+class TextQuestion:
+    """One question as text. `gold_output` is what a perfect model would write (the oracle)."""
+
+    doc_id: str
+    text: str
+    target: Any
+    gold_output: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextGroup:
+    """Questions that share `context`; `system` is the task description (if any)."""
+
+    context: str
+    questions: list[TextQuestion]
+    system: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def data_spec(config: dict[str, Any], split: str | None = None) -> data.DataSpec:
+    """The files suite `config` reads for `split` (default: its YAML split)."""
+    split = split or config["split"]
+    files = [f.format(split=split) for f in config["data"]["files"]]
+    return data.DataSpec(config["name"], files, config["data"]["hub"])
+
+
+def chunks(items: Sequence, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+def _positive(name: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and (not isinstance(value, int) or value < minimum):
+        raise BadInput(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class Suite:
+    """A benchmark suite. Subclasses implement `text_groups`, `score` and `aggregate`."""
+
+    requires_code_execution: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tokenizer: Any,
+        *,
+        data_dir: str | Path | None = None,
+        branch: int = 1,
+        limit: int | None = None,
+        num_fewshot: int | None = None,
+        split: str | None = None,
+        subjects: Sequence[str] | None = None,
+        apply_chat_template: bool = False,
+        samples_per_task: int = 1,
+        seed: int = 0,
+    ):
+        _positive("--branch", branch)
+        _positive("--limit", limit)
+        _positive("--num-fewshot", num_fewshot, minimum=0)
+        _positive("--samples-per-task", samples_per_task)
+        self.config = config
+        self.name: str = config["name"]
+        self.tokenizer = tokenizer
+        self.branch, self.limit, self.seed = branch, limit, seed
+        self.num_fewshot: int = config.get("num_fewshot", 0) if num_fewshot is None else num_fewshot
+        self.split: str = split or config["split"]
+        if self.split not in config["splits"]:
+            valid = ", ".join(config["splits"])
+            raise BadInput(f"suite {self.name} has no split {self.split!r}; valid: {valid}")
+        self.subjects = list(subjects) if subjects else None
+        if self.subjects and not config.get("has_subjects"):
+            raise BadInput(f"suite {self.name} has no subjects; drop --subjects")
+        if samples_per_task > 1 and "sampling" not in config:
+            raise BadInput(f"--samples-per-task applies to sampled suites (humaneval), "
+                           f"not {self.name}")
+        self.samples_per_task = samples_per_task
+        self.apply_chat_template = apply_chat_template
+        if apply_chat_template and not getattr(tokenizer, "chat_template", None):
+            raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
+        self.stop_strings: list[str] = list(config.get("stop", []))
+        eos = tokenizer.eos_token_id
+        self._eos_ids: list[int] = [eos] if eos is not None else []
+        self.data_spec = data_spec(config, self.split)
+        self.data_root = data.resolve(
+            self.data_spec, data_dir, lambda root: type(self).fetch(config, root)
+        )
+        self._cut_cache: dict[str, int] = {}
+        self._context_cache: dict[str, list[int]] = {}
+        self.groups: list[Group] = self._build_groups()
+        if not self.groups:
+            raise BadInput(f"suite {self.name}: no questions in {self.data_root} "
+                           "for this selection")
+
+    # --- to implement -------------------------------------------------------------------
+
+    def text_groups(self) -> Iterator[TextGroup]:
+        """Groups of at most `self.branch` questions, in data order (read lazily)."""
+        raise NotImplementedError
+
+    def score(
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+    ) -> dict[str, Any]:
+        """Per-sample fields for samples.jsonl; always "target" and "score"."""
+        raise NotImplementedError
+
+    def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """The metrics block of run.json, from score() dicts (also re-read from samples.jsonl)."""
+        raise NotImplementedError
+
+    @classmethod
+    def fetch(cls, config: dict[str, Any], root: Path) -> None:
+        """Write the hub copy of this suite's data under `root`, in the local layout."""
+        raise BadInput(f"suite {config['name']} cannot be fetched from the hub")
+
+    # --- shared behaviour -----------------------------------------------------------------
+
+    def path(self, relative: str) -> Path:
+        return self.data_root / relative.format(split=self.split)
+
+    def score_token_ids(self) -> list[int] | None:
+        return None
+
+    def generation(
+        self, max_new_tokens: int | None = None, ignore_eos: bool = False,
+        eos_token_ids: Sequence[int] = (),
+    ) -> GenerationConfig:
+        if eos_token_ids:
+            self._eos_ids = list(eos_token_ids)
+        sampling = self.config.get("sampling", {}) if self.samples_per_task > 1 else {}
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens or self.config["max_new_tokens"],
+            ignore_eos=ignore_eos,
+            stop_strings=list(self.stop_strings),
+            eos_token_ids=list(self._eos_ids),
+            score_token_ids=self.score_token_ids(),
+            temperature=float(sampling.get("temperature", 0.0)),
+            top_p=float(sampling.get("top_p", 1.0)),
+            seed=self.seed,
+        )
+
+    def answer_text(self, output: QuestionOutput) -> str:
+        """The output as scored: up to the first EOS token, then up to the first stop string.
+
+        Under --ignore-eos a runner keeps generating past both; the score must not see that.
+        """
+        eos = set(self._eos_ids)
+        cut = next((i for i, t in enumerate(output.output_ids) if t in eos), None)
+        text = output.output_text
+        if cut is not None:
+            text = self.tokenizer.decode(output.output_ids[:cut], skip_special_tokens=True)
+        return cut_at_stops(text, self.stop_strings)
+
+    def score_all(
+        self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
+        allow_code_execution: bool = False,
+    ) -> list[dict[str, Any]]:
+        return [
+            self.score(q, o, allow_code_execution=allow_code_execution)
+            for q, o in zip(questions, outputs, strict=True)
+        ]
+
+    def record_info(self) -> dict[str, Any]:
+        n_questions = sum(len(g.questions) for g in self.groups)
+        return {
+            "suite": self.name,
+            "split": self.split,
+            "num_fewshot": self.num_fewshot,
+            "apply_chat_template": self.apply_chat_template,
+            "data_source": str(self.data_root),
+            "data_files": self.data_spec.files,
+            "subjects": self.subjects,
+            "samples_per_task": self.samples_per_task,
+            "stop_strings": self.stop_strings,
+            "default_max_new_tokens": self.config["max_new_tokens"],
+            "n_groups": len(self.groups),
+            "n_questions": n_questions,
+        }
+
+    # --- tokenization ----------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _bos_ids(self) -> list[int]:
+        """What the tokenizer adds in front of a text by itself (BOS for Llama), else []."""
+        if self.apply_chat_template:  # templates write their own BOS into the text
+            return []
+        plain = self.encode("a")
+        full = list(self.tokenizer.encode("a"))
+        return full[: full.index(plain[0])] if plain and plain[0] in full else []
+
+    def _wrap(self, group: TextGroup) -> tuple[str, str]:
+        """(context text, text that follows every question) with or without the chat template."""
+        if not self.apply_chat_template:
+            return group.system + group.context, ""
+        messages = [{"role": "system", "content": group.system}] if group.system else []
+        messages.append({"role": "user", "content": group.context + _SENTINEL})
+        rendered = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        prefix, _, suffix = rendered.partition(_SENTINEL)
+        return prefix, suffix
+
+    def _whitespace_cut(self, ws: str) -> int:
+        """How many chars of the context's trailing whitespace `ws` stay in the context."""
+        if ws not in self._cut_cache:
+            left, right = _PROBE[0] + ws, _PROBE[1]
+            joint = self.encode(left + right)
+            self._cut_cache[ws] = next(
+                (k for k in range(len(ws), -1, -1)
+                 if self.encode(_PROBE[0] + ws[:k]) + self.encode(ws[k:] + right) == joint),
+                len(ws),
+            )
+        return self._cut_cache[ws]
+
+    def _split_context(self, context: str) -> tuple[str, str]:
+        body = context.rstrip()
+        ws = context[len(body):]
+        if not body or not ws:
+            return context, ""
+        k = self._whitespace_cut(ws)
+        return body + ws[:k], ws[k:]
+
+    def _context_ids(self, text: str) -> list[int]:
+        if text not in self._context_cache:
+            self._context_cache[text] = self._bos_ids() + self.encode(text)
+        return self._context_cache[text]
+
+    def _build_groups(self) -> list[Group]:
+        groups: list[Group] = []
+        # --limit counts documents, as in lm-eval; a document yields samples_per_task questions
+        left = None if self.limit is None else self.limit * self.samples_per_task
+        for tg in self.text_groups():
+            items = tg.questions if left is None else tg.questions[:left]
+            if not items:
+                continue
+            context, suffix = self._wrap(tg)
+            context, head = self._split_context(context)
+            questions = []
+            for q in items:
+                prompt = head + q.text + suffix
+                meta = {"prompt_text": prompt, "gold_output": q.gold_output, **q.meta}
+                questions.append(Question(q.doc_id, self.encode(prompt), q.target, meta))
+            meta = {"context_text": context, **tg.meta}
+            groups.append(Group(len(groups), self._context_ids(context), questions, meta))
+            if left is not None:
+                left -= len(items)
+                if left == 0:
+                    break
+        return groups

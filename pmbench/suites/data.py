@@ -1,0 +1,137 @@
+"""Where a suite's files come from: `--data-dir`, `$PMBENCH_DATA`, or the HF hub.
+
+Every suite reads one local layout (that of ../shared/data, see its README). A hub copy
+is fetched through `datasets` and written in that same layout, into the cache
+(`$PMBENCH_CACHE/data`) or, with `pmbench data download`, into the data folder; the
+suite then reads it like any other local folder, so there is one reader per suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pmbench.errors import BadInput
+
+DATA_ENV = "PMBENCH_DATA"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def cache_data_dir() -> Path:
+    """Where hub copies go when no data folder is named."""
+    from pmbench.models import cache_dir
+
+    return cache_dir() / "data"
+
+
+def local_roots(data_dir: str | Path | None = None) -> list[Path]:
+    """Candidate data folders, in resolution order (the hub cache last)."""
+    roots = [Path(data_dir).expanduser()] if data_dir else []
+    if os.environ.get(DATA_ENV):
+        roots.append(Path(os.environ[DATA_ENV]).expanduser())
+    roots.append(cache_data_dir())
+    return roots
+
+
+def hub_offline_reason() -> str | None:
+    """Why the hub cannot be used now (None when it can).
+
+    `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE` say so explicitly. Otherwise a 3-second TCP
+    probe of the endpoint stands in for `datasets`' own retries, which take ~25 s to give
+    up on a machine without network; behind a proxy the probe is skipped.
+    """
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as exc:
+        return f"cannot reach {url.hostname} ({exc.__class__.__name__})"
+    return None
+
+
+@dataclass
+class DataSpec:
+    """A suite's data needs: files under the data folder, and the hub dataset."""
+
+    suite: str
+    files: list[str]  # relative paths that must exist, `{split}` filled in
+    hub: str  # dataset id on the HF hub, for messages
+
+    def present_in(self, root: Path) -> bool:
+        return all((root / f).exists() for f in self.files)
+
+
+def find_local(spec: DataSpec, data_dir: str | Path | None = None) -> Path | None:
+    return next((r for r in local_roots(data_dir) if spec.present_in(r)), None)
+
+
+def resolve(
+    spec: DataSpec, data_dir: str | Path | None, fetch: Callable[[Path], None]
+) -> Path:
+    """The data folder holding `spec.files`, fetching a hub copy into the cache if needed."""
+    root = find_local(spec, data_dir)
+    if root is not None:
+        return root
+    looked = ", ".join(str(r) for r in local_roots(data_dir))
+    offline = hub_offline_reason()
+    if offline:
+        raise BadInput(
+            f"no data for suite {spec.suite} (needs {', '.join(spec.files)}; looked in {looked}): "
+            f"pass --data-dir DIR or set ${DATA_ENV} to a folder laid out like ../shared/data, "
+            f"or go online to fetch {spec.hub} from the HF hub via `datasets` ({offline})"
+        )
+    target = cache_data_dir()
+    download(spec, target, fetch)
+    return target
+
+
+def download(spec: DataSpec, target: Path, fetch: Callable[[Path], None]) -> None:
+    """Fetch the hub copy into `target` (one-line BadInput on any failure)."""
+    try:
+        fetch(target)
+    except BadInput:
+        raise
+    except Exception as exc:  # network, auth, schema: all one line for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInput(f"could not fetch {spec.hub} for suite {spec.suite}: {first}") from None
+    if not spec.present_in(target):
+        raise BadInput(f"fetched {spec.hub} but {target} still lacks {', '.join(spec.files)}")
+
+
+def load_hub(path: str, name: str | None = None, split: str | None = None):
+    """`datasets.load_dataset`, imported late (it is slow to import)."""
+    import datasets
+
+    return datasets.load_dataset(path, name, split=split)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically (temporary file, then rename): a half-written file is never read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

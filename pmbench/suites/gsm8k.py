@@ -1,0 +1,67 @@
+"""GSM8K: grade-school math word problems, exact match on the final number.
+
+The few-shot prefix (the first train items with their worked solutions) is the shared
+context of every group. Two extractions, as lm-evaluation-harness: strict (the number
+after `#### `, the format the shots teach) and flexible (the last number anywhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pmbench.errors import BadInput
+from pmbench.suites import data
+from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks
+from pmbench.suites.metrics import extract_flexible, extract_strict, gsm8k_match, mean
+from pmbench.types import Question, QuestionOutput
+
+
+def final_answer(solution: str) -> str:
+    """The gold number: what follows `#### ` on the solution's last line."""
+    return solution.split("####")[-1].strip()
+
+
+class GSM8KSuite(Suite):
+    def text_groups(self) -> Iterator[TextGroup]:
+        template = self.config["prompt"]["question"]
+        shots = data.read_jsonl(self.path("gsm8k/train.jsonl"))[: self.num_fewshot]
+        if len(shots) < self.num_fewshot:
+            raise BadInput(f"gsm8k has only {len(shots)} train items for --num-fewshot")
+        context = "".join(
+            template.format(question=s["question"]) + " " + s["answer"] + "\n\n" for s in shots
+        )
+        items = [
+            TextQuestion(f"{self.split}/{i}", template.format(question=d["question"]),
+                         final_answer(d["answer"]), " " + d["answer"])
+            for i, d in enumerate(data.read_jsonl(self.path("gsm8k/{split}.jsonl")))
+        ]
+        for chunk in chunks(items, self.branch):
+            yield TextGroup(context, chunk)
+
+    def score(
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+    ) -> dict[str, Any]:
+        text = self.answer_text(output)
+        strict, flexible = extract_strict(text), extract_flexible(text)
+        em_strict = gsm8k_match(strict, question.target)
+        return {
+            "target": question.target, "prediction": text,
+            "extracted_strict": strict, "extracted_flexible": flexible,
+            "em_strict": em_strict, "em_flexible": gsm8k_match(flexible, question.target),
+            "score": em_strict,
+        }
+
+    def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        strict = mean(s["em_strict"] for s in samples)
+        return {"exact_match": strict, "exact_match_strict": strict,
+                "exact_match_flexible": mean(s["em_flexible"] for s in samples),
+                "n": len(samples)}
+
+    @classmethod
+    def fetch(cls, config: dict[str, Any], root: Path) -> None:
+        for split in ("train", "test"):
+            rows = data.load_hub(config["data"]["hub"], "main", split)
+            data.write_jsonl(root / f"gsm8k/{split}.jsonl",
+                             ({"question": r["question"], "answer": r["answer"]} for r in rows))
