@@ -1,0 +1,314 @@
+"""One training run, pretraining or fine-tuning: settings in, checkpoint and record out.
+
+The two kinds differ only in where the model, tokenizer and examples come from:
+
+- pretrain: a BPE tokenizer trained on the corpus (saved under `<run>/tokenizer/` at
+  once, so a resumed run uses the same one) and a fresh MiniMind-size `LlamaForCausalLM`;
+  examples are a context chunk plus N independent segments, loss on every token;
+- finetune: an existing HF model (`--model`, default SmolLM2-135M-Instruct), fully or
+  with LoRA; examples are the suites' shared-context questions, loss on the answers.
+
+Both then install the 2D positions (`pmbench.rope2d.patch_model`), run the shared loop,
+measure the held-out loss at #branch 1, 2, 4, 8 (and the trained #branch), and save
+the checkpoint with its `rope2d` section and the record `train.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pmbench.errors import BadInput
+from pmbench.records import now_iso
+from pmbench.rope2d.patch import patch_model
+from pmbench.rope2d.settings import Rope2DSettings
+from pmbench.train import record as rec
+from pmbench.train.data import IGNORE, Example, collate, pack_example
+from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
+from pmbench.train.sources import (
+    DEFAULT_HELDOUT_ARTICLES,
+    HELDOUT_BRANCHES,
+    PretrainSource,
+    SuiteQASource,
+    builtin_corpus,
+    file_corpus,
+    step_rng,
+    tokenizer_texts,
+)
+
+KINDS = ("pretrain", "finetune")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainSettings:
+    """Everything `pmbench train` was asked to do (recorded in train.json `settings`)."""
+
+    kind: str
+    size: str = "cpu-tiny"  # pretrain
+    model: str | None = None  # finetune (None: the default model)
+    steps: int = 200
+    branches: int = 4
+    ratio: float = 0.5
+    mode: str = "split"
+    branch_freqs: str = "interleaved"
+    mask: str = "isolated"
+    lr: float | None = None  # None: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full fine-tuning
+    seed: int = 0
+    output_dir: str = "results"
+    batch_size: int = 8
+    grad_accum: int = 1
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    warmup_steps: int | None = None  # None: 10% of the steps, at most 100
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    max_len: int = 2048
+    context_len: int = 64  # pretrain: context chunk tokens
+    segment_len: int = 64  # pretrain: tokens per branch segment
+    vocab_size: int = 6400
+    tokenizer_chars: int | None = None  # pretrain: BPE training text cap (None: all)
+    corpus: str | None = None  # pretrain: file / hf:NAME (None: the benchmark data)
+    sources: list[str] = field(default_factory=lambda: ["squad", "gsm8k", "mmlu"])
+    heldout_articles: int = DEFAULT_HELDOUT_ARTICLES
+    heldout_branches: list[int] = field(default_factory=lambda: list(HELDOUT_BRANCHES))
+    data_dir: str | None = None
+    eval_every: int = 0
+    save_every: int = 100
+    device: str | None = None  # None: what accelerate picks (CUDA when present)
+    mixed_precision: str | None = None  # None: bf16 on CUDA when supported, else no
+    gradient_checkpointing: bool = False
+    threads: int | None = None
+    run_id: str | None = None
+    resume: str | None = None
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise BadInput(f"unknown training kind {self.kind!r}")
+        for name in ("steps", "branches", "batch_size", "grad_accum", "max_len",
+                     "context_len", "segment_len", "lora_r"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be >= 1")
+        if self.segment_len < 3:
+            raise BadInput("--segment-len must be >= 3 (BOS, a token, room for EOS)")
+        if self.lr is not None and self.lr <= 0:
+            raise BadInput("--lr must be > 0")
+        if self.eval_every < 0 or self.save_every < 0:
+            raise BadInput("--eval-every and --save-every must be >= 0")
+        if any(n < 1 for n in self.heldout_branches):
+            raise BadInput("held-out #branch values must be >= 1")
+        self.rope2d()  # validates ratio, mode, branch_freqs, mask
+
+    def rope2d(self) -> Rope2DSettings:
+        return Rope2DSettings(self.ratio, self.mode, self.branch_freqs, self.mask)
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        if self.kind == "pretrain":
+            return 1e-3
+        return 2e-4 if self.lora else 5e-5
+
+
+def _accelerator(s: TrainSettings):
+    from accelerate import Accelerator
+
+    cpu = s.device == "cpu" or not torch.cuda.is_available()
+    mp = s.mixed_precision
+    if mp is None:
+        mp = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=cpu, mixed_precision=mp)
+
+
+def _shared_run_id(accelerator, s: TrainSettings, name: str) -> str:
+    """One run id for every process (each would draw its own random suffix)."""
+    from accelerate.utils import broadcast_object_list
+
+    ids = [s.resume or s.run_id or rec.new_train_id(s.kind, name, s.ratio, s.branches)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(ids, from_process=0)
+    return ids[0]
+
+
+def _pretrain_parts(s: TrainSettings, run_dir: Path, accelerator):
+    from transformers import AutoTokenizer
+
+    from pmbench.train.model import build_model
+    from pmbench.train.tokenizer import train_bpe
+
+    corpus = file_corpus(s.corpus) if s.corpus else builtin_corpus(s.data_dir,
+                                                                  s.heldout_articles)
+    tok_dir = run_dir / rec.TOKENIZER_DIR
+    if accelerator.is_main_process and not (tok_dir / "tokenizer.json").exists():
+        train_bpe(tokenizer_texts(corpus, s.tokenizer_chars), s.vocab_size).save_pretrained(
+            tok_dir)
+    accelerator.wait_for_everyone()
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    model = build_model(s.size, tokenizer, s.seed)
+    source = PretrainSource(corpus, tokenizer, s.context_len, s.segment_len)
+    split = {**corpus.split, "tokenizer": f"BPE {len(tokenizer)} trained on the train side",
+             "heldout_segments": source.heldout_segments, "segment_len": s.segment_len,
+             "context_len": s.context_len}
+    return model, tokenizer, source, split, s.size
+
+
+def _finetune_parts(s: TrainSettings):
+    from pmbench.models import load_model
+
+    loaded = load_model(s.model, device="cpu", dtype="float32")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    model.requires_grad_(True)
+    if s.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
+            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    source = SuiteQASource(s.sources, tokenizer, s.data_dir, s.branches, s.heldout_articles,
+                           s.max_len)
+    return model, tokenizer, source, source.split, loaded.name
+
+
+def _batches(examples: list[Example], mask: str, pad_id: int, size: int) -> list[dict]:
+    packed = [pack_example(ex, mask) for ex in examples]
+    return [collate(packed[i:i + size], pad_id) for i in range(0, len(packed), size)]
+
+
+def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]:
+    """Train as `s` says (or resume `s.resume`); return the final train.json record."""
+    previous: dict[str, Any] | None = None
+    if s.resume:
+        previous = rec.read_record(s.output_dir, s.resume)
+        if previous.get("status") == "complete":
+            raise BadInput(f"training run {s.resume} is already complete")
+        kept = {f.name for f in fields(TrainSettings)}
+        s = TrainSettings(**{**{k: v for k, v in previous["settings"].items() if k in kept},
+                             "resume": s.resume, "output_dir": s.output_dir})
+    s.validate()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # tied-weight save notices
+    accelerator = _accelerator(s)
+    torch.manual_seed(s.seed)
+    display_name = s.size if s.kind == "pretrain" else (s.model or "default")
+    run_id = _shared_run_id(accelerator, s, display_name)
+    run_dir = Path(s.output_dir) / run_id
+    if not s.resume and (run_dir / rec.TRAIN_FILE).exists():
+        raise BadInput(f"training run {run_id} already exists in {s.output_dir} "
+                       f"(use --resume {run_id})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if show_progress and accelerator.is_main_process:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"training run {run_id} in {run_dir} "
+                                   f"({'resumed' if s.resume else 'new'})", highlight=False)
+
+    if s.kind == "pretrain":
+        model, tokenizer, source, split, model_name = _pretrain_parts(s, run_dir, accelerator)
+    else:
+        model, tokenizer, source, split, model_name = _finetune_parts(s)
+    settings = s.rope2d()
+    patch_model(model, settings)
+    if s.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):  # LoRA: inputs of frozen layers
+            model.enable_input_require_grads()
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def batch_fn(step: int, micro: int) -> dict[str, torch.Tensor]:
+        rng = step_rng(s.seed, step, micro, rank)
+        examples = [source.example(rng, s.branches) for _ in range(s.batch_size)]
+        return collate([pack_example(ex, s.mask) for ex in examples], pad)
+
+    eval_sizes = sorted({*s.heldout_branches, s.branches})
+    heldout = {n: _batches(source.heldout(n), s.mask, pad, s.batch_size) for n in eval_sizes}
+
+    def heldout_fn(m) -> float:
+        return evaluate_loss(m, heldout[s.branches], accelerator.device)
+
+    record: dict[str, Any] = previous or {}
+    record.update({
+        "run_id": run_id,
+        "created": record.get("created") or now_iso(),
+        "status": "running",
+        "kind": s.kind,
+        "model": model_name,
+        "rope2d": settings.as_dict(),
+        "branches": s.branches,
+        "steps": s.steps,
+        "settings": asdict(s),
+        "data_split": split,
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "lr": s.learning_rate,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "processes": world,
+    })
+    from pmbench.envinfo import env_fingerprint
+
+    record["env"] = env_fingerprint(str(accelerator.device), "float32", "sdpa")
+
+    def on_save(state: TrainState) -> None:
+        record.update(_progress_fields(state))
+        rec.write_record(run_dir, record)
+
+    if accelerator.is_main_process:
+        rec.write_record(run_dir, record)
+    cfg = LoopConfig(
+        steps=s.steps, lr=s.learning_rate, grad_accum=s.grad_accum,
+        warmup_steps=s.warmup_steps if s.warmup_steps is not None else min(100, s.steps // 10),
+        weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
+        eval_every=s.eval_every, save_every=s.save_every,
+    )
+    model, state = train_loop(
+        accelerator, model, batch_fn, cfg, run_dir / rec.STATE_DIR, resume=bool(s.resume),
+        heldout_fn=heldout_fn, on_save=on_save, show_progress=show_progress,
+    )
+
+    t0 = time.perf_counter()
+    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device) for n in eval_sizes}
+    eval_s = time.perf_counter() - t0
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoint = rec.save_checkpoint(accelerator.unwrap_model(model), tokenizer, settings,
+                                         run_dir / rec.CHECKPOINT_DIR)
+        record.update(_progress_fields(state))
+        record.update({
+            "heldout_loss": losses,
+            "heldout_tokens": {str(n): sum(int((b["targets"] != IGNORE).sum())
+                                           for b in heldout[n]) for n in eval_sizes},
+            "eval_s": eval_s,
+            "checkpoint": str(checkpoint),
+            "status": "complete",
+            "finished": now_iso(),
+        })
+        rec.write_record(run_dir, record)
+    accelerator.wait_for_everyone()
+    return record
+
+
+def _progress_fields(state: TrainState) -> dict[str, Any]:
+    start = state.heldout_curve[0][1] if state.heldout_curve and not state.heldout_curve[0][0] \
+        else None
+    return {
+        "heldout_loss_start": start,
+        "completed_steps": state.step,
+        "loss_curve": state.loss_curve,
+        "heldout_curve": state.heldout_curve,
+        "train_loss": state.final_loss,
+        "tokens": state.tokens,
+        "wall_s": state.wall_s,
+        "tokens_per_s": state.tokens_per_s,
+    }

@@ -1,0 +1,209 @@
+"""The one training loop, shared by pretraining and fine-tuning (accelerate).
+
+It knows nothing about where batches come from: `batch_fn(step, micro)` returns a
+collated batch (see `data.collate`), and every batch is a function of its step, so a
+resumed run replays exactly the batches an uninterrupted one would have seen. The
+loop owns the optimizer (AdamW), the schedule (linear warm-up, cosine decay to 10%),
+gradient accumulation and clipping, and the resumable state: `accelerator.save_state`
+(model, optimizer, scheduler, RNG) plus `progress.json` (step, loss curve, tokens,
+time), written to a fresh folder and swapped in, so an interruption at any moment
+leaves the last complete state.
+
+Runs on CPU as is, and on several GPUs or machines under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pmbench.records import atomic_write_text
+from pmbench.train.data import IGNORE, branch_loss
+
+PROGRESS_FILE = "progress.json"
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoopConfig:
+    steps: int
+    lr: float
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    min_lr_ratio: float = 0.1
+    eval_every: int = 0  # 0: no held-out loss during training
+    save_every: int = 0  # 0: save the resumable state only at the end
+
+
+@dataclass
+class TrainState:
+    """What the loop has done so far; saved with the resumable state."""
+
+    step: int = 0
+    loss_curve: list[list[float]] = field(default_factory=list)  # [[step, loss], ...]
+    heldout_curve: list[list[float]] = field(default_factory=list)
+    tokens: int = 0  # tokens fed, padding excluded (all processes)
+    wall_s: float = 0.0  # training time over every session
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.wall_s if self.wall_s > 0 else None
+
+    @property
+    def final_loss(self) -> float | None:
+        """Mean training loss of the last 10 steps (one step's loss is noisy)."""
+        tail = [loss for _, loss in self.loss_curve[-10:]]
+        return sum(tail) / len(tail) if tail else None
+
+
+def cosine_with_warmup(cfg: LoopConfig) -> Callable[[int], float]:
+    """LR multiplier for optimizer step s (0-based): linear warm-up, cosine to min_lr_ratio."""
+
+    def factor(s: int) -> float:
+        if s < cfg.warmup_steps:
+            return (s + 1) / cfg.warmup_steps
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        progress = min(1.0, (s - cfg.warmup_steps) / span)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate_loss(model: Any, batches: list[Batch], device: torch.device) -> float:
+    """Token-weighted mean cross-entropy over `batches` (eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        total += float(branch_loss(model, batch, reduction="sum"))
+        count += int((batch["targets"] != IGNORE).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _save(accelerator: Any, state_dir: Path, state: TrainState) -> None:
+    """Write the state to a fresh folder, then swap it in (the old one survives a crash)."""
+    fresh = state_dir.with_name(state_dir.name + ".new")
+    if accelerator.is_main_process:
+        shutil.rmtree(fresh, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(fresh))
+    if accelerator.is_main_process:
+        atomic_write_text(fresh / PROGRESS_FILE, json.dumps(asdict(state)) + "\n")
+        old = state_dir.with_name(state_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if state_dir.exists():
+            state_dir.rename(old)
+        fresh.rename(state_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_progress(state_dir: Path) -> TrainState | None:
+    path = state_dir / PROGRESS_FILE
+    if not path.exists():
+        return None
+    return TrainState(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def train_loop(
+    accelerator: Any,
+    model: Any,
+    batch_fn: Callable[[int, int], Batch],
+    cfg: LoopConfig,
+    state_dir: Path,
+    *,
+    resume: bool = False,
+    heldout_fn: Callable[[Any], float] | None = None,
+    on_save: Callable[[TrainState], None] | None = None,
+    show_progress: bool = True,
+) -> tuple[Any, TrainState]:
+    """Train `model` for `cfg.steps` optimizer steps; return (prepared model, state).
+
+    `batch_fn(step, micro)` gives micro-batch `micro` of step `step` (1-based) for this
+    process. With `resume`, the state in `state_dir` is loaded and training continues
+    after its step. `heldout_fn(model)` is recorded before the first step and every
+    `cfg.eval_every` steps. `on_save` runs on the main process after every save.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    state = TrainState()
+    if resume and load_progress(state_dir) is not None:
+        accelerator.load_state(str(state_dir))
+        state = load_progress(state_dir)
+    if state.step == 0 and heldout_fn:  # where training starts from
+        state.heldout_curve.append([0, heldout_fn(model)])
+    model.train()
+
+    console = Console(stderr=True)
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=console, disable=not (show_progress and accelerator.is_main_process))
+    session_start = time.perf_counter()
+    wall_before = state.wall_s
+    with bar:
+        task = bar.add_task("training", total=cfg.steps, completed=state.step)
+        while state.step < cfg.steps:
+            step = state.step + 1
+            losses, tokens = [], 0
+            for micro in range(cfg.grad_accum):
+                batch = {k: v.to(accelerator.device) for k, v in batch_fn(step, micro).items()}
+                tokens += int(batch["lengths"].sum())
+                last = micro == cfg.grad_accum - 1
+                sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+                with sync, accelerator.autocast():
+                    loss = branch_loss(model, batch)
+                accelerator.backward(loss / cfg.grad_accum)
+                losses.append(loss.detach())
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            step_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")
+            state.tokens += int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device),
+                                                   reduction="sum"))
+            state.step = step
+            state.loss_curve.append([step, float(step_loss)])
+            state.wall_s = wall_before + time.perf_counter() - session_start
+            if heldout_fn and cfg.eval_every and step % cfg.eval_every == 0:
+                state.heldout_curve.append([step, heldout_fn(model)])
+            tok_s = state.tokens_per_s or 0.0
+            bar.update(task, completed=step,
+                       description=f"step {step} loss {float(step_loss):.4f} {tok_s:,.0f} tok/s")
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+                _save(accelerator, state_dir, state)
+                if on_save and accelerator.is_main_process:
+                    on_save(state)
+    return model, state

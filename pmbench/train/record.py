@@ -1,0 +1,64 @@
+"""A training run on disk: `<output-dir>/<run_id>/{train.json, checkpoint/, state/, tokenizer/}`.
+
+train.json is rewritten atomically at the start, at every save and at the end (status
+"running", then "complete"), so `pmbench table 2 / 3` never read half of it and
+`--resume RUN_ID` finds the settings of an interrupted run. `checkpoint/` is a plain
+HF folder (safetensors, tokenizer) whose config.json carries the `rope2d` section, so
+`pmbench run --model <run>/checkpoint --method rope2d` decodes with the trained settings.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pmbench.errors import BadInput
+from pmbench.records import atomic_write_text
+from pmbench.rope2d.patch import unpatch_model
+from pmbench.rope2d.settings import CONFIG_KEY, Rope2DSettings
+
+TRAIN_FILE = "train.json"
+CHECKPOINT_DIR = "checkpoint"
+STATE_DIR = "state"
+TOKENIZER_DIR = "tokenizer"
+
+
+def new_train_id(kind: str, name: str, ratio: float, branches: int) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in name)[-40:]
+    return f"{stamp}-{kind}-{safe}-r{ratio:g}-b{branches}-{secrets.token_hex(2)}"
+
+
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_record(output_dir: str | Path, run_id: str) -> dict[str, Any]:
+    path = Path(output_dir) / run_id / TRAIN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"no training run {run_id!r} in {output_dir}") from None
+    except json.JSONDecodeError:
+        raise BadInput(f"corrupt training record: {path}") from None
+
+
+def save_checkpoint(model: Any, tokenizer: Any, settings: Rope2DSettings, path: Path) -> Path:
+    """Save `model` as a plain HF folder with the `rope2d` section in its config.json.
+
+    A LoRA model is saved twice: its adapter under `adapter/` and the merged weights as
+    the checkpoint proper (what `pmbench run --model` loads). Merging changes `model`
+    in place, so call this last.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):  # peft
+        model.save_pretrained(path / "adapter")
+        model = model.merge_and_unload()
+    unpatch_model(model)
+    setattr(model.config, CONFIG_KEY, settings.as_dict())
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
