@@ -1,6 +1,7 @@
 """The suite framework: registry, options, data resolution, grouping and token ids."""
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -220,3 +221,36 @@ def test_a_new_suite_is_a_yaml_file(tokenizer, tmp_path, monkeypatch):
     suite = load_suite("gsm8k_0shot", tokenizer, limit=1)
     assert suite.groups[0].questions[0].meta["prompt_text"].startswith("Q: Janet’s ducks")
     assert suite.generation().stop_strings == ["Q:"]
+
+
+class NewlineMergingTokenizer:
+    """A toy tokenizer that pre-tokenizes as Qwen2 / Llama-3 do around newlines: a run of
+    newlines is one token ("\\n\\n" before a word stays whole), unlike SmolLM2's GPT-2 rule."""
+
+    eos_token_id = 0
+    chat_template = None
+    pieces = re.compile(r"\s*[\r\n]+|\s+(?!\S)|\s+| ?[^\s]+")
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {"<eos>": 0}
+
+    def encode(self, text, add_special_tokens=True):
+        return [self.vocab.setdefault(p, len(self.vocab)) for p in self.pieces.findall(text)]
+
+    def decode(self, ids, skip_special_tokens=False):
+        inverse = {i: p for p, i in self.vocab.items()}
+        return "".join(inverse[i] for i in ids)
+
+
+def test_the_boundary_cut_follows_the_tokenizer(tokenizer):
+    toy = NewlineMergingTokenizer()
+    suite = load_suite("gsm8k", toy, num_fewshot=2, limit=2, branch=2)
+    group = suite.groups[0]
+    assert group.meta["context_text"].endswith("\n\n")  # kept whole: one "\n\n" token
+    for q in group.questions:
+        assert not q.meta["prompt_text"].startswith("\n")
+        joint = toy.encode(group.meta["context_text"] + q.meta["prompt_text"])
+        assert group.context_ids + q.prompt_ids == joint
+    smol = load_suite("gsm8k", tokenizer, num_fewshot=2, limit=1).groups[0]
+    assert smol.meta["context_text"].endswith("#### 10\n")  # SmolLM2: "\n" | "\nQuestion"
+    assert smol.questions[0].meta["prompt_text"].startswith("\nQuestion: Janet")

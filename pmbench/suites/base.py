@@ -9,10 +9,12 @@ suites follow the same rules:
   (DESIGN: never re-tokenize a joined string in one method and not another);
 * the cut between them falls inside the whitespace that ends the context (a blank
   line, "\\n\\n", in most prompts). Where exactly is chosen once per tokenizer, with a
-  probe, so that `context_ids + prompt_ids` equals tokenizing the whole prompt at once:
-  SmolLM2's tokenizer keeps "\\n" in the context and starts the question with "\\n",
-  Qwen2 / Llama-3 style tokenizers keep "\\n\\n" whole in the context. The ids are then
-  those lm-evaluation-harness would feed for the same prompt string;
+  probe, so that `context_ids + prompt_ids` equals tokenizing the whole prompt at once
+  (SmolLM2's tokenizer: "\\n" stays in the context and the question starts with "\\n";
+  a tokenizer that merges "\\n\\n" before a word keeps it whole in the context). The ids
+  are then those lm-evaluation-harness would feed for the same prompt string, whenever
+  the question starts with a non-space character (all suites but a few HumanEval
+  prompts under --apply-chat-template);
 * a tokenizer that adds BOS gets it once, at the start of the context;
 * `--apply-chat-template` renders [system: task description, user: context + question]
   with the tokenizer's chat template and a generation prompt, as lm-evaluation-harness
