@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-from conftest import make_tiny_model
 
+from conftest import make_tiny_model
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.runners.base import RunnerOptions

@@ -165,12 +165,6 @@ def _finetune_parts(s: TrainSettings):
     loaded = load_model(s.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
     model.requires_grad_(True)
-    if s.lora:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
-            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     source = SuiteQASource(s.sources, tokenizer, s.data_dir, s.branches, s.heldout_articles,
                            s.max_len)
     return model, tokenizer, source, source.split, loaded.name
@@ -215,7 +209,13 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
     else:
         model, tokenizer, source, split, model_name = _finetune_parts(s)
     settings = s.rope2d()
-    patch_model(model, settings)
+    patch_model(model, settings)  # before LoRA wraps it: the patch needs the HF model
+    if s.kind == "finetune" and s.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
+            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if hasattr(model, "enable_input_require_grads"):  # LoRA: inputs of frozen layers

@@ -152,7 +152,7 @@ def train_loop(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr, betas=(0.9, 0.95), foreach=True,  # one kernel per group, not per tensor
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -23,7 +23,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -277,13 +277,22 @@ class SuiteQASource:
         self.heldout_titles = squad_heldout_titles(root, heldout_articles)
         gsm = root / "gsm8k" / "train.jsonl"
         self.gsm8k_cut = gsm8k_cut(len(_read_jsonl(gsm))) if "gsm8k" in names else None
-        self.train: dict[str, list[Example]] = {}
+        self.n_branches = n_branches
+
+    @cached_property
+    def train(self) -> dict[str, list[Example]]:
+        """Training examples per source (built on first use: tokenizing takes seconds)."""
+        train = {}
         for name in self.names:
-            suite = _suite(name, tokenizer, data_dir, n_branches)
-            self.train[name] = self._examples(name, suite, heldout=False)
-            if not self.train[name]:
+            suite = _suite(name, self.tok, self.data_dir, self.n_branches)
+            train[name] = self._examples(name, suite, heldout=False)
+            if not train[name]:
                 raise BadInput(f"fine-tuning source {name} has no training examples")
-        self.split = self._split_info()
+        return train
+
+    @property
+    def split(self) -> dict[str, Any]:
+        return self._split_info()
 
     def _selected(self, name: str, suite: Any, group: Any, q: Any, heldout: bool) -> bool:
         """Is question `q` on the training (heldout=False) or held-out side of the split?"""

@@ -1,0 +1,93 @@
+"""`pmbench train finetune` with LoRA on a tiny random model: the checkpoint saves,
+reloads (merged, or base + adapter) and gives the logits the trained model gave."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_tiny_model
+from pmbench.cli import app
+from pmbench.models import load_model
+from pmbench.rope2d.patch import patch_model
+from pmbench.rope2d.settings import Rope2DSettings
+from pmbench.train.data import Branch, Example, collate, pack_example
+from pmbench.train.loop import evaluate_loss
+from pmbench.train.sources import SuiteQASource
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tokenizer):
+    path = tmp_path_factory.mktemp("tiny-base")
+    make_tiny_model("llama", len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finetuned(base_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune")
+    res = CliRunner().invoke(app, [
+        "train", "finetune", "--model", str(base_dir), "--sources", "squad", "--lora",
+        "--steps", "4", "--branches", "2", "--batch-size", "2", "--heldout-branches", "2",
+        "--rope-2d-ratio", "0.25", "--mask", "cross", "--lr", "1e-2", "--quiet",
+        "--output-dir", str(out), "--run-id", "lora"])
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "lora" / "train.json").read_text())
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                     attention_mask=batch["attention_mask"]).logits
+
+
+def test_lora_record(finetuned):
+    rec = finetuned
+    assert rec["status"] == "complete" and rec["kind"] == "finetune"
+    assert 0 < rec["trainable_params"] < rec["params"] / 10
+    assert rec["rope2d"] == {"ratio": 0.25, "mode": "split", "branch_freqs": "interleaved",
+                             "mask": "cross"}
+    split = rec["data_split"]["squad"]
+    assert split["heldout_articles"][0] == "Super_Bowl_50"
+    assert split["train_questions"] > 5000
+    assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4]
+
+
+def test_lora_checkpoint_reloads_with_the_same_logits(finetuned, base_dir, tokenizer):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ckpt = Path(finetuned["checkpoint"])
+    settings = Rope2DSettings(0.25, "split", "interleaved", "cross")
+    ex_tokens = [tokenizer.encode(t) for t in
+                 ("Context: a b c.\n", "Question: a?\nAnswer:", "Question: c?\nAnswer:")]
+    ex = Example(ex_tokens[0], [Branch(ex_tokens[1], [264, 28]), Branch(ex_tokens[2], [330])])
+    batch = collate([pack_example(ex, "cross")], tokenizer.pad_token_id)
+
+    merged = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    patch_model(merged)  # the rope2d section of the checkpoint's config.json
+    assert merged.model.rotary_emb.settings == settings
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    patch_model(base, settings)
+    before = _logits(base, batch)
+    adapted = PeftModel.from_pretrained(base, ckpt / "adapter").eval()
+    after_adapter = _logits(adapted, batch)
+    after_merged = _logits(merged, batch)
+    torch.testing.assert_close(after_merged, after_adapter, rtol=1e-4, atol=1e-4)
+    assert (after_merged - before).abs().max() > 1e-2  # training changed the model
+
+
+def test_lora_checkpoint_reproduces_recorded_heldout_loss(finetuned, data_dir):
+    loaded = load_model(finetuned["checkpoint"], device="cpu", dtype="float32")
+    patch_model(loaded.model)
+    source = SuiteQASource(["squad"], loaded.tokenizer, data_dir, 2, 8, 2048)
+    packed = [pack_example(ex, "cross") for ex in source.heldout(2)]
+    batches = [collate(packed[i:i + 2], loaded.tokenizer.pad_token_id)
+               for i in range(0, len(packed), 2)]
+    loss = evaluate_loss(loaded.model, batches, torch.device("cpu"))
+    assert loss == pytest.approx(finetuned["heldout_loss"]["2"], rel=1e-4)
