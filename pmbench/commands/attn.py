@@ -1,0 +1,86 @@
+"""`pmbench attn`: attention of rope2d branches on the (time, branch) grid (Table 4)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def attn(
+        suite: Annotated[str, typer.Option(help="Task suite (see `pmbench suites`).")],
+        branch: Annotated[int, typer.Option(help="Branches (questions) per group.")] = 4,
+        model: Annotated[str | None, typer.Option(help="HF folder, .gguf file or hub id.")] = None,
+        limit: Annotated[int | None, typer.Option(
+            help="Number of questions (default: four groups of --branch).")] = None,
+        max_new_tokens: Annotated[int | None, typer.Option(
+            help="Tokens per answer (suite default if unset).")] = None,
+        ignore_eos: Annotated[bool, typer.Option(
+            "--ignore-eos", help="Decode exactly --max-new-tokens per branch.")] = False,
+        rope_2d_ratio: Annotated[float | None, typer.Option(
+            "--rope-2d-ratio", help="Fraction of rotary pairs for the branch axis.")] = None,
+        rope_2d_mode: Annotated[str | None, typer.Option(
+            "--rope-2d-mode", help="split | additive.")] = None,
+        branch_freqs: Annotated[str | None, typer.Option(
+            help="high | low | interleaved.")] = None,
+        mask: Annotated[str | None, typer.Option(help="isolated | cross.")] = None,
+        layers: Annotated[str | None, typer.Option(
+            help="Layers to capture, e.g. 0,4,8-11 (default: all).")] = None,
+        heads: Annotated[str | None, typer.Option(
+            help="Query heads to capture, e.g. 0-3 (default: all).")] = None,
+        compare: Annotated[str | None, typer.Option(
+            help="A second model (e.g. a 2D-RoPE checkpoint) analysed side by side.")] = None,
+        data_dir: Annotated[str | None, typer.Option(help="Benchmark data folder.")] = None,
+        output_dir: Annotated[str, typer.Option(help="Where records go.")] = "results",
+        device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N.")] = None,
+        dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16.")] = None,
+        run_id: Annotated[str | None, typer.Option(help="Use this run id.")] = None,
+        json_out: Annotated[bool, typer.Option(
+            "--json", help="Print attention.json only.")] = False,
+    ) -> None:
+        """Capture where branch tokens attend (context, own branch, other branches) per
+        layer and head, score heads by time and branch focus, and draw the figures.
+
+        The rope2d options apply to both models; what is not given comes from each
+        model's config (a 2D-RoPE checkpoint's `rope2d` section), else the defaults.
+        """
+        from rich.console import Console
+        from rich.table import Table
+
+        from pmbench.attention import AttnSettings, run_attention
+        from pmbench.cli import _quiet_libraries
+
+        _quiet_libraries()
+        err, out = Console(stderr=True), Console()
+        settings = AttnSettings(
+            suite=suite, branch=branch, model=model, compare=compare, limit=limit,
+            max_new_tokens=max_new_tokens, ignore_eos=ignore_eos,
+            rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
+                    "mask": mask},
+            layers=layers, heads=heads, data_dir=data_dir, output_dir=output_dir,
+            device=device, dtype=dtype, run_id=run_id,
+        )
+        with err.status("attention analysis") as status:
+            record = run_attention(settings, log=lambda msg: status.update(msg))
+        if json_out:
+            sys.stdout.write(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+            return
+        table = Table(title=f"attention {record['run_id']}")
+        table.add_column("")
+        rows = [record] + ([record["compare"]] if record.get("compare") else [])
+        for r in rows:
+            table.add_column(r["model"], justify="right")
+        for key in ("context_mass", "own_branch_mass", "other_branch_mass", "first_token_mass",
+                    "time_focus_mean", "branch_focus_mean"):
+            table.add_row(key, *(f"{r['summary'][key]:.3f}" for r in rows))
+        for label in ("time", "branch", "mixed", "context"):
+            table.add_row(f"{label} heads", *(str(r["summary"]["heads"][label]) for r in rows))
+        out.print(table)
+        out.print(f"record: {output_dir}/{record['run_id']}/attention.json", highlight=False)
+        grid = next(f for f in record["figures"] if f.startswith("heatmap_grid") and
+                    f.endswith(".png"))
+        out.print(f"heatmap grid: {output_dir}/{record['run_id']}/{grid}", highlight=False)
