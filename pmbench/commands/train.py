@@ -28,7 +28,7 @@ Mode = Annotated[str, typer.Option("--rope-2d-mode", help="split | additive.")]
 Freqs = Annotated[str, typer.Option(help="high | low | interleaved.")]
 Mask = Annotated[str, typer.Option(help="isolated | cross.")]
 Lr = Annotated[float | None, typer.Option(
-    help="Peak learning rate [default: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full].")]
+    help="Peak learning rate (default: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full).")]
 Seed = Annotated[int, typer.Option()]
 OutputDir = Annotated[str, typer.Option(help="Where train records and checkpoints go.")]
 BatchSize = Annotated[int, typer.Option(help="Examples per micro-batch (per process).")]
@@ -39,7 +39,7 @@ MaxLen = Annotated[int, typer.Option(help="Longest packed example; branches beyo
 DataDir = Annotated[str | None, typer.Option(help="Benchmark data folder.")]
 EvalEvery = Annotated[int, typer.Option(help="Held-out loss every K steps (0: only at the end).")]
 SaveEvery = Annotated[int, typer.Option(help="Save the resumable state every K steps.")]
-Warmup = Annotated[int | None, typer.Option(help="Warm-up steps [default: 10%, at most 100].")]
+Warmup = Annotated[int | None, typer.Option(help="Warm-up steps (default: 10%, at most 100).")]
 WeightDecay = Annotated[float, typer.Option()]
 HeldoutArticles = Annotated[int, typer.Option(
     help="First SQuAD dev articles kept out of training (evaluated on).")]
@@ -47,7 +47,7 @@ HeldoutBranches = Annotated[str, typer.Option(
     help="Comma-separated #branch values to report held-out loss at.")]
 Device = Annotated[str | None, typer.Option(help="cpu, or leave unset for accelerate's choice.")]
 MixedPrecision = Annotated[str | None, typer.Option(
-    help="no | bf16 | fp16 [default: bf16 on CUDA].")]
+    help="no | bf16 | fp16 (default: bf16 on CUDA).")]
 GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing",
                                         help="Trade compute for activation memory.")]
 Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
@@ -112,7 +112,7 @@ def pretrain(
     context_len: Annotated[int, typer.Option(help="Tokens of the shared context chunk.")] = 64,
     segment_len: Annotated[int, typer.Option(help="Tokens per branch segment.")] = 64,
     corpus: Annotated[str | None, typer.Option(
-        help=".txt / .jsonl file or hf:NAME[:CONFIG] [default: the benchmark data's text].")
+        help=".txt / .jsonl file or hf:NAME[:CONFIG] (default: the benchmark data's text).")
     ] = None,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 6400,
     tokenizer_chars: Annotated[int | None, typer.Option(
@@ -153,7 +153,7 @@ def pretrain(
 @train_app.command()
 def finetune(
     model: Annotated[str | None, typer.Option(
-        help="HF folder, .gguf file or hub id [default: SmolLM2-135M-Instruct].")] = None,
+        help="HF folder, .gguf file or hub id (default: SmolLM2-135M-Instruct).")] = None,
     steps: Steps = 100,
     branches: Branches = 4,
     rope_2d_ratio: Ratio = 0.5,

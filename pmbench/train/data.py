@@ -121,7 +121,8 @@ def collate(packed: Sequence[PackedExample], pad_id: int) -> dict[str, torch.Ten
 def model_mask(model, visible: torch.Tensor) -> torch.Tensor:
     """A bool visibility mask as the model's attention wants it: bool for SDPA, else
     additive in the model's dtype (eager attention adds it to the scores)."""
-    if getattr(model.config, "_attn_implementation", "sdpa") == "sdpa":
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    if getattr(inner.config, "_attn_implementation", "sdpa") == "sdpa":
         return visible
     return additive(visible, next(model.parameters()).dtype)
 

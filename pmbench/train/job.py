@@ -170,6 +170,23 @@ def _finetune_parts(s: TrainSettings):
     return model, tokenizer, source, source.split, loaded.name
 
 
+def _trainable(model: Any, s: TrainSettings, settings: Rope2DSettings) -> Any:
+    """Install the 2D positions, then LoRA (the patch needs the plain HF model) and
+    gradient checkpointing as asked."""
+    patch_model(model, settings)
+    if s.kind == "finetune" and s.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
+            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    if s.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):  # LoRA: inputs of frozen layers
+            model.enable_input_require_grads()
+    return model
+
+
 def _batches(examples: list[Example], mask: str, pad_id: int, size: int) -> list[dict]:
     packed = [pack_example(ex, mask) for ex in examples]
     return [collate(packed[i:i + size], pad_id) for i in range(0, len(packed), size)]
@@ -209,17 +226,7 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
     else:
         model, tokenizer, source, split, model_name = _finetune_parts(s)
     settings = s.rope2d()
-    patch_model(model, settings)  # before LoRA wraps it: the patch needs the HF model
-    if s.kind == "finetune" and s.lora:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
-            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
-    if s.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        if hasattr(model, "enable_input_require_grads"):  # LoRA: inputs of frozen layers
-            model.enable_input_require_grads()
+    model = _trainable(model, s, settings)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -258,7 +265,9 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
     })
     from pmbench.envinfo import env_fingerprint
 
-    record["env"] = env_fingerprint(str(accelerator.device), "float32", "sdpa")
+    dtype = "float32" if accelerator.mixed_precision == "no" else \
+        f"float32 ({accelerator.mixed_precision} autocast)"
+    record["env"] = env_fingerprint(str(accelerator.device), dtype, "sdpa")
 
     def on_save(state: TrainState) -> None:
         record.update(_progress_fields(state))
