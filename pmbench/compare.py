@@ -14,8 +14,9 @@ wins. Per matched cell three kinds of figures are compared (bigger is better for
   [min_a / max_b, max_a / min_b]; the throughput rule applies. Compare folders from
   different machines with ``machine_independent=True``: absolute throughput is then
   reported but never flagged, and only ratios and accuracy can fail.
-- **accuracy** (every number in ``metrics`` except ``n``, fractions in [0, 1]): a drop is
-  flagged when it exceeds the binomial standard error of the difference,
+- **accuracy** (the metrics in :data:`ACCURACY` a record has, fractions in [0, 1], over
+  its ``metrics.n`` questions; per-category scores are not compared): a drop is flagged
+  when it exceeds the binomial standard error of the difference,
   sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). F1 and pass@1 use the same formula: a per-question
   score in [0, 1] with mean p has variance at most p(1-p), so for them it is a
   conservative approximation. With ``exact_accuracy=True`` any change is flagged
@@ -38,13 +39,17 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.results import Records, method_label, newest
+from pmbench.results import Records, method_label, newest, repeat_range
 from pmbench.tables import Table, to_markdown
 
 CELL_KEYS = ["model", "suite", "method", "rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs",
              "rope2d.mask", "branch", "limit", "max_new_tokens", "ignore_eos", "dtype"]
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
 RATIOS = (("rope2d", "batch"), ("rope2d", "sequential"), ("batch", "sequential"))
+# Accuracies over all `n` questions of a run; per-category scores (acc_stem, ...) and
+# counts are left out, since their number of questions is not recorded.
+ACCURACY = ("acc", "exact_match", "exact_match_strict", "exact_match_flexible", "pass@1",
+            "f1", "em", "f1a")
 FLAGS = ("REGRESSION", "CHANGED")
 
 
@@ -113,12 +118,11 @@ def _missing(value: Any) -> bool:
 
 
 def _throughput(record: dict[str, Any], metric: str) -> Figure | None:
-    tp = record["throughput"]
-    value = tp.get(metric)
-    if not isinstance(value, int | float):
+    value = (record["throughput"] or {}).get(metric)
+    span = repeat_range(record, metric)
+    if not isinstance(value, int | float) or span is None:
         return None
-    reps = (tp.get("repeats") or {}).get(metric) or [value]
-    return Figure("throughput", THROUGHPUT[metric], float(value), min(reps), max(reps))
+    return Figure("throughput", THROUGHPUT[metric], float(value), *span)
 
 
 def figures(records: Records) -> dict[tuple[str, str], Figure]:
@@ -138,8 +142,9 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
             if fig:
                 out[cell, metric] = fig
         n = rec["metrics"].get("n")
-        for metric, value in rec["metrics"].items():
-            if metric != "n" and isinstance(value, int | float) and not isinstance(value, bool):
+        for metric in ACCURACY:
+            value = rec["metrics"].get(metric)
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n)
     # Ratios between methods of one cell: same keys but method and its 2D RoPE settings.
     group = [k for k in CELL_KEYS if k != "method" and not k.startswith("rope2d.")]
@@ -169,7 +174,7 @@ def _judge(base: Figure, cand: Figure, threshold: float, machine_independent: bo
         se = math.sqrt(base.se**2 + cand.se**2)
         test = f"Δ {100 * diff:+.1f} pts, SE {100 * se:.1f}"
         return ("REGRESSION" if -diff > se else "improved" if diff > se else "ok"), test
-    test = f"[{base.low:.4g}, {base.high:.4g}] → [{cand.low:.4g}, {cand.high:.4g}]"
+    test = f"[{_num(base.low)}, {_num(base.high)}] → [{_num(cand.low)}, {_num(cand.high)}]"
     if base.kind == "throughput" and machine_independent:
         return "info", test
     if cand.value < base.value * (1 - threshold) and cand.high < base.low:
@@ -201,13 +206,18 @@ def _shown(fig: Figure) -> float:
     return 100 * fig.value if fig.unit == "%" else fig.value
 
 
+def _num(x: float) -> str:
+    """Four significant digits, without exponents for large throughputs."""
+    return f"{x:.1f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
 def to_markdown_report(result: Comparison) -> str:
     """A Markdown table (cell, metric, baseline, candidate, ratio, test, status) and a verdict."""
     data = pd.DataFrame({
         "Cell": [r.cell for r in result.rows], "Metric": [r.metric for r in result.rows],
         "Unit": [r.baseline.unit for r in result.rows],
-        "Baseline": [_shown(r.baseline) for r in result.rows],
-        "Candidate": [_shown(r.candidate) for r in result.rows],
+        "Baseline": [_num(_shown(r.baseline)) for r in result.rows],
+        "Candidate": [_num(_shown(r.candidate)) for r in result.rows],
         "Ratio": [r.ratio for r in result.rows], "Test": [r.test for r in result.rows],
         "Status": [r.status for r in result.rows]})
     flagged = len(result.regressions)
@@ -216,7 +226,7 @@ def to_markdown_report(result: Comparison) -> str:
     notes += [f"Only in baseline: {c}" for c in result.only_baseline]
     notes += [f"Only in candidate: {c}" for c in result.only_candidate]
     table = Table(None, "pmbench compare: baseline vs candidate", data,
-                  {"Baseline": ".4g", "Candidate": ".4g", "Ratio": ".3f"}, notes)
+                  {"Baseline": "", "Candidate": "", "Ratio": ".3f"}, notes)
     return to_markdown(table)
 
 
@@ -230,7 +240,7 @@ def to_benchmark_json(result: Comparison) -> list[dict[str, Any]]:
         entries.append({
             "name": f"{r.cell} {r.metric}", "unit": c.unit, "value": _shown(c),
             "range": "" if spread is None else f"± {spread:.4g}",
-            "extra": f"baseline {_shown(r.baseline):.4g}; ratio {r.ratio:.3f}; {r.status}",
+            "extra": f"baseline {_num(_shown(r.baseline))}; ratio {r.ratio:.3f}; {r.status}",
         })
     return entries
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
-from pmbench.results import Records, newest, trained_by
+from pmbench.results import Records, newest, repeat_range, trained_by
 from pmbench.tables import METRIC_NAMES, PRIMARY_METRIC, col, run_frame, suite_name
 
 SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
@@ -87,10 +87,9 @@ def throughput(records: Records, models=None, suites=None) -> Figure:
     fig, ax = _figure()
     for label, rows in _series(cells, ["label", "suite_metric", "short_model"]):
         rows = rows.sort_values("branch")
-        reps = [r["throughput"].get("repeats", {}).get("output_tok_s") or [t]
-                for r, t in zip(rows["record"], rows["tok_s"], strict=True)]
-        err = [[t - min(p) for t, p in zip(rows["tok_s"], reps, strict=True)],
-               [max(p) - t for t, p in zip(rows["tok_s"], reps, strict=True)]]
+        spans = [repeat_range(r, "output_tok_s") for r in rows["record"]]
+        err = [[t - lo for t, (lo, _) in zip(rows["tok_s"], spans, strict=True)],
+               [hi - t for t, (_, hi) in zip(rows["tok_s"], spans, strict=True)]]
         ax.errorbar(rows["branch"], rows["tok_s"], yerr=err, marker="o", capsize=3, label=label)
     _branch_axis(ax, cells["branch"])
     ax.set_ylabel("Output throughput (tokens/s)")

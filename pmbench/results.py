@@ -46,7 +46,7 @@ RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "att
 # Keys without which a record cannot be placed in a table, with the type each must have.
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "run": {"run_id": str, "created": str, "method": str, "branch": int, "suite": str,
-            "model": str, "metrics": dict, "throughput": dict},
+            "model": str, "metrics": dict, "throughput": (dict, type(None))},
     "train": {"run_id": str, "created": str, "kind": str, "model": str, "rope2d": dict,
               "branches": int, "heldout_loss": dict},
     "attention": {"run_id": str, "created": str, "kind": str, "model": str, "branch": int,
@@ -96,16 +96,16 @@ def _problem(kind: str, record: Any) -> str | None:
     """Why `record` is not a usable record of `kind`, or None when it is."""
     if not isinstance(record, dict):
         return f"not a pmbench {kind} record (a JSON {type(record).__name__})"
+    if record.get("status", "complete") != "complete":
+        return f"incomplete run (status {record['status']!r})"
     missing = [k for k in _REQUIRED[kind] if k not in record]
     if missing:
         return f"not a complete pmbench {kind} record (missing {', '.join(missing)})"
     for key, typ in _REQUIRED[kind].items():
         if not isinstance(record[key], typ) or isinstance(record[key], bool):
-            return f"field {key!r} is not a {typ.__name__}"
+            return f"field {key!r} has the wrong type ({type(record[key]).__name__})"
     if kind in _KINDS and record["kind"] not in _KINDS[kind]:
         return f"kind {record['kind']!r} is not one of {', '.join(_KINDS[kind])}"
-    if record.get("status", "complete") != "complete":
-        return f"incomplete run (status {record['status']!r})"
     try:
         datetime.fromisoformat(record["created"])
     except ValueError:
@@ -137,6 +137,19 @@ def load(root: str | Path) -> Records:
             kind
         ].append(record)
     return records
+
+
+def repeat_range(run: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    """[min, max] of throughput `metric` over a run's repeats (None when not measured)."""
+    tp = run.get("throughput") or {}
+    values = [v for v in (tp.get("repeats") or {}).get(metric) or []
+              if isinstance(v, int | float)]
+    if values:
+        return min(values), max(values)
+    lo, hi, median = tp.get(f"{metric}_min"), tp.get(f"{metric}_max"), tp.get(metric)
+    if isinstance(lo, int | float) and isinstance(hi, int | float):
+        return lo, hi
+    return (median, median) if isinstance(median, int | float) else None
 
 
 def newest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -180,28 +193,39 @@ def method_label(row: pd.Series | dict[str, Any]) -> str:
     return " ".join([label, *extras])
 
 
-def trained_by(model: str, train_records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The training record whose checkpoint `model` (a run record's ``model``) is.
+def model_names(run: dict[str, Any]) -> list[str]:
+    """Every spelling of a run's model: ``model`` (for a local folder, only its name) and
+    the path as given on the command line (``settings.model``, ``model_path``)."""
+    names = [run.get("model"), (run.get("settings") or {}).get("model"), run.get("model_path")]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
-    A run matches a training run when its model equals the checkpoint or the training
-    run_id, when the training run_id is one of the model path's folders, or when both
-    paths resolve to the same folder.
+
+def trained_by(names: str | list[str], train_records: list[dict[str, Any]]
+               ) -> dict[str, Any] | None:
+    """The training record whose checkpoint a run's model is (`names`: its spellings).
+
+    A name matches a training run when it equals the checkpoint or the training run_id,
+    when the training run_id is one of its path's folders, or when both paths resolve
+    to the same folder. The newest matching training run wins.
     """
+    names = [names] if isinstance(names, str) else names
     for rec in sorted(train_records, key=lambda r: r["created"], reverse=True):
         checkpoint = str(rec.get("checkpoint") or "")
-        if model in (checkpoint, rec["run_id"]) or rec["run_id"] in Path(model).parts:
-            return rec
-        if checkpoint and Path(model).exists() and Path(model).resolve() == Path(
-            checkpoint
-        ).resolve():
-            return rec
+        for name in names:
+            if name in (checkpoint, rec["run_id"]) or rec["run_id"] in Path(name).parts:
+                return rec
+            if checkpoint and Path(name).exists() and Path(name).resolve() == Path(
+                checkpoint
+            ).resolve():
+                return rec
     return None
 
 
-def canonical_model(model: str, train_records: list[dict[str, Any]]) -> str:
-    """The checkpoint of the training run `model` comes from, else `model` itself.
+def canonical_model(run: dict[str, Any], train_records: list[dict[str, Any]]) -> str:
+    """The checkpoint of the training run a run's model comes from, else its ``model``.
 
-    One checkpoint spelled two ways (relative and absolute path) is then one table row.
+    One checkpoint spelled two ways (relative and absolute path, or only the folder name
+    ``checkpoint`` in ``model``) is then one table row.
     """
-    rec = trained_by(model, train_records)
-    return str(rec.get("checkpoint") or model) if rec else model
+    rec = trained_by(model_names(run), train_records)
+    return str(rec.get("checkpoint") or run["model"]) if rec else run["model"]

@@ -32,6 +32,7 @@ from pmbench.results import (
     canonical_model,
     merged_note,
     method_label,
+    model_names,
     newest,
     trained_by,
 )
@@ -107,10 +108,10 @@ def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[s
     df = records.frame("runs")
     if df.empty:
         return df
-    spelled = df["model"]
-    df["model"] = [canonical_model(m, records.train) for m in spelled]
+    df["model"] = [canonical_model(r, records.train) for r in df["record"]]
     if models:
-        df = df[df["model"].isin(models) | spelled.isin(models)]
+        df = df[[bool(set(models) & {m, *model_names(r)})
+                 for m, r in zip(df["model"], df["record"], strict=True)]]
     if suites:
         df = df[df["suite"].isin(suites)]
     df = df.copy()
@@ -182,8 +183,8 @@ def table2(records: Records, models=None, suites=None) -> Table:
     used = pd.DataFrame()
     if not runs.empty:
         runs = runs[runs["method"] == "rope2d"].copy()
-        runs["trained"] = [(trained_by(m, records.train) or {}).get("run_id")
-                           for m in runs["model"]]
+        runs["trained"] = [(trained_by(model_names(r), records.train) or {}).get("run_id")
+                           for r in runs["record"]]
         used = newest(runs[runs["trained"].isin(cells["run_id"])], ["trained", "suite"])
     acc = {(r.trained, r.suite): r.acc for r in used.itertuples()}
     data = pd.DataFrame({

@@ -2,7 +2,8 @@
 
 The fixture folder holds 12 run records (SQuAD and MMLU on the default model with
 sequential, batch and rope2d at #branch 1 and 4, one cell recorded twice; MMLU and
-C-Eval of two pretrained checkpoints, one of them spelled as an absolute path), three
+C-Eval of two pretrained checkpoints, one spelled as an absolute path, one recorded as
+`pmbench run` records a local folder: `model` "checkpoint", the path in `settings.model`), three
 training records and two attention records. Expected numbers are worked out by hand
 from those files (for example the rope2d #branch 4 SQuAD speedup: 4.375 / 1.2812 Q/s = 3.41).
 """
