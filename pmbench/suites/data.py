@@ -31,7 +31,12 @@ def cache_data_dir() -> Path:
 
 
 def local_roots(data_dir: str | Path | None = None) -> list[Path]:
-    """Candidate data folders, in resolution order (the hub cache last)."""
+    """Candidate data folders, in resolution order (the hub cache last).
+
+    A `--data-dir` that does not exist is a typo, not a reason to fall back silently.
+    """
+    if data_dir and not Path(data_dir).expanduser().is_dir():
+        raise BadInput(f"data folder not found: {data_dir} (--data-dir)")
     roots = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get(DATA_ENV):
         roots.append(Path(os.environ[DATA_ENV]).expanduser())
