@@ -162,13 +162,23 @@ def _optional(fn_path: str):
         return None
 
 
-def execute_run(s: RunSettings, progress: ProgressFn | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark described by `s`; return the run record (also written to disk)."""
-    from pmbench.models import eos_token_ids, load_model, load_tokenizer
+@dataclass
+class PreparedRun:
+    """A validated run: settings, runner class, tokenizer and suite; no model yet."""
+
+    settings: RunSettings
+    runner_cls: type[Runner]
+    tokenizer: Any
+    suite: Any
+    store: RunStore | None
+    previous: dict[str, Any] | None
+
+
+def prepare_run(s: RunSettings) -> PreparedRun:
+    """Check everything that is cheap to check, so bad input fails before the model loads."""
+    from pmbench.models import load_tokenizer
     from pmbench.suites import load_suite
 
-    log = log or (lambda msg: None)
     store: RunStore | None = None
     previous: dict[str, Any] | None = None
     if s.resume:
@@ -207,6 +217,18 @@ def execute_run(s: RunSettings, progress: ProgressFn | None = None,
             )
     if not suite.groups:
         raise BadInput(f"suite {s.suite} produced no questions (empty data or --limit)")
+    return PreparedRun(s, runner_cls, tokenizer, suite, store, previous)
+
+
+def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark described by `s`; return the run record (also written to disk)."""
+    from pmbench.models import eos_token_ids, load_model
+
+    prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
+    s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
+    suite, store, previous = prepared.suite, prepared.store, prepared.previous
+    log = log or (lambda msg: None)
 
     loaded = None
     if runner_cls.needs_model:
@@ -237,6 +259,7 @@ def execute_run(s: RunSettings, progress: ProgressFn | None = None,
         "branch": s.branch,
         "suite": s.suite,
         "model": loaded.name if loaded else (s.model or "none"),
+        "model_path": loaded.path if loaded else s.model,
         "limit": s.limit,
         "max_new_tokens": gen.max_new_tokens,
         "ignore_eos": s.ignore_eos,

@@ -101,7 +101,11 @@ def resolve_model_path(model: str | None) -> tuple[str, str]:
     if path.exists():
         if not (path / "config.json").is_file():
             raise BadInput(f"not a model folder (no config.json): {model}")
-        return str(path), path.name
+        # a training checkpoint folder is ".../<run_id>/checkpoint": keep the run id
+        name = path.name
+        if name == "checkpoint":
+            name = f"{path.resolve().parent.name}/{name}"
+        return str(path), name
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise BadInput(f"model not found: {model} (expected an HF folder, .gguf file or hub id)")
     return model, model  # hub id: transformers fetches it when online
