@@ -102,7 +102,7 @@ def run(
     """Run one method on one suite and write results/<run_id>/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from pmbench.bench import RunSettings, execute_run
+    from pmbench.bench import RunSettings, execute_run, prepare_run
 
     _quiet_libraries()
     if resume is None and (method is None or suite is None):
@@ -119,6 +119,7 @@ def run(
                 "mask": mask},
         threads=threads, attn_implementation=attn_implementation, run_id=run_id, resume=resume,
     )
+    prepared = prepare_run(settings)  # bad input fails here, before any progress bar
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=json_out) as bar:
@@ -131,7 +132,7 @@ def run(
         def log(msg: str) -> None:
             bar.update(task, description=f"{label}: {msg}")
 
-        record = execute_run(settings, progress=progress, log=log)
+        record = execute_run(prepared, progress=progress, log=log)
     if json_out:
         sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
         return
@@ -229,7 +230,7 @@ def _guard(fn):
         try:
             return fn(*args, **kwargs)
         except PmbenchError as exc:
-            err.print(f"error: {exc}", highlight=False, markup=False)
+            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished groups are saved; continue with --resume RUN_ID")
