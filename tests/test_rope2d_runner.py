@@ -126,6 +126,7 @@ def test_model_is_left_as_it_was(tiny_llama, tokenizer):
     before = tiny_llama.model.rotary_emb
     _run(Rope2DRunner, tiny_llama, tokenizer, _group(2, seed=1), GenerationConfig(4), ratio=0.5)
     assert tiny_llama.model.rotary_emb is before
+    assert tiny_llama.config._attn_implementation == "sdpa"
 
 
 def test_config_section_is_used_without_options(tokenizer, tmp_path):
