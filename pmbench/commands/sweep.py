@@ -1,0 +1,124 @@
+"""`pmbench sweep GRID.yaml`: run a grid of `pmbench run` cells (see pmbench.sweep)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _headline(record: dict[str, Any] | None) -> tuple[str, str]:
+    """(output tok/s, main metric) of a record, for the summary table."""
+    if not record:
+        return "–", "–"
+    tok_s = (record.get("throughput") or {}).get("output_tok_s")
+    metrics = record.get("metrics") or {}
+    if "heldout_loss" in record:  # a training record
+        metrics = {f"loss@b{k}": v for k, v in (record.get("heldout_loss") or {}).items()}
+    shown = [f"{k}={v:.3g}" for k, v in metrics.items()
+             if k != "n" and isinstance(v, int | float) and not isinstance(v, bool)][:2]
+    return (f"{tok_s:.1f}" if isinstance(tok_s, int | float) else "–"), (", ".join(shown) or "–")
+
+
+def _plan_table(cells, output_dir: str) -> Table:
+    from pmbench.sweep import cell_state
+
+    table = Table(title=f"{len(cells)} cells", show_header=True)
+    for col in ("#", "cell id", "cell", "state"):
+        table.add_column(col)
+    for k, cell in enumerate(cells, 1):
+        table.add_row(str(k), cell.id, escape(cell.label()), cell_state(output_dir, cell))
+    return table
+
+
+def _summary_table(results) -> Table:
+    table = Table(title="sweep", show_header=True)
+    for col in ("cell id", "cell", "status", "out tok/s", "metrics", "wall s"):
+        table.add_column(col, justify="right" if col in ("out tok/s", "wall s") else "left")
+    for r in results:
+        tok_s, metric = _headline(r.record)
+        status = r.status if not r.message else f"{r.status}: {r.message}"
+        table.add_row(r.cell.id, escape(r.cell.label()), escape(status), tok_s, metric,
+                      f"{r.wall_s:.1f}" if r.wall_s else "–")
+    return table
+
+
+def sweep(
+    grid: Annotated[str, typer.Argument(help="Grid file (YAML), e.g. suites/grids/table1.yaml.")],
+    shard: Annotated[str | None, typer.Option(
+        help="Run only the I-th of N disjoint slices, e.g. 2/4 (1-based).")] = None,
+    output_dir: Annotated[str, typer.Option(help="Where run records go.")] = "results",
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the cells and their state; run nothing.")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override an option in every cell: KEY=VALUE (repeatable), "
+                      "e.g. --set device=cuda --set dtype=bfloat16.")] = None,
+    fail_fast: Annotated[bool, typer.Option(
+        "--fail-fast", help="Stop at the first failed cell.")] = False,
+) -> None:
+    """Run a grid of cells (models x methods x branches x suites x rope2d), each in its own
+    process, skipping cells whose record is complete; rerun the same command to resume."""
+    from pmbench.sweep import (
+        env_for_cells,
+        load_grid,
+        parse_set,
+        parse_shard,
+        run_sweep,
+        sigterm_as_interrupt,
+    )
+    from pmbench.sweep import shard as pick_shard
+
+    which = parse_shard(shard)
+    cells = pick_shard(load_grid(grid, parse_set(set_ or [])), which)
+    if dry_run:
+        out.print(_plan_table(cells, output_dir))
+        return
+    if not cells:
+        err.print("this shard has no cells")
+        return
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err)
+    overall = progress.add_task("cells", total=len(cells))
+    current = progress.add_task("", total=None, visible=False)
+
+    def on_event(event, cell, result, done, total) -> None:
+        if event == "start":
+            progress.update(current, description=f"  {escape(cell.label())}", completed=0,
+                            total=total, visible=True)
+        elif event == "progress":
+            progress.update(current, completed=done, total=total)
+        elif event == "end":
+            progress.advance(overall)
+            if result.status == "failed":
+                progress.console.print(f"[red]failed[/red] {cell.id}: {escape(result.message)}",
+                                       highlight=False)
+
+    try:
+        with progress, sigterm_as_interrupt():
+            results = run_sweep(cells, output_dir, on_event, env_for_cells(), fail_fast)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished cells are saved; run the same command to continue")
+        raise typer.Exit(130) from None
+    out.print(_summary_table(results))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        err.print(f"{len(failed)} of {len(results)} cells failed (see their sweep.log)")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="sweep")(sweep)

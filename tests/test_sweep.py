@@ -1,0 +1,276 @@
+"""Sweeps: grid expansion and validation, cell ids, shards, and real runs that resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import make_tiny_model
+from pmbench.cli import app
+from pmbench.errors import BadInput
+from pmbench.sweep import (
+    cell_state,
+    expand_grid,
+    load_grid,
+    parse_set,
+    parse_shard,
+    run_sweep,
+    shard,
+)
+
+GRID = {
+    "name": "t",
+    "methods": ["sequential", "batch", "rope2d"],
+    "branches": [1, 4],
+    "suites": ["squad", {"name": "mmlu", "max_new_tokens": 1}],
+    "rope2d": [{}, {"ratio": 0.5, "mode": "split"}],
+    "options": {"limit": 8, "max-new-tokens": 16, "ignore_eos": True},
+}
+
+
+def test_expansion_crosses_axes_and_rope2d_only_for_rope2d():
+    cells = expand_grid(GRID, "file")
+    # per suite x branch: sequential, batch, and rope2d twice (two rope2d settings)
+    assert len(cells) == 2 * 2 * 4
+    assert {c.method for c in cells if c.rope2d} == {"rope2d"}
+    rope = [c for c in cells if c.method == "rope2d"]
+    assert sorted(str(c.rope2d) for c in rope).count("{}") == len(rope) // 2
+    assert len({c.id for c in cells}) == len(cells)
+    first = cells[0]
+    assert first.id.startswith("sweep-t-sequential-squad-b1-") and len(first.id.split("-")[-1]) == 8
+    # deterministic: the same grid gives the same ids, in the same order
+    assert [c.id for c in expand_grid(GRID, "file")] == [c.id for c in cells]
+
+
+def test_options_merge_and_become_flags():
+    cells = expand_grid(GRID, "file", overrides={"limit": 3})
+    squad = next(c for c in cells if c.suite == "squad" and c.method == "batch")
+    mmlu = next(c for c in cells if c.suite == "mmlu" and c.method == "batch")
+    assert squad.options == {"ignore_eos": True, "limit": 3, "max_new_tokens": 16}
+    assert mmlu.options["max_new_tokens"] == 1  # the suite entry beats the grid options
+    args = next(c for c in cells if c.rope2d).run_args()
+    assert args[:6] == ["--method", "rope2d", "--suite", "squad", "--branch", "1"]
+    assert args[args.index("--rope-2d-ratio") + 1] == "0.5"
+    assert "--ignore-eos" in args and args[args.index("--limit") + 1] == "3"
+    off = expand_grid({**GRID, "options": {"ignore_eos": False}}, "f")[0].run_args()
+    assert "--ignore-eos" not in off
+
+
+def test_any_parameter_changes_the_id():
+    base = expand_grid(GRID, "f")[0].id
+    assert expand_grid(GRID, "f", overrides={"device": "cuda"})[0].id != base
+    assert expand_grid({**GRID, "models": ["other/model"]}, "f")[0].id != base
+    assert expand_grid({**GRID, "name": "u"}, "f")[0].id != base
+
+
+def test_include_and_exclude():
+    grid = {**GRID, "exclude": [{"method": "sequential", "branch": 4},
+                                {"method": "rope2d", "rope2d": {"ratio": 0.5}}],
+            "include": [{"method": "batch", "suite": "gsm8k", "branch": 2,
+                         "options": {"limit": 2}}]}
+    cells = expand_grid(grid, "f")
+    assert not [c for c in cells if c.method == "sequential" and c.branch == 4]
+    assert not [c for c in cells if c.rope2d.get("ratio") == 0.5]
+    extra = [c for c in cells if c.suite == "gsm8k"]
+    assert len(extra) == 1 and extra[0].branch == 2 and extra[0].options["limit"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"kind": "dance"}, "kind"),
+        ({"methods": []}, "empty"),
+        ({"methods": ["nope"]}, "unknown method"),
+        ({"suites": ["nope"]}, "unknown suite"),
+        ({"branches": [0]}, "branch"),
+        ({"branches": ["two"]}, "branch"),
+        ({"options": {"limit": "ten"}}, "limit"),
+        ({"options": {"limit": 0}}, "--limit"),
+        ({"options": {"ignore_eos": "yes"}}, "ignore_eos"),
+        ({"options": {"frobnicate": 1}}, "unknown option"),
+        ({"options": {"method": "batch"}}, "set by the grid"),
+        ({"options": {"run_id": "x"}}, "set by the grid"),
+        ({"options": {"subjects": {"a": 1}}}, "subjects"),
+        ({"rope2d": [{"ratio": 2.0}]}, "ratio"),
+        ({"rope2d": [{"mode": "diagonal"}]}, "mode"),
+        ({"rope2d": [{"angle": 1}]}, "unknown key"),
+        ({"exclude": [{"method": "sequential"}, {"method": "batch"}, {"method": "rope2d"}]},
+         "no cells"),
+        ({"suites": [{"max_new_tokens": 3}]}, "name"),
+    ],
+)
+def test_bad_grids_are_bad_input(change, needle):
+    with pytest.raises(BadInput, match=needle):
+        expand_grid({**GRID, **change}, "f")
+
+
+TRAIN = {
+    "kind": "train",
+    "options": {"branches": 4, "seed": 0, "command": "pretrain"},
+    "runs": [
+        {"id": "p-r0.5", "size": "cpu-tiny", "rope_2d_ratio": 0.5, "steps": 3},
+        {"id": "ft", "command": "finetune", "lora": False, "branches": 2},
+    ],
+}
+
+
+def test_train_grids_list_train_commands():
+    cells = expand_grid(TRAIN, "f", overrides={"device": "cpu"})
+    assert [c.id for c in cells] == ["p-r0.5", "ft"]  # ids as given: eval grids name them
+    pre, ft = (c.command_args("new") for c in cells)
+    assert pre[:2] == ["train", "pretrain"] and pre[-2:] == ["--run-id", "p-r0.5"]
+    assert pre[pre.index("--rope-2d-ratio") + 1] == "0.5" and "--device" in pre
+    assert ft[:2] == ["train", "finetune"] and "--full" in ft  # lora: false
+    assert ft[ft.index("--branches") + 1] == "2"  # the entry beats the shared options
+    assert cells[0].command_args("partial") == ["train", "pretrain", "--resume", "p-r0.5"]
+    assert cells[0].record_file == "train.json"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"runs": []}, "runs"),
+        ({"runs": [{"size": "cpu-tiny"}]}, "id"),
+        ({"runs": [{"id": "a", "command": "dance"}]}, "command"),
+        ({"runs": [{"id": "a"}, {"id": "a"}]}, "duplicate"),
+        ({"runs": [{"id": "a b"}]}, "run id"),
+        ({"runs": [{"id": "a", "steps": "many"}]}, "--steps"),
+        ({"runs": [{"id": "a", "frobnicate": 1}]}, "unknown option"),
+        ({"methods": ["batch"]}, "unknown key"),
+    ],
+)
+def test_bad_train_grids_are_bad_input(change, needle):
+    with pytest.raises(BadInput, match=needle):
+        expand_grid({**TRAIN, **change}, "f")
+
+
+def test_bad_grid_file_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [batch\n")
+    for args in (["sweep", str(bad)], ["sweep", str(tmp_path / "missing.yaml")],
+                 ["sweep", str(bad), "--shard", "3/2"]):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_shards_are_disjoint_balanced_and_cover_the_grid(n):
+    cells = expand_grid(GRID, "f")
+    parts = [[c.id for c in shard(cells, (i, n))] for i in range(1, n + 1)]
+    flat = [x for p in parts for x in p]
+    assert sorted(flat) == sorted(c.id for c in cells) and len(flat) == len(set(flat))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1/0", "a/b", "1-2", ""])
+def test_bad_shards(text):
+    with pytest.raises(BadInput):
+        parse_shard(text)
+
+
+def test_parse_set():
+    assert parse_set(["device=cuda", "limit=8", "ignore_eos=true", "limit2="]) == {
+        "device": "cuda", "limit": 8, "ignore_eos": True, "limit2": None}
+    with pytest.raises(BadInput):
+        parse_set(["novalue"])
+
+
+def test_shipped_grids_are_valid():
+    folder = Path(__file__).resolve().parents[1] / "suites" / "grids"
+    grids = sorted(folder.glob("*.yaml"))
+    assert {"table1", "table3", "table5", "cpu-smoke"} <= {g.stem for g in grids}
+    for grid in grids:
+        raw = yaml.safe_load(grid.read_text())
+        methods = raw.get("methods", [])
+        if "llamacpp" in methods:
+            pytest.importorskip("llama_cpp")
+        assert load_grid(grid), grid
+
+
+# ------------------------------------------------------------------ real runs
+
+ENV = {"PMBENCH_NO_ROOFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def two_cell_grid(tmp_path_factory, tokenizer):
+    """A 2-cell grid (sequential and batch, squad, 2 questions, 2 tokens) on a tiny model."""
+    folder = tmp_path_factory.mktemp("sweep")
+    model = folder / "tiny"
+    make_tiny_model("llama", len(tokenizer)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    grid = folder / "two.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "two", "models": [str(model)], "methods": ["sequential", "batch"],
+        "branches": [2], "suites": ["squad"],
+        "options": {"limit": 2, "max_new_tokens": 2, "no_warmup": True},
+    }))
+    return grid
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **ENV}
+
+
+def _record(out: Path, cell) -> dict:
+    return json.loads((out / cell.id / "run.json").read_text())
+
+
+def test_shards_together_run_the_grid_once(two_cell_grid, tmp_path):
+    cells = load_grid(two_cell_grid)
+    assert len(cells) == 2
+    first = run_sweep(shard(cells, (1, 2)), tmp_path, env=_env())
+    second = run_sweep(shard(cells, (2, 2)), tmp_path, env=_env())
+    assert [r.status for r in first + second] == ["ran", "ran"], [r.message for r in first + second]
+    assert {r.cell.id for r in first} | {r.cell.id for r in second} == {c.id for c in cells}
+    for cell in cells:
+        rec = _record(tmp_path, cell)
+        assert rec["status"] == "complete" and rec["method"] == cell.method
+        assert rec["branch"] == 2 and rec["metrics"]["n"] == 2
+    again = run_sweep(cells, tmp_path, env=_env())
+    assert [r.status for r in again] == ["skipped", "skipped"]
+
+
+def test_interrupted_sweep_resumes_with_only_the_unfinished_cell(two_cell_grid, tmp_path):
+    """Ctrl-C the real CLI once the first cell is complete, then run the same command."""
+    cells = load_grid(two_cell_grid)
+    cmd = [sys.executable, "-c", "from pmbench.cli import main; main()", "sweep",
+           str(two_cell_grid), "--output-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 600
+    while cell_state(tmp_path, cells[0]) != "done":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "first cell did not finish"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command to continue" in err
+    assert cell_state(tmp_path, cells[1]) != "done"
+    finished_first = _record(tmp_path, cells[0])["finished"]
+
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert cell_state(tmp_path, cells[1]) == "done"
+    assert _record(tmp_path, cells[0])["finished"] == finished_first  # not run again
+    starts = [_starts(tmp_path, c) for c in cells]
+    assert starts[0] == 1 and starts[1] >= 1, starts
+
+
+def _starts(out: Path, cell) -> int:
+    """How many times the sweep started this cell (one header line per start in its log)."""
+    log = (out / cell.id / "sweep.log").read_text()
+    return sum(1 for line in log.splitlines() if line.startswith("# "))
