@@ -46,13 +46,16 @@ def _plan_table(cells, output_dir: str) -> Table:
 
 def _summary_table(results) -> Table:
     table = Table(title="sweep", show_header=True)
-    for col in ("cell id", "cell", "status", "out tok/s", "metrics", "wall s"):
-        table.add_column(col, justify="right" if col in ("out tok/s", "wall s") else "left")
+    table.add_column("cell")
+    table.add_column("status")
+    table.add_column("out tok/s", justify="right")
+    table.add_column("metrics")
+    table.add_column("wall s", justify="right")
+    table.add_column("record", overflow="fold")
     for r in results:
         tok_s, metric = _headline(r.record)
-        status = r.status if not r.message else f"{r.status}: {r.message}"
-        table.add_row(r.cell.id, escape(r.cell.label()), escape(status), tok_s, metric,
-                      f"{r.wall_s:.1f}" if r.wall_s else "–")
+        table.add_row(escape(r.cell.label()), r.status, tok_s, metric,
+                      f"{r.wall_s:.1f}" if r.wall_s else "–", r.cell.id)
     return table
 
 
@@ -115,6 +118,9 @@ def sweep(
         raise typer.Exit(130) from None
     out.print(_summary_table(results))
     failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        err.print(f"failed {r.cell.id}: {r.message}", highlight=False, markup=False,
+                  soft_wrap=True)
     if failed:
         err.print(f"{len(failed)} of {len(results)} cells failed (see their sweep.log)")
         raise typer.Exit(1)
