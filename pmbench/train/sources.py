@@ -81,7 +81,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus:
-    """SQuAD paragraphs + questions, GSM8K train, MultiRC passages + questions."""
+    """SQuAD paragraphs + questions, GSM8K train, MultiRC passages + questions.
+
+    The held-out side has the same mix (passages and their questions), so training and
+    held-out loss measure the same kind of text."""
     root = data_root(data_dir)
     train: list[str] = []
     heldout: list[str] = []
@@ -90,8 +93,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
         docs = heldout if i < heldout_articles else train
         for para in art["paragraphs"]:
             docs.append(para["context"])
-            if i >= heldout_articles:  # questions are short: train on them, evaluate on passages
-                docs.extend(qa["question"] for qa in para["qas"])
+            docs.extend(qa["question"] for qa in para["qas"])
     split: dict[str, Any] = {
         "squad": {"file": SQUAD_FILE, "heldout_articles": [a["title"] for a in
                                                            articles[:heldout_articles]],
@@ -111,8 +113,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
         if path.exists():
             for row in _read_jsonl(path):
                 docs.append(row["passage"]["text"])
-                if name == "train":
-                    docs.extend(q["question"] for q in row["passage"]["questions"])
+                docs.extend(q["question"] for q in row["passage"]["questions"])
             split.setdefault("multirc", {})["train" if name == "train" else "heldout"] = (
                 f"multirc/{name}.jsonl")
     return Corpus(train, heldout, split)
