@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import AttentionInterface, Cache
+from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from pmbench.decoding import cache_nbytes, decode_loop
@@ -60,7 +61,7 @@ class Rope2DRunner(Runner):
         layout = pack(group.context_ids, [q.prompt_ids for q in group.questions])
         n = layout.n_branches
         capacity = len(layout) + n * max(gen.max_new_tokens - 1, 0)
-        cache = DynamicCache(config=model.config)
+        cache = Cache(layers=[GroupLayer(capacity) for _ in range(model.config.num_hidden_layers)])
         masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device)
         next_t = layout.next_t().to(device)
         branch_b = layout.branch_ids().to(device)
@@ -165,3 +166,43 @@ def _gqa_attention(model) -> Iterator[None]:
     finally:
         if swap:
             model.config._attn_implementation = before
+
+
+class GroupLayer(DynamicLayer):
+    """One layer of a group's KV cache, allocated once for the whole group.
+
+    DynamicCache re-concatenates every layer's keys and values at every step (a copy
+    of the whole cache per step); here a step writes its N new rows in place and the
+    attention reads a view of the filled part. `keys`/`values` are the full buffers,
+    so `cache_nbytes` reports the memory held.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        self.device = key_states.device
+        self.keys = key_states.new_empty(b, h, self.capacity, d)
+        self.values = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        while end > self.keys.shape[-2]:  # more than planned: double (not in a normal run)
+            self.keys = torch.cat([self.keys, torch.empty_like(self.keys)], dim=-2)
+            self.values = torch.cat([self.values, torch.empty_like(self.values)], dim=-2)
+        self.keys[:, :, self.length : end] = key_states
+        self.values[:, :, self.length : end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
