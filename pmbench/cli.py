@@ -195,7 +195,7 @@ def methods() -> None:
         except RunnerUnavailable as exc:
             note = f"  [not installed: {exc}]"
         kind = " (validation)" if getattr(cls, "kind", "method") == "validation" else ""
-        out.print(f"{name}{kind}: {cls.description}{note}", highlight=False)
+        out.print(f"{name}{kind}: {cls.description}{note}", highlight=False, markup=False)
 
 
 @app.command()
@@ -204,7 +204,7 @@ def suites() -> None:
     from pmbench.suites import available_suites
 
     for name, desc in available_suites().items():
-        out.print(f"{name}: {desc}", highlight=False)
+        out.print(f"{name}: {desc}", highlight=False, markup=False)
 
 
 @app.command()
