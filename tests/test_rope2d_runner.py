@@ -111,15 +111,22 @@ def test_one_packed_prefill_then_one_forward_per_step(tiny_llama, tokenizer):
     assert seen == [len(group.context_ids), packed, 5, 5, 5]
 
 
-def test_kv_cache_holds_the_context_once(tiny_llama, tokenizer):
+@pytest.mark.parametrize("eos", [False, True])
+def test_kv_cache_holds_the_context_once(eos, tiny_llama, tokenizer):
     group = _group(8, seed=9)
     gen = GenerationConfig(max_new_tokens=5)
-    r2d, _ = _run(Rope2DRunner, tiny_llama, tokenizer, group, gen)
+    if eos:  # question 0 stops after its first token: its later rows never exist
+        _, ids = _run(SequentialRunner, tiny_llama, tokenizer, group, gen)
+        gen = GenerationConfig(max_new_tokens=5, eos_token_ids=[ids[0][0]])
+    r2d, ids = _run(Rope2DRunner, tiny_llama, tokenizer, group, gen)
     cfg = tiny_llama.config
     per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (
         cfg.hidden_size // cfg.num_attention_heads) * 4
-    tokens = len(group.context_ids) + sum(len(q.prompt_ids) for q in group.questions) + 8 * 4
+    fed = sum(len(out) - 1 for out in ids)  # every generated token but the last is fed back
+    tokens = len(group.context_ids) + sum(len(q.prompt_ids) for q in group.questions) + fed
+    assert r2d.tokens_processed == tokens
     assert r2d.kv_cache_bytes == tokens * per_token
+    assert (fed < 8 * 4) == eos  # the early stop happened only where asked
 
 
 def test_model_is_left_as_it_was(tiny_llama, tokenizer):

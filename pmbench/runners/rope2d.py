@@ -169,12 +169,13 @@ def _gqa_attention(model) -> Iterator[None]:
 
 
 class GroupLayer(DynamicLayer):
-    """One layer of a group's KV cache, allocated once for the whole group.
+    """One layer of a group's KV cache, reserved once for the whole group.
 
     DynamicCache re-concatenates every layer's keys and values at every step (a copy
-    of the whole cache per step); here a step writes its N new rows in place and the
-    attention reads a view of the filled part. `keys`/`values` are the full buffers,
-    so `cache_nbytes` reports the memory held.
+    of the whole cache per step); here a step writes its N new rows in place. The
+    reservation is the most the group can use (every branch running to
+    max_new_tokens); `keys`/`values` are views of the filled part, so `cache_nbytes`
+    reports the cache's contents, as for the other methods.
     """
 
     def __init__(self, capacity: int):
@@ -185,21 +186,22 @@ class GroupLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
         self.device = key_states.device
-        self.keys = key_states.new_empty(b, h, self.capacity, d)
-        self.values = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self._k = key_states.new_empty(b, h, self.capacity, d)
+        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
-        while end > self.keys.shape[-2]:  # more than planned: double (not in a normal run)
-            self.keys = torch.cat([self.keys, torch.empty_like(self.keys)], dim=-2)
-            self.values = torch.cat([self.values, torch.empty_like(self.values)], dim=-2)
-        self.keys[:, :, self.length : end] = key_states
-        self.values[:, :, self.length : end] = value_states
+        while end > self._k.shape[-2]:  # more than planned: double (not in a normal run)
+            self._k = torch.cat([self._k, torch.empty_like(self._k)], dim=-2)
+            self._v = torch.cat([self._v, torch.empty_like(self._v)], dim=-2)
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
 
     def get_seq_length(self) -> int:
         return self.length
