@@ -75,6 +75,34 @@ def test_branches_stopping_early(arch, stop_by, request, tokenizer):
     _assert_same(seq, r2d)
 
 
+def _tiny(config_cls, vocab_size: int, **extra):
+    from transformers import AutoModelForCausalLM
+
+    config = config_cls(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=16, initializer_range=0.2, eos_token_id=2, pad_token_id=2,
+                        **extra)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(3)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "mistral"])
+def test_other_llama_family_models(family, tokenizer):
+    from transformers import MistralConfig, Qwen3Config
+
+    config_cls = {"qwen3": Qwen3Config, "mistral": MistralConfig}[family]
+    model = _tiny(config_cls, len(tokenizer), sliding_window=64 if family == "mistral" else None)
+    group, gen = _group(3, seed=4), GenerationConfig(max_new_tokens=8)
+    seq, ids = _run(SequentialRunner, model, tokenizer, group, gen)
+    r2d, _ = _run(Rope2DRunner, model, tokenizer, group, gen, **EXACT)
+    assert len({tuple(x) for x in ids}) == 3
+    _assert_same(seq, r2d)
+    if family == "mistral":  # beyond the sliding window the branch mask would be wrong
+        with pytest.raises(BadInput, match="sliding window"):
+            _run(Rope2DRunner, model, tokenizer, _group(3, seed=4, context_len=70), gen)
+
+
 def test_empty_context_and_empty_question(tiny_llama, tokenizer):
     gen = GenerationConfig(max_new_tokens=6)
     no_context = _group(3, seed=5, context_len=0)  # humaneval: nothing shared

@@ -25,6 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.errors import BadInput
 from pmbench.rope2d import (
     BranchMask,
     PackedLayout,
@@ -60,6 +61,7 @@ class Rope2DRunner(Runner):
         model, device = self.model, self.model.device
         layout = pack(group.context_ids, [q.prompt_ids for q in group.questions])
         n = layout.n_branches
+        _check_window(model.config, int(layout.next_t().max()) + gen.max_new_tokens)
         capacity = len(layout) + n * max(gen.max_new_tokens - 1, 0)
         cache = Cache(layers=[GroupLayer(capacity) for _ in range(model.config.num_hidden_layers)])
         masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device)
@@ -93,6 +95,15 @@ class Rope2DRunner(Runner):
             decode_steps=res.steps,
             extra={"context_tokens": layout.context_len, "packed_tokens": len(layout)},
         )
+
+
+def _check_window(config, span: int) -> None:
+    """Mistral-style models slide every layer's window through their causal mask; the
+    branch mask does not, so refuse groups whose time span would leave the window."""
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "layer_types", None) is None and span > window:
+        raise BadInput(f"rope2d: a group spans {span} positions, more than the model's "
+                       f"sliding window ({window}), which the branch mask does not apply")
 
 
 def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> torch.Tensor:
