@@ -33,6 +33,7 @@ from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
 from pmbench.train.sources import (
     DEFAULT_HELDOUT_ARTICLES,
     HELDOUT_BRANCHES,
+    ExampleSource,
     PretrainSource,
     SuiteQASource,
     builtin_corpus,
@@ -221,6 +222,7 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
         Console(stderr=True).print(f"training run {run_id} in {run_dir} "
                                    f"({'resumed' if s.resume else 'new'})", highlight=False)
 
+    source: ExampleSource
     if s.kind == "pretrain":
         model, tokenizer, source, split, model_name = _pretrain_parts(s, run_dir, accelerator)
     else:
