@@ -52,6 +52,7 @@ depends on the list order, so every shard must read the same grid file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -589,15 +590,21 @@ def _last_error(log: Path) -> str:
 
 
 def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """Ask a cell to stop like Ctrl-C does (it saves finished groups), then insist."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """Stop a cell like Ctrl-C does (it saves its finished groups), then insist.
+
+    A Ctrl-C in a terminal reaches the cell too (same process group): give it a moment
+    to finish on its own before sending SIGINT, so its clean-up is not interrupted twice.
+    """
+    for sig, wait_s in ((None, 2.0), (signal.SIGINT, grace_s), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            return
+        if sig is not None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = None,
@@ -668,26 +675,23 @@ def run_sweep(cells: list[AnyCell], output_dir: str | Path, on_event: EventFn | 
     return results
 
 
-class sigterm_as_interrupt:
-    """Context manager: SIGTERM (Slurm's cancel, `kill`) raises KeyboardInterrupt like Ctrl-C."""
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (Slurm's cancel, `kill`) raises KeyboardInterrupt, so it stops a sweep
+    the way Ctrl-C does (main thread only; elsewhere a no-op)."""
 
-    def __enter__(self):
-        self.previous = None
-        if hasattr(signal, "SIGTERM"):
-            try:
-                self.previous = signal.signal(signal.SIGTERM, self._handler)
-            except ValueError:  # not the main thread
-                self.previous = None
-        return self
-
-    @staticmethod
-    def _handler(signum, frame):
+    def handler(signum, frame):
         raise KeyboardInterrupt
 
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def env_for_cells() -> dict[str, str]:

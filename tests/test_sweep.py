@@ -215,7 +215,7 @@ def two_cell_grid(tmp_path_factory, tokenizer):
     grid.write_text(yaml.safe_dump({
         "name": "two", "models": [str(model)], "methods": ["sequential", "batch"],
         "branches": [2], "suites": ["squad"],
-        "options": {"limit": 2, "max_new_tokens": 2, "no_warmup": True},
+        "options": {"limit": 2, "max_new_tokens": 2, "no_warmup": True, "threads": 1},
     }))
     return grid
 

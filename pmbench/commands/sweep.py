@@ -37,8 +37,10 @@ def _plan_table(cells, output_dir: str) -> Table:
     from pmbench.sweep import cell_state
 
     table = Table(title=f"{len(cells)} cells", show_header=True)
-    for col in ("#", "cell id", "cell", "state"):
-        table.add_column(col)
+    table.add_column("#", justify="right")
+    table.add_column("cell id", overflow="fold")
+    table.add_column("cell")
+    table.add_column("state")
     for k, cell in enumerate(cells, 1):
         table.add_row(str(k), cell.id, escape(cell.label()), cell_state(output_dir, cell))
     return table
