@@ -7,6 +7,12 @@ ratios are taken on one machine state. Prints a Markdown table of output tok/s
 KV cache size, and how far rope2d's decoding step is from the compute roof
 (2 x parameters x N FLOP per step at the matmul rate measured here).
 
+On a shared machine, other jobs take a share of the cores that drifts from one run to
+the next, and wall-clock ratios between runs made minutes apart drift with it. The
+table therefore also gives output tokens per CPU-second of the run's own process
+(tok/s divided by `telemetry.cpu_util_mean`): with `--threads 1` that is the rate of
+one busy core whatever the others do, and the ratios on it are the robust ones.
+
     python benchmarks/bench_methods.py                      # float32, the issue's workload
     python benchmarks/bench_methods.py --dtype bfloat16
     python benchmarks/bench_methods.py --cells rope2d:8,batch:8 --limit 16
@@ -59,16 +65,20 @@ def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) 
 
 
 def matmul_rate(dtype: torch.dtype, threads: int | None, n: int = 1024) -> float:
-    """Best FLOP/s of an n x n x n torch.matmul over ~1 s (the compute roof)."""
+    """Best FLOP per CPU-second of an n x n x n torch.matmul over ~1 s (the compute roof).
+
+    CPU seconds, not wall seconds, so the roof holds on a shared machine too; the step
+    it is compared with is converted the same way.
+    """
     if threads:
         torch.set_num_threads(threads)
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best, deadline = 0.0, time.perf_counter() + 1.0
     while time.perf_counter() < deadline:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+        best = max(best, 2 * n**3 / max(time.process_time() - t0, 1e-9))
     return best
 
 
@@ -77,6 +87,11 @@ def count_parameters(model: str | None, dtype: str) -> int:
 
     loaded = load_model(model, device="cpu", dtype=dtype)
     return sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
+
+
+def cpu_util(record: dict) -> float:
+    """Cores this run kept busy (its CPU seconds / wall seconds over the timed region)."""
+    return record["telemetry"]["cpu_util_mean"]
 
 
 def ratio(x: float, base: float | None) -> str:
@@ -94,45 +109,66 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     ap.add_argument("--model", default=None)
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")
+    ap.add_argument("--records", default=None,
+                    help="only print the table from the run records already in this folder")
     args = ap.parse_args()
     cells = [(m, int(n)) for m, n in (c.split(":") for c in args.cells.split(","))]
 
-    out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="pmbench-bench-"))
-    records = {(m, n): run_cell(m, n, args, out_dir) for m, n in cells}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if args.records:
+        out_dir = Path(args.records)
+        found = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/run.json"))]
+        records = {(r["method"], r["branch"]): r for r in found}
+        cells = [c for c in cells if c in records]
+        if not cells:
+            sys.exit(f"no run records for {args.cells} in {out_dir}")
+    else:
+        out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="pmbench-bench-"))
+        records = {(m, n): run_cell(m, n, args, out_dir) for m, n in cells}
+    load = "" if args.records else f"; load average {os.getloadavg()[0]:.1f}"
+    first = records[cells[0]]
+    dtype_name, threads = first["dtype"], first["env"].get("threads")
 
-    def tok_s(cell):
-        return records[cell]["throughput"]["output_tok_s"] if cell in records else None
+    def tok_s(cell, per_cpu=False):
+        if cell not in records:
+            return None
+        rate = records[cell]["throughput"]["output_tok_s"]
+        return rate / cpu_util(records[cell]) if per_cpu else rate
 
     def kv(cell):
         return records[cell]["memory"]["kv_cache_bytes"] if cell in records else None
 
-    print(f"\n{args.suite}, {args.limit} questions, {args.max_new_tokens} new tokens "
-          f"(--ignore-eos), {args.dtype}, {args.repeats} repeats after a warm-up; "
-          f"threads {records[cells[0]]['env'].get('threads')}; load average {load:.1f}\n")
+    print(f"\n{first['suite']}, {first['limit']} questions, {first['max_new_tokens']} new "
+          f"tokens (--ignore-eos), {dtype_name}, {first['repeats']} repeats after a warm-up; "
+          f"threads {threads}{load}\n")
     print("| method | N | output tok/s median [min, max] | vs batch N=8 | vs sequential "
-          "| KV cache MiB | KV vs batch N=8 |")
-    print("|---|---|---|---|---|---|---|")
-    base_b, base_s = tok_s(("batch", 8)), tok_s(("sequential", 8))
+          "| tok per CPU-s | vs batch | vs sequential | KV cache MiB | KV vs batch N=8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    batch, seq = ("batch", 8), ("sequential", 8)
     for cell in cells:
         t = records[cell]["throughput"]
-        kv_ratio = f"{kv(cell) / kv(('batch', 8)):.2f}" if kv(("batch", 8)) else "–"
+        kv_ratio = f"{kv(cell) / kv(batch):.2f}" if kv(batch) else "–"
+        per_cpu = tok_s(cell, per_cpu=True)
         print(f"| {cell[0]} | {cell[1]} | {t['output_tok_s']:.1f} [{t['output_tok_s_min']:.1f}, "
-              f"{t['output_tok_s_max']:.1f}] | {ratio(t['output_tok_s'], base_b)} | "
-              f"{ratio(t['output_tok_s'], base_s)} | "
+              f"{t['output_tok_s_max']:.1f}] | {ratio(t['output_tok_s'], tok_s(batch))} | "
+              f"{ratio(t['output_tok_s'], tok_s(seq))} | {per_cpu:.1f} | "
+              f"{ratio(per_cpu, tok_s(batch, True))} | {ratio(per_cpu, tok_s(seq, True))} | "
               f"{kv(cell) / 2**20:.1f} | {kv_ratio} |")
 
     if ("rope2d", 16) in records and ("rope2d", 8) in records:
-        print(f"\nrope2d N=16 / N=8: {tok_s(('rope2d', 16)) / tok_s(('rope2d', 8)):.2f}x")
-    if ("rope2d", 8) in records:
-        dtype = getattr(torch, args.dtype)
-        rate = matmul_rate(dtype, args.threads)
-        params = count_parameters(args.model, args.dtype)
-        step_s = records[("rope2d", 8)]["latency"]["tpot_s"]
+        r16, r8 = ("rope2d", 16), ("rope2d", 8)
+        print(f"\nrope2d N=16 / N=8: {tok_s(r16) / tok_s(r8):.2f}x "
+              f"(per CPU-second {tok_s(r16, True) / tok_s(r8, True):.2f}x)")
+    r8 = ("rope2d", 8)
+    if r8 in records:
+        rate = matmul_rate(getattr(torch, dtype_name), threads)
+        params = count_parameters(args.model, dtype_name)
+        rec = records[r8]
+        step_s = rec["latency"]["tpot_s"] * cpu_util(rec)  # CPU-seconds per decoding step
         roof_s = 2 * params * 8 / rate
-        print(f"compute roof, rope2d N=8: matmul {rate / 1e9:.0f} GFLOP/s ({args.dtype}), "
-              f"{params / 1e6:.1f}M parameters -> {roof_s * 1e3:.1f} ms per 8-token step; "
-              f"measured {step_s * 1e3:.1f} ms ({roof_s / step_s:.0%} of the roof)")
+        print(f"compute roof, rope2d N=8: matmul {rate / 1e9:.0f} GFLOP per CPU-s "
+              f"({dtype_name}), {params / 1e6:.1f}M parameters -> {roof_s * 1e3:.1f} CPU-ms "
+              f"per 8-token step; measured {step_s * 1e3:.1f} CPU-ms "
+              f"({roof_s / step_s:.0%} of the roof)")
     summary = {f"{m}:{n}": {"run_id": r["run_id"], "throughput": r["throughput"],
                             "memory": r["memory"], "latency": r["latency"]}
                for (m, n), r in records.items()}
