@@ -34,7 +34,7 @@ def finetuned(base_dir, tmp_path_factory):
     res = CliRunner().invoke(app, [
         "train", "finetune", "--model", str(base_dir), "--sources", "squad", "--lora",
         "--steps", "4", "--branches", "2", "--batch-size", "2", "--heldout-branches", "2",
-        "--rope-2d-ratio", "0.25", "--mask", "cross", "--lr", "1e-2", "--quiet",
+        "--rope-2d-ratio", "0.25", "--mask", "cross", "--lr", "1e-2", "--quiet", "--threads", "1",
         "--output-dir", str(out), "--run-id", "lora"])
     assert res.exit_code == 0, res.output
     return json.loads((out / "lora" / "train.json").read_text())

@@ -14,7 +14,7 @@ from pmbench.cli import app
 TINY = ["train", "pretrain", "--size", "cpu-tiny", "--vocab-size", "512",
         "--tokenizer-chars", "300000", "--context-len", "16", "--segment-len", "24",
         "--batch-size", "2", "--branches", "2", "--heldout-branches", "2", "--steps", "8",
-        "--save-every", "3", "--lr", "3e-3", "--quiet"]
+        "--save-every", "3", "--lr", "3e-3", "--quiet", "--threads", "1"]
 
 
 def invoke(*args):

@@ -194,7 +194,18 @@ def _batches(examples: list[Example], mask: str, pad_id: int, size: int) -> list
 
 
 def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]:
-    """Train as `s` says (or resume `s.resume`); return the final train.json record."""
+    """Train as `s` says (or resume `s.resume`); return the final train.json record.
+
+    `s.threads` applies to this run only: the caller's torch thread count is restored.
+    """
+    before = torch.get_num_threads()
+    try:
+        return _run_training(s, show_progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
     previous: dict[str, Any] | None = None
     if s.resume:
         previous = rec.read_record(s.output_dir, s.resume)
