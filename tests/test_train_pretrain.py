@@ -81,3 +81,17 @@ def test_checkpoint_answers_under_rope2d_with_trained_ratio(pretrained, tmp_path
     assert run["metrics"]["n"] == 2
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").open()]
     assert [len(s["output_ids"]) for s in samples] == [4, 4]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["pretrain", "--rope-2d-ratio", "2"], "ratio must be in [0, 1]"),
+    (["pretrain", "--size", "huge"], "unknown model size 'huge'"),
+    (["pretrain", "--mask", "leaky"], "unknown rope-2d mask"),
+    (["finetune", "--sources", "squad,trivia"], "unknown fine-tuning source(s) ['trivia']"),
+    (["pretrain", "--resume", "nope"], "no training run 'nope'"),
+])
+def test_bad_training_input_exits_2_before_any_work(tmp_path, args, needle):
+    res = invoke("train", *args, "--output-dir", tmp_path / "out")
+    assert res.exit_code == 2
+    assert needle in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()

@@ -52,8 +52,3 @@ def test_interrupted_run_resumes_with_the_same_loss_curve(tmp_path, monkeypatch)
         assert a == pytest.approx(b, rel=1e-5)
     assert resumed["heldout_loss"]["2"] == pytest.approx(straight["heldout_loss"]["2"], rel=1e-5)
 
-
-def test_resume_of_unknown_or_complete_run_is_bad_input(tmp_path):
-    res = invoke("train", "pretrain", "--resume", "nope", "--output-dir", tmp_path)
-    assert res.exit_code == 2
-    assert "no training run 'nope'" in res.output

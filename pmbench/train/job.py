@@ -30,8 +30,10 @@ from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train import record as rec
 from pmbench.train.data import IGNORE, Example, collate, pack_example
 from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
+from pmbench.train.model import SIZES
 from pmbench.train.sources import (
     DEFAULT_HELDOUT_ARTICLES,
+    FINETUNE_SOURCES,
     HELDOUT_BRANCHES,
     ExampleSource,
     PretrainSource,
@@ -104,6 +106,12 @@ class TrainSettings:
             raise BadInput("--eval-every and --save-every must be >= 0")
         if any(n < 1 for n in self.heldout_branches):
             raise BadInput("held-out #branch values must be >= 1")
+        if self.kind == "pretrain" and self.size not in SIZES:
+            raise BadInput(f"unknown model size {self.size!r}; valid: {', '.join(SIZES)}")
+        unknown = [x for x in self.sources if x not in FINETUNE_SOURCES]
+        if self.kind == "finetune" and (unknown or not self.sources):
+            raise BadInput(f"unknown fine-tuning source(s) {unknown}; valid: "
+                           f"{', '.join(FINETUNE_SOURCES)}")
         self.rope2d()  # validates ratio, mode, branch_freqs, mask
 
     def rope2d(self) -> Rope2DSettings:
