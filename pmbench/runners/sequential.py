@@ -6,6 +6,7 @@ prefilled, then decoded token by token, and the next question starts from scratc
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -26,7 +27,9 @@ class SequentialRunner(Runner):
         t0 = time.perf_counter()
         outputs, prefill_s, decode_s = [], 0.0, 0.0
         kv_bytes = tokens = steps = 0
-        for q in group.questions:
+        for k, q in enumerate(group.questions):
+            # each question gets its own sampling stream (identical seeds = identical samples)
+            q_gen = dataclasses.replace(gen, seed=gen.seed + k) if gen.temperature > 0 else gen
             ids = torch.tensor([group.context_ids + q.prompt_ids], device=device)
             cache = DynamicCache(config=self.model.config)
             pos = ids.shape[1]
@@ -47,7 +50,7 @@ class SequentialRunner(Runner):
                 pos += 1
                 return out.logits[:, -1, :]
 
-            res = decode_loop(prefill, step, 1, gen, self.tokenizer, device, t0=t0)
+            res = decode_loop(prefill, step, 1, q_gen, self.tokenizer, device, t0=t0)
             outputs.extend(res.outputs)
             prefill_s += res.prefill_s
             decode_s += res.decode_s
