@@ -119,7 +119,7 @@ def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> t
             position_ids=layout.t[None, :p].to(device),
             cache=cache,
             use_cache=True,
-            logits_to_keep=1 if need_context_logits else torch.empty(0, dtype=torch.long),
+            logits_to_keep=1 if need_context_logits else ids.new_empty(0),
         )
         context_logits = out.logits[0, -1] if need_context_logits else None
     if len(layout) == p:  # every branch is empty
