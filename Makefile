@@ -7,6 +7,9 @@ SHARED   := $(abspath ../shared/data)
 export PMBENCH_DATA ?= $(if $(wildcard $(SHARED)),$(SHARED),)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# Idle OpenMP workers sleep instead of spinning: on a shared 2-core machine spinning
+# threads made small ops ~150x slower (measured by the training work).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test lint demo clean
 
