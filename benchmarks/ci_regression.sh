@@ -20,7 +20,7 @@ fi
 mkdir -p "$OUT"
 for method in sequential batch rope2d; do
   "$PM" run --method "$method" --suite squad --limit 8 --branch 8 --max-new-tokens 8 \
-    --ignore-eos --repeats 3 --output-dir "$OUT" --run-id "ci-$method" --json >/dev/null
+    --ignore-eos --repeats 3 --threads 1 --output-dir "$OUT" --run-id "ci-$method" --json >/dev/null
 done
 if [[ "$OUT" != "results/baseline" ]]; then
   "$PM" compare results/baseline "$OUT" --machine-independent --exact-accuracy --format markdown
