@@ -24,12 +24,9 @@ import torch
 
 from pmbench.errors import BadInput
 from pmbench.records import RunStore, new_run_id, now_iso
+from pmbench.rope2d.settings import resolve_settings
 from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
 from pmbench.types import GenerationConfig, Group, GroupOutput
-
-ROPE2D_MODES = ("split", "additive")
-BRANCH_FREQS = ("high", "low", "interleaved")
-MASKS = ("isolated", "cross")
 
 
 @dataclass
@@ -74,13 +71,7 @@ class RunSettings:
             raise BadInput(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
         if self.samples_per_task < 1:
             raise BadInput(f"--samples-per-task must be >= 1 (got {self.samples_per_task})")
-        r = self.rope2d
-        if r.get("ratio") is not None and not 0.0 <= float(r["ratio"]) <= 1.0:
-            raise BadInput(f"--rope-2d-ratio must be in [0, 1] (got {r['ratio']})")
-        for key, valid in (("mode", ROPE2D_MODES), ("branch_freqs", BRANCH_FREQS),
-                           ("mask", MASKS)):
-            if r.get(key) is not None and r[key] not in valid:
-                raise BadInput(f"unknown {key} {r[key]!r}; valid: {', '.join(valid)}")
+        resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
 
 
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
