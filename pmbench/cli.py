@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pmbench import __version__
+from pmbench import __version__, cli_options
 from pmbench.errors import BadInput, PmbenchError
 
 app = typer.Typer(
@@ -89,13 +89,10 @@ def run(
         "--apply-chat-template", help="Wrap prompts in the model's chat template.")] = False,
     allow_code_execution: Annotated[bool, typer.Option(
         "--allow-code-execution", help="Run generated code (sandboxed).")] = False,
-    rope_2d_ratio: Annotated[float | None, typer.Option(
-        "--rope-2d-ratio", help="Fraction of rotary pairs for the branch axis.")] = None,
-    rope_2d_mode: Annotated[str | None, typer.Option(
-        "--rope-2d-mode", help="split | additive.")] = None,
-    branch_freqs: Annotated[str | None, typer.Option(
-        help="high | low | interleaved.")] = None,
-    mask: Annotated[str | None, typer.Option(help="isolated | cross.")] = None,
+    rope_2d_ratio: Annotated[float | None, cli_options.ROPE_2D_RATIO] = None,
+    rope_2d_mode: Annotated[str | None, cli_options.ROPE_2D_MODE] = None,
+    branch_freqs: Annotated[str | None, cli_options.BRANCH_FREQS] = None,
+    mask: Annotated[str | None, cli_options.MASK] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     attn_implementation: Annotated[str, typer.Option(help="sdpa | eager.")] = "sdpa",
 ) -> None:

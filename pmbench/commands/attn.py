@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from pmbench import cli_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -21,13 +23,10 @@ def register(app: typer.Typer) -> None:
             help="Tokens per answer (suite default if unset).")] = None,
         ignore_eos: Annotated[bool, typer.Option(
             "--ignore-eos", help="Decode exactly --max-new-tokens per branch.")] = False,
-        rope_2d_ratio: Annotated[float | None, typer.Option(
-            "--rope-2d-ratio", help="Fraction of rotary pairs for the branch axis.")] = None,
-        rope_2d_mode: Annotated[str | None, typer.Option(
-            "--rope-2d-mode", help="split | additive.")] = None,
-        branch_freqs: Annotated[str | None, typer.Option(
-            help="high | low | interleaved.")] = None,
-        mask: Annotated[str | None, typer.Option(help="isolated | cross.")] = None,
+        rope_2d_ratio: Annotated[float | None, cli_options.ROPE_2D_RATIO] = None,
+        rope_2d_mode: Annotated[str | None, cli_options.ROPE_2D_MODE] = None,
+        branch_freqs: Annotated[str | None, cli_options.BRANCH_FREQS] = None,
+        mask: Annotated[str | None, cli_options.MASK] = None,
         layers: Annotated[str | None, typer.Option(
             help="Layers to capture, e.g. 0,4,8-11 (default: all).")] = None,
         heads: Annotated[str | None, typer.Option(

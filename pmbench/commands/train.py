@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pmbench import cli_options
 from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HELDOUT_BRANCHES
 
 train_app = typer.Typer(help="Train with 2D RoPE: pretrain a MiniMind-size model or fine-tune "
@@ -22,11 +23,10 @@ train_app = typer.Typer(help="Train with 2D RoPE: pretrain a MiniMind-size model
 
 Steps = Annotated[int, typer.Option(help="Optimizer steps.")]
 Branches = Annotated[int, typer.Option(help="#branch: questions / segments per example.")]
-Ratio = Annotated[float, typer.Option("--rope-2d-ratio",
-                                      help="Fraction of rotary pairs for the branch axis.")]
-Mode = Annotated[str, typer.Option("--rope-2d-mode", help="split | additive.")]
-Freqs = Annotated[str, typer.Option(help="high | low | interleaved.")]
-Mask = Annotated[str, typer.Option(help="isolated | cross.")]
+Ratio = Annotated[float, cli_options.ROPE_2D_RATIO]
+Mode = Annotated[str, cli_options.ROPE_2D_MODE]
+Freqs = Annotated[str, cli_options.BRANCH_FREQS]
+Mask = Annotated[str, cli_options.MASK]
 Lr = Annotated[float | None, typer.Option(
     help="Peak learning rate (default: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full).")]
 Seed = Annotated[int, typer.Option()]
