@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
+from pmbench.envinfo import env_fingerprint
 from pmbench.errors import BadInput
 from pmbench.records import RunStore, new_run_id, now_iso
+from pmbench.roofline import machine_peaks, model_weights, roofline
 from pmbench.rope2d.settings import resolve_settings
 from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
+from pmbench.telemetry import TelemetrySampler
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 
@@ -143,16 +146,6 @@ def summarize_groups(groups: list[dict], repeats: int) -> dict[str, Any]:
             "tokens": {"output": out_tok, "prompt": all_tok - out_tok, "questions": n_q}}
 
 
-def _optional(fn_path: str):
-    """Import an optional measurement helper; None if that module is unavailable."""
-    mod, _, name = fn_path.rpartition(".")
-    try:
-        module = __import__(mod, fromlist=[name])
-        return getattr(module, name)
-    except (ImportError, AttributeError):
-        return None
-
-
 @dataclass
 class PreparedRun:
     """A validated run: settings, runner class, tokenizer and suite; no model yet."""
@@ -265,9 +258,8 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
     })
     record["rope2d"] = None
     record.update(runner.record_options())
-    env_fn = _optional("pmbench.envinfo.env_fingerprint")
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    record["env"] = env_fn(device, dtype, attn) if env_fn else {"threads": torch.get_num_threads()}
+    record["env"] = env_fingerprint(device, dtype, attn)
     if loaded:
         record["load_s"] = loaded.load_s
     store.write_run(record)
@@ -281,10 +273,8 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
         log("warm-up")
         runner.run_group(pending[0], gen)  # untimed: first calls allocate and pick kernels
 
-    sampler_cls = _optional("pmbench.telemetry.TelemetrySampler")
-    sampler = sampler_cls(device=device) if sampler_cls else None
-    if sampler:
-        sampler.start()
+    sampler = TelemetrySampler(device=device)
+    sampler.start()
     t_run = time.perf_counter()
     new_samples: list[dict] = []
     new_groups: list[dict] = []
@@ -320,8 +310,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
             if progress:
                 progress(n_done, n_total)
     finally:
-        if sampler:
-            sampler.stop()
+        sampler.stop()
     timed_s = time.perf_counter() - t_run
 
     samples = done_samples + new_samples
@@ -333,17 +322,15 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
     record["tokens"] = summary.get("tokens")
     # torch's CUDA peak (the sampler resets it at start) or the process RSS peak on CPU
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
-    telemetry = None
     out_tokens_timed = sum(g["output_tokens"] for g in new_groups) * s.repeats
-    if sampler:
-        telemetry = sampler.summary(out_tokens_timed)
-        peak = telemetry.get("memory_peak_bytes") or peak
+    telemetry = sampler.summary(out_tokens_timed)
+    peak = telemetry.get("memory_peak_bytes") or peak
     record["telemetry"] = telemetry
     record["memory"] = {
         "peak_bytes": peak,
         "kv_cache_bytes": max((g["kv_cache_bytes"] for g in groups), default=0),
     }
-    record["roofline"] = _roofline(model, groups, s.repeats, device, dtype, summary)
+    record["roofline"] = _roofline(model, groups, device, dtype, summary)
     record["resumed"] = bool(s.resume)
     record["timed_region_s"] = timed_s
     record["deterministic"] = all(g.get("deterministic", True) for g in groups)
@@ -353,16 +340,12 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
     return record
 
 
-def _roofline(model, groups, repeats, device, dtype, summary) -> dict | None:
+def _roofline(model, groups, device, dtype, summary) -> dict | None:
     """Achieved FLOP/s and bandwidth vs. the machine's measured peaks (None if unknown)."""
-    roofline = _optional("pmbench.roofline.roofline")
-    peaks_fn = _optional("pmbench.roofline.machine_peaks")
-    if model is None or roofline is None or peaks_fn is None or not groups:
+    if model is None or not groups:
         return None
     if os.environ.get("PMBENCH_NO_ROOFLINE"):
         return None
-    from pmbench.roofline import model_weights
-
     n_params, weight_bytes = model_weights(model)
     lat = summary["latency"]
     steps = sum(g["decode_steps"] for g in groups)
@@ -376,5 +359,5 @@ def _roofline(model, groups, repeats, device, dtype, summary) -> dict | None:
         kv_bytes_read=sum(g["kv_cache_bytes"] * g["decode_steps"] // 2 for g in groups),
         wall_s=lat["wall_s"],
         decode_s=lat["decode_s"],
-        peaks=peaks_fn(device, dtype),
+        peaks=machine_peaks(device, dtype),
     )
