@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from pmbench.errors import BadInput
+from pmbench.errors import BadInput, require_positive
 
 # |Δt| bucket lower edges: exact 0..3, then powers of two; the last bucket is open.
 TIME_EDGES = (0, 1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -443,12 +443,8 @@ class AttnSettings:
     run_id: str | None = None
 
     def validate(self) -> None:
-        if self.branch < 1:
-            raise BadInput(f"--branch must be >= 1 (got {self.branch})")
-        if self.limit is not None and self.limit < 1:
-            raise BadInput(f"--limit must be >= 1 (got {self.limit})")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise BadInput(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
+        require_positive(branch=self.branch, limit=self.limit,
+                         max_new_tokens=self.max_new_tokens)
 
     @property
     def questions(self) -> int:

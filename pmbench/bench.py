@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pmbench.envinfo import env_fingerprint
-from pmbench.errors import BadInput
+from pmbench.errors import BadInput, require_positive
 from pmbench.records import RunStore, new_run_id, now_iso
 from pmbench.roofline import machine_peaks, model_weights, roofline
 from pmbench.rope2d.settings import resolve_settings
@@ -64,16 +64,9 @@ class RunSettings:
     resume: str | None = None
 
     def validate(self) -> None:
-        if self.branch < 1:
-            raise BadInput(f"--branch must be >= 1 (got {self.branch})")
-        if self.limit is not None and self.limit < 1:
-            raise BadInput(f"--limit must be >= 1 (got {self.limit})")
-        if self.repeats < 1:
-            raise BadInput(f"--repeats must be >= 1 (got {self.repeats})")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise BadInput(f"--max-new-tokens must be >= 1 (got {self.max_new_tokens})")
-        if self.samples_per_task < 1:
-            raise BadInput(f"--samples-per-task must be >= 1 (got {self.samples_per_task})")
+        require_positive(branch=self.branch, limit=self.limit, repeats=self.repeats,
+                         max_new_tokens=self.max_new_tokens,
+                         samples_per_task=self.samples_per_task)
         resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
 
 
