@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from pmbench.errors import BadInput
+from pmbench.errors import BadInput, require_positive
 from pmbench.records import now_iso
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
@@ -94,10 +94,9 @@ class TrainSettings:
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise BadInput(f"unknown training kind {self.kind!r}")
-        for name in ("steps", "branches", "batch_size", "grad_accum", "max_len",
-                     "context_len", "segment_len", "lora_r"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be >= 1")
+        require_positive(**{name: getattr(self, name) for name in (
+            "steps", "branches", "batch_size", "grad_accum", "max_len", "context_len",
+            "segment_len", "lora_r")})
         if self.segment_len < 3:
             raise BadInput("--segment-len must be >= 3 (BOS, a token, room for EOS)")
         if self.lr is not None and self.lr <= 0:
