@@ -57,6 +57,8 @@ def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) 
         cmd += ["--threads", str(args.threads)]
     if args.model:
         cmd += ["--model", args.model]
+    if args.no_cpu_prepack:
+        cmd += ["--no-cpu-prepack"]
     print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -108,6 +110,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--no-cpu-prepack", action="store_true",
+                    help="plain torch Linear kernels (see pmbench/cpu_linear.py)")
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")
     ap.add_argument("--records", default=None,
                     help="only print the table from the run records already in this folder")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pmbench.cpu_linear import MIN_ROWS, prepack_available, prepack_linears
 from pmbench.envinfo import env_fingerprint
 from pmbench.errors import BadInput, require_positive
 from pmbench.records import RunStore, new_run_id, now_iso
@@ -60,6 +61,7 @@ class RunSettings:
     rope2d: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     attn_implementation: str = "sdpa"
+    cpu_prepack: bool = True  # see pmbench/cpu_linear.py; same for every method
     run_id: str | None = None
     resume: str | None = None
 
@@ -200,18 +202,22 @@ def prepare_run(s: RunSettings) -> PreparedRun:
 def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark described by `s`; return the run record (also written to disk)."""
-    from pmbench.models import eos_token_ids, load_model
+    from pmbench.models import DTYPES, eos_token_ids, load_model
 
     prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
     s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
     suite, store, previous = prepared.suite, prepared.store, prepared.previous
     log = log or (lambda msg: None)
 
-    loaded = None
+    loaded, linear_kernel = None, "torch"
     if runner_cls.needs_model:
         log("loading model")
         loaded = load_model(s.model, s.device, s.dtype, s.device_map, s.attn_implementation)
         model, device, dtype = loaded.model, loaded.device, loaded.dtype
+        if s.cpu_prepack and prepack_available(device, DTYPES[dtype]):
+            t0 = time.perf_counter()
+            linear_kernel = f"onednn-prepacked x{prepack_linears(model)} (>= {MIN_ROWS} rows)"
+            loaded.load_s += time.perf_counter() - t0
         eos = eos_token_ids(model, tokenizer)
     else:
         model, device, dtype = None, "cpu", "none"
@@ -248,6 +254,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
         "settings": asdict(s),
         "suite_info": suite.record_info(),
         "method_kind": runner_cls.kind,
+        "linear_kernel": linear_kernel,
     })
     record["rope2d"] = None
     record.update(runner.record_options())

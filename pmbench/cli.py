@@ -95,6 +95,8 @@ def run(
     mask: Annotated[str | None, cli_options.MASK] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     attn_implementation: Annotated[str, typer.Option(help="sdpa | eager.")] = "sdpa",
+    cpu_prepack: Annotated[bool, typer.Option(
+        help="CPU float32: prepack Linear weights for multi-row matmuls (every method).")] = True,
 ) -> None:
     """Run one method on one suite and write results/<run_id>/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -114,7 +116,8 @@ def run(
         allow_code_execution=allow_code_execution,
         rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
                 "mask": mask},
-        threads=threads, attn_implementation=attn_implementation, run_id=run_id, resume=resume,
+        threads=threads, attn_implementation=attn_implementation, cpu_prepack=cpu_prepack,
+        run_id=run_id, resume=resume,
     )
     prepared = prepare_run(settings)  # bad input fails here, before any progress bar
     with Progress("[progress.description]{task.description}", BarColumn(),
