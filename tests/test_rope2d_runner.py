@@ -135,8 +135,8 @@ def test_one_packed_prefill_then_one_forward_per_step(tiny_llama, tokenizer):
         _run(Rope2DRunner, tiny_llama, tokenizer, group, gen)
     finally:
         hook.remove()
-    packed = sum(len(q.prompt_ids) for q in group.questions)
-    assert seen == [len(group.context_ids), packed, 5, 5, 5]
+    packed = len(group.context_ids) + sum(len(q.prompt_ids) for q in group.questions)
+    assert seen == [packed, 5, 5, 5]
 
 
 @pytest.mark.parametrize("eos", [False, True])

@@ -99,10 +99,8 @@ class BranchMask:
         return additive(visible, self.dtype)
 
     def prefill(self) -> torch.Tensor:
-        """[Q, L] mask of the packed prompt tokens (the rows after the context)."""
-        p = self.layout.context_len
-        visible = dense_mask(self.layout.b.to(self.device), None, self.kind)[p:]
-        return self._value(visible)
+        """[L, L] mask of the packed prompt: the context (causal) and every branch."""
+        return self._value(dense_mask(self.layout.b.to(self.device), None, self.kind))
 
     def _grow(self, needed: int) -> None:
         if needed <= self.rows.shape[1]:

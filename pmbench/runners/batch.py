@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 import torch
-from transformers import DynamicCache
 
 from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.kvcache import reserved_cache
 from pmbench.runners.base import Runner
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
@@ -43,7 +43,7 @@ class BatchRunner(Runner):
         rows = [group.context_ids + q.prompt_ids for q in group.questions]
         ids, mask = left_pad(rows, pad_id)
         ids, mask = ids.to(device), mask.to(device)
-        cache = DynamicCache(config=self.model.config)
+        cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
         state = {
             "rows": list(range(len(rows))),  # stream index of each row still in the batch
             "mask": mask,

@@ -1,7 +1,7 @@
 """rope2d: N question branches decoded together over one shared KV cache.
 
-The group's shared context is prefilled once, the N questions are prefilled together
-as one packed sequence with 2D positions (t, b) and a branch mask, and then every
+The group's shared context and the N questions are prefilled together, once, as one
+packed sequence with 2D positions (t, b) and a branch mask, and then every
 decoding step feeds one token per live branch (N tokens) in a single forward pass.
 Branches that stop leave the step; their cache rows stay (invisible to the others
 under the isolated mask).
@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import AttentionInterface, Cache
-from transformers.cache_utils import DynamicLayer
+from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from pmbench.decoding import cache_nbytes, decode_loop
 from pmbench.errors import BadInput
+from pmbench.kvcache import reserved_cache
 from pmbench.rope2d import (
     BranchMask,
     PackedLayout,
@@ -63,7 +63,7 @@ class Rope2DRunner(Runner):
         n = layout.n_branches
         _check_window(model.config, int(layout.next_t().max()) + gen.max_new_tokens)
         capacity = len(layout) + n * max(gen.max_new_tokens - 1, 0)
-        cache = Cache(layers=[GroupLayer(capacity) for _ in range(model.config.num_hidden_layers)])
+        cache = reserved_cache(model.config, capacity, sliding=False)  # see _check_window
         masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device)
         next_t = layout.next_t().to(device)
         branch_b = layout.branch_ids().to(device)
@@ -107,37 +107,20 @@ def _check_window(config, span: int) -> None:
 
 
 def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> torch.Tensor:
-    """Context (plain causal), then all branches in one packed pass; logits [N, vocab]
-    at each branch's last token, computing the LM head only there."""
-    p = layout.context_len
-    ids = layout.input_ids.to(device)
-    need_context_logits = min(layout.branch_lens) == 0
-    context_logits = None
-    if p:
-        out = model(
-            input_ids=ids[None, :p],
-            position_ids=layout.t[None, :p].to(device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1 if need_context_logits else ids.new_empty(0),
-        )
-        context_logits = out.logits[0, -1] if need_context_logits else None
-    if len(layout) == p:  # every branch is empty
-        return context_logits.expand(layout.n_branches, -1)
+    """The context and all branches in one packed forward pass; logits [N, vocab] at
+    each branch's last token, computing the LM head only there.
+
+    One pass rather than context then branches: one forward pass of fixed overhead
+    fewer, and larger matmuls (about 20% faster for SQuAD's 180 + 8 x 17 tokens)."""
     out = model(
-        input_ids=ids[None, p:],
-        position_ids=positions(layout.t[p:], layout.b[p:]).to(device),
+        input_ids=layout.input_ids.to(device)[None, :],
+        position_ids=positions(layout.t, layout.b).to(device),
         attention_mask=masks.prefill()[None, None],
         cache=cache,
         use_cache=True,
-        logits_to_keep=(layout.last[layout.last >= p] - p).to(device),
+        logits_to_keep=layout.last.to(device),
     )
-    logits = out.logits[0]
-    if not need_context_logits:
-        return logits
-    full = context_logits.expand(layout.n_branches, -1).clone()
-    full[layout.last >= p] = logits
-    return full
+    return out.logits[0]
 
 
 _GQA_SDPA = "pmbench_gqa_sdpa"
@@ -149,8 +132,7 @@ def _gqa_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=No
     Given a mask on CPU, transformers copies the keys and values once per query head
     (`repeat_kv`) in every layer at every step; with one cache shared by N branches
     that copy costs more than the attention itself. torch's CPU kernel takes
-    `enable_gqa` with a mask and gives the same result without the copy. Without a
-    mask (the causal context prefill) transformers' own function runs.
+    `enable_gqa` with a mask and gives the same result without the copy.
     """
     if attention_mask is None:
         return sdpa_attention_forward(module, query, key, value, None, dropout, scaling, **kwargs)
@@ -177,45 +159,3 @@ def _gqa_attention(model) -> Iterator[None]:
     finally:
         if swap:
             model.config._attn_implementation = before
-
-
-class GroupLayer(DynamicLayer):
-    """One layer of a group's KV cache, reserved once for the whole group.
-
-    DynamicCache re-concatenates every layer's keys and values at every step (a copy
-    of the whole cache per step); here a step writes its N new rows in place. The
-    reservation is the most the group can use (every branch running to
-    max_new_tokens); `keys`/`values` are views of the filled part, so `cache_nbytes`
-    reports the cache's contents, as for the other methods.
-    """
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        b, h, _, d = key_states.shape
-        self.device = key_states.device
-        self._k = key_states.new_empty(b, h, self.capacity, d)
-        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        while end > self._k.shape[-2]:  # more than planned: double (not in a normal run)
-            self._k = torch.cat([self._k, torch.empty_like(self._k)], dim=-2)
-            self._v = torch.cat([self._v, torch.empty_like(self._v)], dim=-2)
-        self._k[:, :, self.length : end] = key_states
-        self._v[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length + query_length, 0

@@ -10,9 +10,9 @@ import dataclasses
 import time
 
 import torch
-from transformers import DynamicCache
 
 from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.kvcache import reserved_cache
 from pmbench.runners.base import Runner
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
@@ -31,7 +31,7 @@ class SequentialRunner(Runner):
             # each question gets its own sampling stream (identical seeds = identical samples)
             q_gen = dataclasses.replace(gen, seed=gen.seed + k) if gen.temperature > 0 else gen
             ids = torch.tensor([group.context_ids + q.prompt_ids], device=device)
-            cache = DynamicCache(config=self.model.config)
+            cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
             pos = ids.shape[1]
 
             def prefill(ids=ids, cache=cache) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""A KV cache reserved once per group and written in place, for every method.
+
+transformers' `DynamicCache` concatenates each layer's keys and values with the new
+rows at every step: a copy of the whole cache per step (7% of a sequential step on
+the default model here). A decoding group knows its largest size in advance (prompt
+plus max_new_tokens per stream), so each layer here reserves that once and a step
+writes its new rows in place. Every runner uses it, so the methods are compared on
+their forward passes, not on who got the faster cache. `keys`/`values` are views of
+the filled part, so `cache_nbytes` reports the cache's contents, not the reservation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import Cache, DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class ReservedLayer(DynamicLayer):
+    """One layer's keys and values in a buffer of `capacity` positions."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        self.device = key_states.device
+        self.dtype = key_states.dtype
+        self._k = key_states.new_empty(b, h, self.capacity, d)
+        self._v = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        while end > self._k.shape[-2]:  # more than reserved: double (not in a normal run)
+            self._k = torch.cat([self._k, torch.empty_like(self._k)], dim=-2)
+            self._v = torch.cat([self._v, torch.empty_like(self._v)], dim=-2)
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the batch rows `indices` (finished rows leave a batch)."""
+        if self.is_initialized:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._views()
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+
+def reserved_cache(config: Any, capacity: int, sliding: bool = True) -> Cache:
+    """A cache for one decoding group of at most `capacity` positions per row.
+
+    Models with sliding-window layers keep transformers' own cache, which knows how
+    to drop what leaves the window, unless `sliding` is False (rope2d: its packed
+    cache is ordered by branch, not time, so only its mask may decide visibility).
+    """
+    text = config.get_text_config()
+    windowed = getattr(text, "sliding_window", None) or any(
+        kind != "full_attention" for kind in getattr(text, "layer_types", None) or [])
+    if sliding and windowed:
+        return DynamicCache(config=config)
+    return Cache(layers=[ReservedLayer(capacity) for _ in range(text.num_hidden_layers)])
