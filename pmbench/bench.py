@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pmbench.cpu_linear import MIN_ROWS, prepack_available, prepack_linears
+from pmbench.cpu_linear import MIN_ROWS, prepack_linears
 from pmbench.envinfo import env_fingerprint
 from pmbench.errors import BadInput, require_positive
 from pmbench.records import RunStore, new_run_id, now_iso
@@ -202,7 +202,7 @@ def prepare_run(s: RunSettings) -> PreparedRun:
 def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark described by `s`; return the run record (also written to disk)."""
-    from pmbench.models import DTYPES, eos_token_ids, load_model
+    from pmbench.models import eos_token_ids, load_model
 
     prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
     s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
@@ -214,9 +214,10 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
         log("loading model")
         loaded = load_model(s.model, s.device, s.dtype, s.device_map, s.attn_implementation)
         model, device, dtype = loaded.model, loaded.device, loaded.dtype
-        if s.cpu_prepack and prepack_available(device, DTYPES[dtype]):
+        if s.cpu_prepack:
             t0 = time.perf_counter()
-            linear_kernel = f"onednn-prepacked x{prepack_linears(model)} (>= {MIN_ROWS} rows)"
+            if n_packed := prepack_linears(model):
+                linear_kernel = f"onednn-prepacked x{n_packed} (>= {MIN_ROWS} rows)"
             loaded.load_s += time.perf_counter() - t0
         eos = eos_token_ids(model, tokenizer)
     else:

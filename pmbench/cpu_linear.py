@@ -52,12 +52,11 @@ class PrepackedLinear(nn.Module):
                f"prepacked for >= {self.min_rows} rows"
 
 
-def prepack_available(device: str, dtype: torch.dtype) -> bool:
-    return device == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
-
-
 def prepack_linears(model: nn.Module) -> int:
-    """Swap every float32 CPU `nn.Linear` of an inference model; return how many."""
+    """Swap every float32 CPU `nn.Linear` of an inference model; return how many (0 on
+    other devices and dtypes, or where torch was built without oneDNN)."""
+    if not torch.backends.mkldnn.is_available():
+        return 0
     swaps = [
         (parent, name, child)
         for parent in model.modules()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import make_tiny_model
 from pmbench.cli import app
-from pmbench.cpu_linear import MIN_ROWS, PrepackedLinear, prepack_available, prepack_linears
+from pmbench.cpu_linear import MIN_ROWS, PrepackedLinear, prepack_linears
 from pmbench.runners.base import RunnerOptions
 from pmbench.runners.batch import BatchRunner
 from pmbench.runners.rope2d import Rope2DRunner
@@ -59,11 +59,12 @@ def test_swaps_every_linear_and_keeps_the_model(tokenizer):
 
 
 def test_only_cpu_float32():
-    assert prepack_available("cpu", torch.float32) == torch.backends.mkldnn.is_available()
-    assert not prepack_available("cpu", torch.bfloat16)
-    assert not prepack_available("cuda", torch.float32)
+    fp32 = nn.Sequential(nn.Linear(4, 4))
+    assert prepack_linears(fp32) == int(torch.backends.mkldnn.is_available())
     bf16 = nn.Sequential(nn.Linear(4, 4).to(torch.bfloat16))
     assert prepack_linears(bf16) == 0
+    elsewhere = nn.Sequential(nn.Linear(4, 4, device="meta"))  # not CPU, as for CUDA
+    assert prepack_linears(elsewhere) == 0
 
 
 def test_every_method_gives_the_same_greedy_answers(tiny_llama, tokenizer):
