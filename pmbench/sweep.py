@@ -21,13 +21,29 @@ Two kinds of grid (YAML), told apart by `kind`:
       - {method: sequential, branch: 8}
     include:                     # add single cells (axis keys, rope2d, options)
       - {method: llamacpp, suite: squad, branch: 8}
+    throughput:                  # makes every cell two runs: accuracy + throughput
+      max_new_tokens: 64         # default 64
+      repeats: 3                 # default 3
+      # any other `pmbench run` option, for the throughput runs only
 
 An axis entry may be a mapping that carries options for its cells, e.g.
 `suites: [squad, {name: mmlu, max_new_tokens: 1}]`; options merge in the order grid
 `options` < model < suite < method < `--set` on the command line (strongest). A single
-value may stand for a one-element list (`suites: squad`). Cell ids are readable and
-deterministic, `sweep-<grid>-<method>-<suite>-b<N>-<hash8>`, where the hash covers every
-parameter of the cell, so an edited grid makes new cells instead of reusing old records.
+value may stand for a one-element list (`suites: squad`). A method entry may also carry
+its own `branches`, which replace the grid's for that method, e.g.
+`methods: [{name: sequential, branches: [1]}, {name: rope2d, branches: [2, 4, 8]}]`;
+the top-level `branches` may then be left out if every method entry gives its own.
+
+With a `throughput:` block every cell (after `exclude`, includes too) is two runs, as the
+tables need (Acc from the first, tok/s from the second; the record's `ignore_eos` tells
+them apart): the *accuracy run*, the grid's options as they are, with the suite's own
+stopping and token budget (so they must not set ignore_eos), then the *throughput run*,
+the same cell plus `ignore_eos: true` and the block's options (`--set` still wins).
+
+Cell ids are readable and deterministic, `sweep-<grid>-<method>-<suite>-b<N>-<hash8>`, and
+`sweep-<grid>-<method>-<suite>-b<N>-tp-<hash8>` for a throughput run, where the hash
+covers every parameter of the cell, so an edited grid makes new cells instead of reusing
+old records.
 
 **kind: train** lists `pmbench train pretrain | finetune` runs (Tables 2 and 3):
 
@@ -64,7 +80,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -74,7 +90,8 @@ from pmbench.errors import BadInput
 
 KINDS = ("run", "train")
 AXES = {"models": "model", "methods": "method", "branches": "branch", "suites": "suite"}
-RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "exclude", *AXES}
+RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "exclude",
+            "throughput", *AXES}
 TRAIN_KEYS = {"name", "kind", "description", "options", "runs"}
 ROPE2D_METHODS = {"rope2d"}  # methods whose cells are crossed with the rope2d settings
 ROPE2D_FLAGS = {"ratio": "rope_2d_ratio", "mode": "rope_2d_mode",
@@ -82,6 +99,8 @@ ROPE2D_FLAGS = {"ratio": "rope_2d_ratio", "mode": "rope_2d_mode",
 # options a sweep sets itself: never among a grid's options
 SWEEP_SET = {"output_dir", "json_out", "resume", "run_id"}
 RUN_AXES_SET = {"method", "suite", "branch", "model", *ROPE2D_FLAGS.values()}
+# what a `throughput:` block gives its runs unless it says otherwise
+THROUGHPUT_DEFAULTS = {"max_new_tokens": 64, "repeats": 3}
 COMPLETE_STATUS = "complete"
 LOG_FILE = "sweep.log"
 
@@ -182,20 +201,25 @@ class Cell:
     branch: int
     rope2d: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    throughput: bool = False  # the throughput run of a grid with a `throughput:` block
     kind: ClassVar[str] = "run"
     record_file: ClassVar[str] = "run.json"
 
     def params(self) -> dict[str, Any]:
         """Everything that defines the cell (what the id's hash covers)."""
-        return {"kind": self.kind, "model": self.model, "method": self.method,
-                "suite": self.suite, "branch": self.branch, "rope2d": self.rope2d,
-                "options": self.options}
+        params = {"kind": self.kind, "model": self.model, "method": self.method,
+                  "suite": self.suite, "branch": self.branch, "rope2d": self.rope2d,
+                  "options": self.options}
+        if self.throughput:  # only when set: cells of grids without the block keep their ids
+            params["throughput"] = True
+        return params
 
     @property
     def id(self) -> str:
         blob = json.dumps(self.params(), sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-        return f"sweep-{self.grid}-{self.method}-{self.suite}-b{self.branch}-{digest}"
+        tag = "-tp" if self.throughput else ""
+        return f"sweep-{self.grid}-{self.method}-{self.suite}-b{self.branch}{tag}-{digest}"
 
     @property
     def total(self) -> int | None:
@@ -205,7 +229,8 @@ class Cell:
     def label(self) -> str:
         r2d = ",".join(f"{k}={v}" for k, v in sorted(self.rope2d.items()))
         model = f"{self.model} " if self.model else ""
-        return f"{model}{self.method} {self.suite} b{self.branch}" + (f" [{r2d}]" if r2d else "")
+        return (f"{model}{self.method} {self.suite} b{self.branch}" + (f" [{r2d}]" if r2d else "")
+                + (" (throughput)" if self.throughput else ""))
 
     def run_args(self) -> list[str]:
         """The `pmbench run` arguments of this cell (without id and output folder)."""
@@ -285,27 +310,60 @@ def _as_list(value: Any, key: str) -> list[Any]:
     return items
 
 
+class AxisEntry(NamedTuple):
+    value: Any
+    options: dict[str, Any]
+    branches: list[int] | None = None  # a method entry's own `branches` (not a run option)
+
+
 def _axis(raw: Mapping[str, Any], key: str, flags: Mapping[str, Flag],
-          reserved: set[str]) -> list[tuple[Any, dict[str, Any]]]:
-    """(value, options) for each entry of an axis; an entry is a scalar or {name: .., opts}."""
+          reserved: set[str]) -> list[AxisEntry]:
+    """The entries of an axis; an entry is a scalar or {name: .., options..}."""
     singular = AXES[key]
     if key not in raw:
         if singular == "model":
-            return [(None, {})]  # the default model
+            return [AxisEntry(None, {})]  # the default model
         raise BadInput(f"grid needs {key!r} (a list of {singular} names)")
     out = []
     for entry in _as_list(raw[key], key):
         opts: dict[str, Any] = {}
+        branches = None
         if isinstance(entry, Mapping):
             if "name" not in entry:
                 raise BadInput(f"grid {key}: a mapping entry needs 'name' (got {dict(entry)})")
             entry = dict(entry)
             value = entry.pop("name")
-            opts = normalize_options(entry, f"grid {key} entry {value!r}", flags, reserved)
+            where = f"grid {key} entry {value!r}"
+            if "branches" in entry:
+                if key != "methods":
+                    raise BadInput(f"{where}: only method entries take 'branches'")
+                branches = _branch_list(entry.pop("branches"), f"{key} entry {value!r} branches")
+            opts = normalize_options(entry, where, flags, reserved)
         else:
             value = entry
-        out.append((_axis_value(singular, value, key), opts))
+        out.append(AxisEntry(_axis_value(singular, value, key), opts, branches))
     return out
+
+
+def _branch_list(value: Any, key: str) -> list[int]:
+    return [_axis_value("branch", b, key) for b in _as_list(value, key)]
+
+
+def _branches(raw: Mapping[str, Any],
+              methods: list[AxisEntry]) -> tuple[list[int], list[list[int]]]:
+    """The #branch values in cell order, and each method entry's list (its own, else the
+    grid's). Order: the grid's `branches` as written, then those only methods name, ascending."""
+    if "branches" in raw:
+        common = _branch_list(raw["branches"], "branches")
+    elif all(m.branches is not None for m in methods):
+        common = []
+    else:
+        missing = next(m.value for m in methods if m.branches is None)
+        raise BadInput(f"grid needs 'branches' (a list of branch counts), or a 'branches' list "
+                       f"in every methods entry (method {missing!r} has none)")
+    per_method = [m.branches if m.branches is not None else common for m in methods]
+    order = list(dict.fromkeys(common))
+    return order + sorted({b for bs in per_method for b in bs} - set(order)), per_method
 
 
 def _axis_value(singular: str, value: Any, key: str) -> Any:
@@ -378,31 +436,67 @@ def expand_grid(raw: Any, name: str,
     return _expand_run(raw, grid, overrides)
 
 
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Options merged left to right (later wins), unset (None) ones dropped, sorted."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    return {k: v for k, v in sorted(merged.items()) if v is not None}
+
+
+def _throughput_block(raw: Mapping[str, Any], flags: Mapping[str, Flag],
+                      reserved: set[str]) -> dict[str, Any] | None:
+    """The options of the grid's throughput runs, or None without a `throughput:` block."""
+    if "throughput" not in raw:
+        return None
+    # an empty block (`throughput:` with every key commented out) means the defaults
+    block = _merge(THROUGHPUT_DEFAULTS, normalize_options(
+        raw["throughput"], "grid throughput", flags, reserved | {"ignore_eos"}))
+    if "max_new_tokens" not in block:
+        raise BadInput("grid throughput: max_new_tokens must be a number: throughput runs "
+                       "generate a fixed number of tokens")
+    return block
+
+
+def _accuracy_and_throughput(cell: Cell, block: Mapping[str, Any],
+                             forced: Mapping[str, Any]) -> list[Cell]:
+    """A cell as its accuracy run (unchanged) and its throughput run (`--set` still wins)."""
+    if cell.options.get("ignore_eos"):
+        raise BadInput(f"grid cell {cell.label()}: ignore_eos is set, but with a `throughput:` "
+                       f"block the accuracy runs keep the suite's stopping and the block makes "
+                       f"the --ignore-eos runs; drop ignore_eos")
+    options = _merge(cell.options, block, forced, {"ignore_eos": True})
+    return [cell, replace(cell, options=options, throughput=True)]
+
+
 def _expand_run(raw: Mapping[str, Any], grid: str,
                 overrides: Mapping[str, Any] | None) -> list[Cell]:
-    """Run cells in the order model, suite, branch, method, rope2d setting."""
+    """Run cells in the order model, suite, branch, method, rope2d setting (with a
+    `throughput:` block, each accuracy run followed by its throughput run)."""
     _check_keys(raw, RUN_KEYS, "run")
     flags = command_flags("run")
     reserved = SWEEP_SET | RUN_AXES_SET
     common = normalize_options(raw.get("options"), "grid options", flags, reserved)
     forced = normalize_options(overrides, "--set", flags, reserved)
+    throughput = _throughput_block(raw, flags, reserved)
     rope2d = _rope2d_entries(_as_list(raw["rope2d"], "rope2d")) if "rope2d" in raw else [{}]
 
     def make(model, suite, branch, method, r2d, *opts) -> Cell:
-        merged: dict[str, Any] = {}
-        for o in (common, *opts, forced):
-            merged.update(o)
-        merged = {k: v for k, v in sorted(merged.items()) if v is not None}
         return Cell(grid=grid, model=model, method=method, suite=suite, branch=branch,
-                    rope2d=r2d if method in ROPE2D_METHODS else {}, options=merged)
+                    rope2d=r2d if method in ROPE2D_METHODS else {},
+                    options=_merge(common, *opts, forced))
 
+    models, suites, methods = (_axis(raw, key, flags, reserved)
+                               for key in ("models", "suites", "methods"))
+    order, per_method = _branches(raw, methods)
     cells: list[Cell] = []
-    axes = [_axis(raw, key, flags, reserved) for key in ("models", "suites", "branches",
-                                                         "methods")]
-    for (model, m_opts), (suite, s_opts), (branch, _), (method, me_opts) in itertools.product(
-            *axes):
-        for r2d in rope2d if method in ROPE2D_METHODS else [{}]:
-            cells.append(make(model, suite, branch, method, r2d, m_opts, s_opts, me_opts))
+    for model, suite, branch, (method, branches) in itertools.product(
+            models, suites, order, zip(methods, per_method, strict=True)):
+        if branch not in branches:
+            continue
+        for r2d in rope2d if method.value in ROPE2D_METHODS else [{}]:
+            cells.append(make(model.value, suite.value, branch, method.value, r2d,
+                              model.options, suite.options, method.options))
 
     valid_keys = {"model", "method", "suite", "branch", "rope2d", "options"}
     excludes = raw.get("exclude") or []
@@ -428,6 +522,8 @@ def _expand_run(raw: Mapping[str, Any], grid: str,
                           normalize_options(extra.get("options"), "grid include options",
                                             flags, reserved)))
 
+    if throughput is not None:
+        cells = [run for c in cells for run in _accuracy_and_throughput(c, throughput, forced)]
     # one cell per id: an include that repeats a crossed cell runs once
     unique = list({c.id: c for c in cells}.values())
     if not unique:

@@ -114,6 +114,90 @@ def test_bad_grids_are_bad_input(change, needle):
         expand_grid({**GRID, **change}, "f")
 
 
+# a grid with a throughput block: accuracy runs keep the suite's stopping (no ignore_eos)
+TP_GRID = {
+    "name": "tp",
+    "methods": [{"name": "sequential", "branches": [1]}, {"name": "batch", "branches": [4, 2]},
+                "rope2d"],
+    "branches": [4],
+    "suites": ["squad", {"name": "mmlu", "max_new_tokens": 1}],
+    "options": {"limit": 8},
+    "throughput": {"max_new_tokens": 16, "no_warmup": True},
+}
+
+
+def test_method_entries_may_carry_their_own_branches():
+    grid = {k: v for k, v in TP_GRID.items() if k != "throughput"}
+    cells = expand_grid(grid, "f")
+    rows = [(c.method, c.branch) for c in cells if c.suite == "squad"]
+    # the grid's branches first, then those only a method names, ascending; method order kept
+    assert rows == [("batch", 4), ("rope2d", 4), ("sequential", 1), ("batch", 2)]
+    assert all("branches" not in c.options for c in cells)
+    no_common = {k: v for k, v in grid.items() if k != "branches"}
+    with pytest.raises(BadInput, match="'rope2d' has none"):
+        expand_grid(no_common, "f")
+    no_common["methods"] = TP_GRID["methods"][:2]
+    assert len(expand_grid(no_common, "f")) == 2 * 3
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"methods": [{"name": "batch", "branches": [0]}]}, "branch counts"),
+        ({"methods": [{"name": "batch", "branches": []}]}, "empty"),
+        ({"suites": [{"name": "squad", "branches": [2]}]}, "only method entries"),
+    ],
+)
+def test_bad_method_branches(change, needle):
+    with pytest.raises(BadInput, match=needle):
+        expand_grid({**TP_GRID, **change}, "f")
+
+
+def test_throughput_block_makes_every_cell_an_accuracy_and_a_throughput_run():
+    cells = expand_grid(TP_GRID, "f", overrides={"limit": 4})
+    plain = expand_grid({k: v for k, v in TP_GRID.items() if k != "throughput"}, "f",
+                        overrides={"limit": 4})
+    assert len(cells) == 2 * len(plain)
+    accuracy, throughput = cells[0::2], cells[1::2]  # each accuracy run, then its throughput run
+    # accuracy runs are the cells of the same grid without the block: same ids, same records
+    assert [c.id for c in accuracy] == [c.id for c in plain]
+    assert not any(c.throughput for c in accuracy) and all(c.throughput for c in throughput)
+    for acc, tp in zip(accuracy, throughput, strict=True):
+        assert (acc.method, acc.suite, acc.branch) == (tp.method, tp.suite, tp.branch)
+        assert "ignore_eos" not in acc.options and acc.options["limit"] == 4  # --set: both
+        assert tp.options == {"ignore_eos": True, "limit": 4, "max_new_tokens": 16,
+                              "no_warmup": True, "repeats": 3}  # the block beats mmlu's 1
+        assert tp.id.startswith(f"sweep-tp-{acc.method}-{acc.suite}-b{acc.branch}-tp-")
+        assert "--ignore-eos" in tp.run_args() and "--ignore-eos" not in acc.run_args()
+        assert tp.label().endswith("(throughput)")
+    assert len({c.id for c in cells}) == len(cells)
+    mmlu = next(c for c in accuracy if c.suite == "mmlu")
+    assert mmlu.options["max_new_tokens"] == 1
+    # defaults: 64 tokens, 3 repeats; `--set` beats the block too
+    tp = expand_grid({**TP_GRID, "throughput": None}, "f", overrides={"repeats": 2})[1]
+    assert tp.options["max_new_tokens"] == 64 and tp.options["repeats"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "overrides", "needle"),
+    [
+        ({"options": {"ignore_eos": True}}, None, "drop ignore_eos"),
+        ({"suites": [{"name": "squad", "ignore-eos": True}]}, None, "drop ignore_eos"),
+        ({}, {"ignore_eos": True}, "drop ignore_eos"),
+        ({"include": [{"method": "batch", "suite": "squad", "options": {"ignore_eos": True}}]},
+         None, "drop ignore_eos"),
+        ({"throughput": {"ignore_eos": True}}, None, "throughput: ignore_eos is set by"),
+        ({"throughput": {"max_new_tokens": None}}, None, "fixed number of tokens"),
+        ({"throughput": {"max_new_tokens": 0}}, None, "--max-new-tokens"),
+        ({"throughput": {"frobnicate": 1}}, None, "unknown option"),
+        ({"throughput": [64]}, None, "mapping"),
+    ],
+)
+def test_bad_throughput_blocks(change, overrides, needle):
+    with pytest.raises(BadInput, match=needle):
+        expand_grid({**TP_GRID, **change}, "f", overrides=overrides)
+
+
 TRAIN = {
     "kind": "train",
     "options": {"branches": 4, "seed": 0, "command": "pretrain"},
