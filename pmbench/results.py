@@ -6,7 +6,8 @@ is found recursively. Three record files are read, by name:
 
 - ``run.json`` (``pmbench run``): the DESIGN run record. Metrics are fractions in [0, 1]
   (tables show them in %); ``throughput`` and ``latency`` values are medians over
-  repeats and ``throughput.repeats`` holds each repeat's value.
+  repeats and ``throughput.repeats`` holds each repeat's value. ``ignore_eos`` tells a
+  throughput run from an accuracy run (:func:`run_purpose`).
 - ``train.json`` (``pmbench train``): ``run_id, created, kind ("pretrain"|"finetune"),
   model, rope2d {ratio, mode, branch_freqs, mask}, branches, steps, loss_curve
   [[step, loss], ...], heldout_loss {"<#branch>": loss}, data_split, wall_s, checkpoint``.
@@ -34,12 +35,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from pmbench.rope2d.settings import Rope2DSettings
 
 RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
 
@@ -56,7 +59,7 @@ _KINDS = {"train": ("pretrain", "finetune"), "attention": ("attention",)}
 
 # The metric each suite reports as its accuracy (Table 1's "Acc" column), in lm-eval terms.
 PRIMARY_METRIC = {"mmlu": "acc", "ceval": "acc", "gsm8k": "exact_match",
-                  "humaneval": "pass@1", "squad": "f1", "multirc": "f1a"}
+                  "humaneval": "pass@1", "squad": "f1", "squad_v2": "f1", "multirc": "f1a"}
 _FALLBACK_METRICS = ("acc", "exact_match", "pass@1", "f1", "em")
 
 
@@ -181,15 +184,53 @@ def accuracy_metric(suite: str, metrics: dict[str, Any] | None = None) -> str:
     return next((m for m in _FALLBACK_METRICS if metrics and m in metrics), "acc")
 
 
+def run_purpose(record: pd.Series | dict[str, Any]) -> str:
+    """"throughput" for a run made with ``--ignore-eos``, else "accuracy".
+
+    A throughput run generates a fixed token budget per question whatever the model
+    says, so its tok/s compares methods at equal token volume but its accuracy is not
+    the suite's; an accuracy run stops where the suite stops, so its accuracy (and its
+    questions per second) is the real one. Records without the key are accuracy runs.
+    """
+    return "throughput" if record.get("ignore_eos") is True else "accuracy"
+
+
+def suite_version(record: pd.Series | dict[str, Any]) -> str | None:
+    """The SQuAD version a run scored ("v1.1" or "v2.0"), None for other suites.
+
+    The suite name says it (``squad``, ``squad_v2``); for a renamed suite the data file
+    in ``suite_info`` does.
+    """
+    suite = record.get("suite")
+    files = " ".join(map(str, (record.get("suite_info") or {}).get("data_files") or []))
+    if suite == "squad_v2" or "v2.0" in files:
+        return "v2.0"
+    if suite == "squad" or "v1.1" in files:
+        return "v1.1"
+    return None
+
+
+# 2D RoPE settings a label leaves out when they have these values: the runner's defaults.
+_ROPE2D_DEFAULTS = {f.name: f.default for f in fields(Rope2DSettings)}
+
+
 def method_label(row: pd.Series | dict[str, Any]) -> str:
-    """`method`, and for rope2d its ratio plus any setting that is not the default."""
+    """`method`, and for rope2d its ratio plus each setting that differs from the default.
+
+    `row` is a record (``rope2d`` a dict) or a row of :meth:`Records.frame` (flat
+    ``rope2d.mode`` ... columns). Defaults are the runner's own (:class:`Rope2DSettings`),
+    so a run made with default options reads "rope2d r=0".
+    """
     if row["method"] != "rope2d":
         return row["method"]
-    ratio = row.get("rope2d.ratio")
+    nested = row.get("rope2d")
+    settings = nested if isinstance(nested, dict) and nested else {
+        name: row.get(f"rope2d.{name}") for name in _ROPE2D_DEFAULTS}
+    ratio = settings.get("ratio")
     label = "rope2d" if ratio is None or pd.isna(ratio) else f"rope2d r={ratio:g}"
-    defaults = {"rope2d.mode": "split", "rope2d.branch_freqs": "high", "rope2d.mask": "isolated"}
-    extras = [row.get(k) for k, default in defaults.items()
-              if isinstance(row.get(k), str) and row.get(k) != default]
+    extras = [settings.get(name) for name, default in _ROPE2D_DEFAULTS.items()
+              if name != "ratio" and isinstance(settings.get(name), str)
+              and settings.get(name) != default]
     return " ".join([label, *extras])
 
 
