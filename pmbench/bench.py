@@ -62,6 +62,7 @@ class RunSettings:
     threads: int | None = None
     attn_implementation: str = "sdpa"
     cpu_prepack: bool = True  # see pmbench/cpu_linear.py; same for every method
+    prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
     run_id: str | None = None
     resume: str | None = None
 
@@ -70,6 +71,11 @@ class RunSettings:
                          max_new_tokens=self.max_new_tokens,
                          samples_per_task=self.samples_per_task)
         resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
+        from pmbench.runners.prefix import KV_MODES  # loads transformers: only when checking
+
+        if self.prefix_kv not in KV_MODES:
+            raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
+                           f"valid: {', '.join(KV_MODES)}")
 
 
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
@@ -224,7 +230,8 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
         model, device, dtype = None, "cpu", "none"
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     gen: GenerationConfig = suite.generation(s.max_new_tokens, s.ignore_eos, eos)
-    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d))
+    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d),
+                            extra={"prefix_kv": s.prefix_kv})
     runner: Runner = runner_cls(model, tokenizer, options)
 
     run_id = s.resume or s.run_id or new_run_id(s.method, s.suite, s.branch)

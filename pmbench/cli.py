@@ -97,6 +97,9 @@ def run(
     attn_implementation: Annotated[str, typer.Option(help="sdpa | eager.")] = "sdpa",
     cpu_prepack: Annotated[bool, typer.Option(
         help="CPU float32: prepack Linear weights for multi-row matmuls (every method).")] = True,
+    prefix_kv: Annotated[str, typer.Option(
+        help="prefix method: auto | shared (context KV by reference) | copy (into every row)."
+    )] = "auto",
 ) -> None:
     """Run one method on one suite and write results/<run_id>/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -117,6 +120,7 @@ def run(
         rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
                 "mask": mask},
         threads=threads, attn_implementation=attn_implementation, cpu_prepack=cpu_prepack,
+        prefix_kv=prefix_kv,
         run_id=run_id, resume=resume,
     )
     prepared = prepare_run(settings)  # bad input fails here, before any progress bar

@@ -139,8 +139,8 @@ def cache_nbytes(cache) -> int:
     total = 0
     layers = getattr(cache, "layers", None)
     if layers is not None:
-        for layer in layers:
-            for name in ("keys", "values"):
+        for layer in layers:  # a shared prefix (kvcache.SharedPrefixLayer) counts once
+            for name in ("keys", "values", "prefix_keys", "prefix_values"):
                 t = getattr(layer, name, None)
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()

@@ -7,6 +7,11 @@ plus max_new_tokens per stream), so each layer here reserves that once and a ste
 writes its new rows in place. Every runner uses it, so the methods are compared on
 their forward passes, not on who got the faster cache. `keys`/`values` are views of
 the filled part, so `cache_nbytes` reports the cache's contents, not the reservation.
+
+`rows_after_prefix` builds the cache of the `prefix` method: N rows that all start
+with one shared prefix, whose keys and values are either referenced once per layer
+(`SharedPrefixLayer`, read by `pmbench.attention_kernels.shared_prefix_attention`)
+or copied into every row.
 """
 
 from __future__ import annotations
@@ -61,6 +66,51 @@ class ReservedLayer(DynamicLayer):
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.length + query_length, 0
+
+
+class SharedPrefixLayer(ReservedLayer):
+    """One layer of N rows that share a prefix: the prefix's keys and values are held
+    once ([1, heads, P, dim], by reference) and each row's own positions in a reserved
+    buffer. `keys`/`values` are the rows' own part; the attention reads the prefix from
+    `prefix_keys`/`prefix_values` (`shared_prefix_attention`), so nothing is copied."""
+
+    def __init__(self, prefix_keys: torch.Tensor, prefix_values: torch.Tensor, capacity: int):
+        super().__init__(capacity)
+        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+
+    def get_seq_length(self) -> int:
+        return self.prefix_keys.shape[-2] + self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+
+def rows_after_prefix(prefix: Cache | None, rows: int, capacity: int, share: bool,
+                      num_layers: int) -> Cache:
+    """A cache for `rows` sequences that all continue the one-row cache `prefix`.
+
+    `capacity` is the positions each row adds after the prefix. `share`: the prefix is
+    referenced once per layer (`SharedPrefixLayer`); otherwise it is copied into every
+    row of a `ReservedLayer`, which any attention implementation can read. `prefix`
+    None (nothing shared) gives plain reserved rows.
+    """
+    if prefix is None:
+        return Cache(layers=[ReservedLayer(capacity) for _ in range(num_layers)])
+    layers: list[ReservedLayer] = []
+    for src in prefix.layers:
+        k, v = src.keys, src.values  # [1, heads, P, dim]
+        if share:
+            layers.append(SharedPrefixLayer(k, v, capacity))
+            continue
+        p = k.shape[-2]
+        layer = ReservedLayer(p + capacity)
+        layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+        layer._k[:, :, :p] = k
+        layer._v[:, :, :p] = v
+        layer.length = p
+        layer._views()
+        layers.append(layer)
+    return Cache(layers=layers)
 
 
 def reserved_cache(config: Any, capacity: int, sliding: bool = True) -> Cache:

@@ -43,6 +43,7 @@ def run_args(model: str, out, *extra: str) -> list[str]:
         (["run", "--method", "batch", "--suite", "squad", "--limit", "0"], "--limit"),
         (["run", "--method", "rope2d", "--suite", "squad", "--rope-2d-ratio", "1.5"], "ratio"),
         (["run", "--method", "rope2d", "--suite", "squad", "--mask", "weird"], "mask"),
+        (["run", "--method", "prefix", "--suite", "squad", "--prefix-kv", "all"], "prefix-kv"),
         (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such/dir"], "model"),
         (["run", "--method", "batch", "--suite", "squad", "--data-dir", "/no/such"], "data"),
     ],
@@ -65,7 +66,7 @@ def test_humaneval_refuses_without_opt_in(monkeypatch):
 def test_listing_commands():
     assert invoke("--version").exit_code == 0
     methods = invoke("methods").stdout
-    for name in ("sequential", "batch", "rope2d", "oracle"):
+    for name in ("sequential", "batch", "prefix", "rope2d", "oracle"):
         assert name in methods
     suites = invoke("suites").stdout
     for name in ("squad", "gsm8k", "mmlu", "ceval", "humaneval"):

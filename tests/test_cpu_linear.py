@@ -16,6 +16,7 @@ from pmbench.cli import app
 from pmbench.cpu_linear import MIN_ROWS, PrepackedLinear, prepack_linears
 from pmbench.runners.base import RunnerOptions
 from pmbench.runners.batch import BatchRunner
+from pmbench.runners.prefix import PrefixRunner
 from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.runners.sequential import SequentialRunner
 from pmbench.types import GenerationConfig, Group, Question
@@ -73,7 +74,7 @@ def test_every_method_gives_the_same_greedy_answers(tiny_llama, tokenizer):
     group = Group(0, list(range(400, 430)), [
         Question(str(i), list(range(1000 + 50 * i, 1000 + 50 * i + 3 + i))) for i in range(6)])
     gen = GenerationConfig(max_new_tokens=10)
-    for runner in (SequentialRunner, BatchRunner, Rope2DRunner):
+    for runner in (SequentialRunner, BatchRunner, PrefixRunner, Rope2DRunner):
         opts = RunnerOptions(branch=6, rope2d={"ratio": 0.0, "mask": "isolated"})
         plain = runner(tiny_llama, tokenizer, opts).run_group(group, gen)
         fast = runner(packed, tokenizer, opts).run_group(group, gen)

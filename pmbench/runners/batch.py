@@ -29,6 +29,13 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def pad_token_id(tokenizer, gen: GenerationConfig) -> int:
+    """The tokenizer's pad id, else the first EOS id, else 0 (padding is masked anyway)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return gen.eos_token_ids[0] if gen.eos_token_ids else 0
+
+
 class BatchRunner(Runner):
     name = "batch"
     description = "all questions of a group as one left-padded batch"
@@ -37,11 +44,8 @@ class BatchRunner(Runner):
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
         device = self.model.device
         t0 = time.perf_counter()
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = gen.eos_token_ids[0] if gen.eos_token_ids else 0
         rows = [group.context_ids + q.prompt_ids for q in group.questions]
-        ids, mask = left_pad(rows, pad_id)
+        ids, mask = left_pad(rows, pad_token_id(self.tokenizer, gen))
         ids, mask = ids.to(device), mask.to(device)
         cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
         state = {

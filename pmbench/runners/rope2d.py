@@ -15,14 +15,11 @@ model never trained with 2D positions), split mode, interleaved frequencies, iso
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from pmbench.attention_kernels import GQA_SDPA, swapped_attention
 from pmbench.decoding import cache_nbytes, decode_loop
 from pmbench.errors import BadInput
 from pmbench.kvcache import reserved_cache
@@ -123,39 +120,8 @@ def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> t
     return out.logits[0]
 
 
-_GQA_SDPA = "pmbench_gqa_sdpa"
-
-
-def _gqa_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """transformers' sdpa attention, with grouped-query heads matched inside the kernel.
-
-    Given a mask on CPU, transformers copies the keys and values once per query head
-    (`repeat_kv`) in every layer at every step; with one cache shared by N branches
-    that copy costs more than the attention itself. torch's CPU kernel takes
-    `enable_gqa` with a mask and gives the same result without the copy.
-    """
-    if attention_mask is None:
-        return sdpa_attention_forward(module, query, key, value, None, dropout, scaling, **kwargs)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )
-    return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(_GQA_SDPA, _gqa_sdpa)
-
-
-@contextmanager
-def _gqa_attention(model) -> Iterator[None]:
-    """Use `_gqa_sdpa` for the block where the model runs sdpa on CPU (on CUDA a mask
-    plus enable_gqa falls back to the slow math kernel, so HF's own path stays)."""
-    before = model.config._attn_implementation
-    swap = before == "sdpa" and model.device.type == "cpu"
-    if swap:
-        model.config._attn_implementation = _GQA_SDPA
-    try:
-        yield
-    finally:
-        if swap:
-            model.config._attn_implementation = before
+def _gqa_attention(model):
+    """`gqa_sdpa` where the model runs sdpa on CPU (on CUDA a mask plus enable_gqa falls
+    back to the slow math kernel, so HF's own path stays)."""
+    swap = model.config._attn_implementation == "sdpa" and model.device.type == "cpu"
+    return swapped_attention(model, GQA_SDPA if swap else None)

@@ -1,0 +1,157 @@
+"""prefix: a shared-prefix batch, the baseline a serving engine gives for free.
+
+vLLM's automatic prefix caching, SGLang's RadixAttention and llama.cpp's `seq_cp` all
+compute a shared prompt prefix once and let N sequences read its KV entries. This
+runner does the same with plain 1D positions, so rope2d can be compared with what a
+practitioner would use instead of it, not only with a padded batch:
+
+1. the group's shared context is prefilled once, as one row;
+2. the N questions are prefilled as one left-padded batch on top of it: row k holds
+   `question k` at positions P, P+1, ... after the context (the context's last token
+   is fed again in every row, as vLLM recomputes a prompt's last token, so every row
+   has a last position to take logits from even when its question is empty);
+3. one token per live row per step through the shared `decode_loop`; finished rows
+   leave the batch, as in `batch`.
+
+The context's keys and values are shared by reference where the attention allows it
+(`pmbench.attention_kernels.shared_prefix_attention` reads them once for all rows)
+and copied into every row otherwise (`--prefix-kv copy`, or attention features the
+shared kernel does not implement). run.json records which (`prefix_kv`), and
+`kv_cache_bytes` counts the context once when shared, N times when copied.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from pmbench.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
+from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.errors import BadInput
+from pmbench.kvcache import reserved_cache, rows_after_prefix
+from pmbench.rope2d.masks import additive
+from pmbench.runners.base import Runner, RunnerOptions
+from pmbench.runners.batch import left_pad, pad_token_id
+from pmbench.types import GenerationConfig, Group, GroupOutput
+
+KV_MODES = ("auto", "shared", "copy")
+
+
+def kv_sharing(model: Any, requested: str = "auto") -> str:
+    """"shared" or "copied": how the context's KV entries reach the rows.
+
+    Sharing needs the attention swapped for `shared_prefix_attention`, which implements
+    plain (optionally grouped-query) softmax attention: models with softcapping or
+    attention sinks, or run with another backend than sdpa/eager, get a copy.
+    """
+    if requested not in KV_MODES:
+        raise BadInput(f"unknown --prefix-kv {requested!r}; valid: {', '.join(KV_MODES)}")
+    text = model.config.get_text_config()
+    unsupported = [name for name in ("attn_logit_softcapping", "final_attn_softcapping")
+                   if getattr(text, name, None)]
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        unsupported.append(f"attention {model.config._attn_implementation}")
+    if requested == "copy" or (requested == "auto" and unsupported):
+        return "copied"
+    if unsupported:
+        raise BadInput(f"--prefix-kv shared is not possible here ({', '.join(unsupported)}); "
+                       "use --prefix-kv copy")
+    return "shared"
+
+
+def _check_window(config: Any, span: int) -> None:
+    """Left padding sits between the context and the questions, where a sliding window
+    (which counts cache slots, not positions) would see it; refuse groups that reach
+    the window so that it never cuts anything."""
+    window = getattr(config.get_text_config(), "sliding_window", None)
+    if window and span > window:
+        raise BadInput(f"prefix: a group spans {span} positions, more than the model's "
+                       f"sliding window ({window})")
+
+
+class PrefixRunner(Runner):
+    name = "prefix"
+    description = ("shared-prefix batch: the context prefilled once, its KV read by N rows "
+                   "(vLLM/SGLang prefix caching)")
+
+    def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
+        super().__init__(model, tokenizer, options)
+        self.kv = kv_sharing(model, self.options.extra.get("prefix_kv", "auto"))
+
+    def record_options(self) -> dict[str, Any]:
+        return {"prefix_kv": self.kv}
+
+    @torch.inference_mode()
+    def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
+        t0 = time.perf_counter()
+        model, device = self.model, self.model.device
+        share = self.kv == "shared"
+        prefix_ids = group.context_ids[:-1]
+        rows = [group.context_ids[-1:] + q.prompt_ids for q in group.questions]
+        ids, valid = left_pad(rows, pad_token_id(self.tokenizer, gen))
+        ids, valid = ids.to(device), valid.to(device).bool()
+        p, n, width = len(prefix_ids), len(rows), ids.shape[1]
+        _check_window(model.config, p + width + gen.max_new_tokens)
+        # Columns the rows' masks cover: their own positions, plus the prefix when copied.
+        lead = valid.new_ones((n, 0 if share else p))
+        state: dict[str, Any] = {
+            "rows": list(range(n)),  # stream index of each row still in the batch
+            "visible": torch.cat([lead, valid], dim=1),
+            "pos": p + valid.sum(dim=1),  # position of each row's next token
+            "cache": None,
+        }
+        extra = {SHARED_PREFIX_KWARG: None} if share else {}
+        kv_peak = 0
+
+        def forward(**inputs) -> torch.Tensor:
+            with swapped_attention(model, SHARED_PREFIX if share else None):
+                out = model(cache=state["cache"], use_cache=True, **inputs, **extra)
+            return out.logits[:, -1, :]
+
+        def prefill() -> torch.Tensor:
+            prefix = None
+            if p:
+                prefix = reserved_cache(model.config, p, sliding=False)
+                model(input_ids=torch.tensor([prefix_ids], device=device), cache=prefix,
+                      use_cache=True, logits_to_keep=1)
+            cache = rows_after_prefix(prefix, n, width + gen.max_new_tokens, share,
+                                      model.config.get_text_config().num_hidden_layers)
+            state["cache"] = cache
+            if share:
+                extra[SHARED_PREFIX_KWARG] = cache
+            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+            seen = torch.cat([lead[:, None].expand(n, width, -1),
+                              causal[None] & valid[:, None, :]], dim=2)
+            position_ids = p + (valid.long().cumsum(dim=1) - 1).clamp(min=0)
+            return forward(input_ids=ids, position_ids=position_ids, logits_to_keep=1,
+                           attention_mask=additive(seen, model.dtype)[:, None])
+
+        def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
+            nonlocal kv_peak
+            if live != state["rows"]:  # some rows finished: drop them from the batch
+                kv_peak = max(kv_peak, cache_nbytes(state["cache"]))
+                keep = torch.tensor([state["rows"].index(i) for i in live], device=device)
+                state["cache"].batch_select_indices(keep)
+                state["visible"], state["pos"] = state["visible"][keep], state["pos"][keep]
+                state["rows"] = list(live)
+            visible = state["visible"]
+            state["visible"] = visible = torch.cat([visible, visible.new_ones(len(live), 1)], 1)
+            logits = forward(input_ids=last.view(-1, 1).to(device),
+                             position_ids=state["pos"].view(-1, 1),
+                             attention_mask=additive(visible, model.dtype)[:, None, None])
+            state["pos"] = state["pos"] + 1
+            return logits
+
+        res = decode_loop(prefill, step, n, gen, self.tokenizer, device, t0=t0)
+        kv_peak = max(kv_peak, cache_nbytes(state["cache"]))
+        return GroupOutput(
+            res.outputs,
+            res.prefill_s,
+            res.decode_s,
+            kv_cache_bytes=kv_peak,
+            tokens_processed=p + ids.numel() + res.step_tokens,
+            decode_steps=res.steps,
+            extra={"context_tokens": len(group.context_ids), "prefix_kv": self.kv},
+        )
