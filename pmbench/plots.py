@@ -11,7 +11,8 @@ rendered by Agg) with constrained layout so labels never overlap. Kinds:
 - ``latency``: prefill and decode time (s, medians over repeats) as stacked horizontal
   bars per method and #branch (the figure grows with the number of bars).
 
-When several records fit one point the newest wins, as in the tables.
+As in the tables, throughput and latency come from throughput runs (``--ignore-eos``)
+and accuracy from accuracy runs, and when several records fit one point the newest wins.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
-from pmbench.results import Records, newest, repeat_range, trained_by
-from pmbench.tables import METRIC_NAMES, PRIMARY_METRIC, col, run_frame, suite_name
+from pmbench.results import PRIMARY_METRIC, Records, repeat_range, trained_by
+from pmbench.tables import METRIC_NAMES, col, newest_runs, run_frame, suite_name
 
 SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
 DPI = 200  # PNG pixels per inch: 1280 x 800
@@ -58,7 +59,9 @@ def _short_model(model: str, records: Records) -> str:
     return f"{rec['model']} ({rec['kind']} {rec['run_id'][-4:]})" if rec else model
 
 
-def _cells(records: Records, models, suites) -> pd.DataFrame:
+def _cells(records: Records, models, suites, purpose: str) -> pd.DataFrame:
+    """The newest run of `purpose` per point (as in the tables: throughput and latency
+    from throughput runs, accuracy from accuracy runs)."""
     runs = run_frame(records, models, suites)
     if runs.empty:
         raise BadInput("no run records to plot (check --results, --model and --suite)")
@@ -66,7 +69,7 @@ def _cells(records: Records, models, suites) -> pd.DataFrame:
         suite_metric=[f"{suite_name(s)} {METRIC_NAMES.get(PRIMARY_METRIC.get(s, ''), 'Acc')}"
                       for s in runs["suite"]],
         short_model=[_short_model(m, records) for m in runs["model"]])
-    return newest(runs, ["model", "label", "suite", "branch"])
+    return newest_runs(runs, purpose, ["model", "label", "suite", "branch"])
 
 
 def _legend(fig: Figure) -> None:
@@ -81,7 +84,7 @@ def _legend(fig: Figure) -> None:
 
 
 def throughput(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites).dropna(subset=["tok_s"])
+    cells = _cells(records, models, suites, "throughput").dropna(subset=["tok_s"])
     if cells.empty:
         raise BadInput("no throughput in the selected run records")
     fig, ax = _figure()
@@ -100,7 +103,7 @@ def throughput(records: Records, models=None, suites=None) -> Figure:
 
 
 def accuracy(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites).dropna(subset=["acc"])
+    cells = _cells(records, models, suites, "accuracy").dropna(subset=["acc"])
     if cells.empty:
         raise BadInput("no accuracy in the selected run records")
     fig, ax = _figure()
@@ -116,7 +119,7 @@ def accuracy(records: Records, models=None, suites=None) -> Figure:
 
 
 def ratio(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites)
+    cells = _cells(records, models, suites, "accuracy")
     cells = cells[(cells["method"] == "rope2d")].dropna(subset=["acc", "rope2d.ratio"])
     if cells.empty:
         raise BadInput("no rope2d run records with accuracy to plot against rope_2d_ratio")
@@ -139,7 +142,7 @@ def ratio(records: Records, models=None, suites=None) -> Figure:
 
 
 def latency(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites)
+    cells = _cells(records, models, suites, "throughput")
     cells = cells.assign(prefill=pd.to_numeric(col(cells, "latency.prefill_s")),
                          decode=pd.to_numeric(col(cells, "latency.decode_s")))
     cells = cells.dropna(subset=["prefill", "decode"])

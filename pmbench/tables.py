@@ -2,13 +2,19 @@
 
 Conventions, the same in every table:
 
+- a cell has two kinds of run (:func:`pmbench.results.run_purpose`): the *throughput
+  run* (``--ignore-eos``, a fixed token budget, repeats) gives tok/s and speedups from
+  tok/s; the *accuracy run* (the suite's own stopping and budget) gives accuracy and
+  Table 5's Q/s. A cell never shows a figure from the other kind of run: without its
+  kind of run it shows "–", and the notes say which figure comes from which run;
 - accuracy-type metrics (acc, exact_match, pass@1, F1, EM) are stored as fractions in
-  [0, 1] and shown in % with one decimal; the header names the metric of each suite;
+  [0, 1] and shown in % with one decimal; the header or a note names the metric;
 - tok/s is output tokens per second and Q/s questions per second, both the record's
   median over repeats;
 - a cell with no record shows "–" (in CSV it is empty, so it reads back as NaN);
-- when several records fit one cell (re-runs, merged shards) the newest by ``created``
-  wins and a note under the table says how many records were merged.
+- when several records of one kind fit one cell (re-runs, merged shards) the newest by
+  ``created`` wins and a note under the table says how many records were merged;
+- methods are listed in :data:`METHOD_ORDER`, then the others.
 
 Each builder returns a :class:`Table` (raw numbers plus display formats) that
 :func:`render` turns into Markdown, booktabs LaTeX (optionally a standalone document
@@ -17,7 +23,7 @@ that pdflatex compiles) or CSV.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,6 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.results import (
-    PRIMARY_METRIC,
     Records,
     accuracy_metric,
     canonical_model,
@@ -34,28 +39,47 @@ from pmbench.results import (
     method_label,
     model_names,
     newest,
+    run_purpose,
+    suite_version,
     trained_by,
 )
 
 DASH = "–"
 FORMATS = ("markdown", "latex", "csv")
 SUITE_NAMES = {"mmlu": "MMLU", "ceval": "C-Eval", "gsm8k": "GSM8K", "humaneval": "HumanEval",
-               "squad": "SQuAD", "multirc": "MultiRC"}
+               "squad": "SQuAD", "squad_v2": "SQuAD v2.0", "multirc": "MultiRC"}
 METRIC_NAMES = {"acc": "Acc", "exact_match": "EM", "pass@1": "pass@1", "f1": "F1", "em": "EM",
                 "f1a": "F1a"}
-METHOD_ORDER = ("sequential", "batch", "rope2d")
+# What each metric is, in words, for the note under Table 1's generic "Acc" columns.
+METRIC_WORDS = {"acc": "accuracy", "exact_match": "exact match", "pass@1": "pass@1",
+                "f1": "F1", "em": "exact match", "f1a": "F1a"}
+METHOD_ORDER = ("sequential", "batch", "prefix", "rope2d")
+CORE_SUITES = ("mmlu", "ceval", "gsm8k", "humaneval")  # Table 1's columns, always shown
+SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
 ROPE_COLS = ["rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask"]
+TRAINING_GROUPS = {"pretrain": "pre-trained from scratch", "finetune": "fine-tuned",
+                   None: "as shipped"}  # Table 3's row groups, in this order
+
+
+class NoRecords(BadInput):
+    """No record fits a table: `pmbench table` without a number skips that table."""
 
 
 @dataclass
 class Table:
-    """A table as raw numbers: `data` columns are flat or a 2-level (group, name) index."""
+    """A table as raw numbers: `data` columns are flat or a 2-level (group, name) index.
+
+    `row_group` names a column of `data` whose value heads a group of consecutive rows:
+    Markdown and LaTeX write it once, as a line above its rows, and not as a column;
+    CSV keeps it as an ordinary column on every row, so the file stays machine-readable.
+    """
 
     number: int | None  # the paper's table number; None for other tables (compare)
     title: str
     data: pd.DataFrame
     formats: dict[Any, str]  # column -> format spec of its numbers; other columns are text
     notes: list[str] = field(default_factory=list)
+    row_group: Any = None
 
     def shown(self) -> pd.DataFrame:
         """The cells as display strings, DASH where there is no value."""
@@ -64,6 +88,16 @@ class Table:
             spec = self.formats.get(col, "")
             out[col] = [DASH if _missing(v) else format(v, spec) for v in self.data[col]]
         return out
+
+    def grouped(self) -> tuple[pd.DataFrame, list[str | None]]:
+        """The display cells without the row-group column, and per row the group heading
+        to write above it (None where the row continues the group of the row above)."""
+        shown = self.shown()
+        if self.row_group is None:
+            return shown, [None] * len(shown)
+        groups = shown[self.row_group].tolist()
+        heads = [g if i == 0 or g != groups[i - 1] else None for i, g in enumerate(groups)]
+        return shown.drop(columns=[self.row_group]), heads
 
 
 def _missing(value: Any) -> bool:
@@ -89,11 +123,20 @@ def _method_rank(label: str) -> int:
     return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
+def _suite_rank(suite: str) -> int:
+    """Known suites in the order of :data:`SUITE_NAMES`, then the others."""
+    names = list(SUITE_NAMES)
+    return names.index(suite) if suite in names else len(names)
+
+
 def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Sorted by `by`, methods in the order sequential, batch, rope2d, others."""
-    ranked = df.assign(_rank=df["label"].map(_method_rank)) if "label" in df else df
-    keys = [k for b in by for k in (["_rank", b] if b == "label" else [b])]
-    return ranked.sort_values(keys, kind="stable").drop(columns="_rank", errors="ignore")
+    """Sorted by `by`; methods ("label") in :data:`METHOD_ORDER` and suites in the order
+    of :data:`SUITE_NAMES`, each followed by the others alphabetically."""
+    ranks = {"label": _method_rank, "suite": _suite_rank}
+    ranked = df.assign(**{f"_rank_{k}": df[k].map(f) for k, f in ranks.items() if k in by})
+    keys = [k for b in by for k in ([f"_rank_{b}", b] if b in ranks else [b])]
+    return ranked.sort_values(keys, kind="stable").drop(
+        columns=[f"_rank_{k}" for k in ranks], errors="ignore")
 
 
 def _setting(row: pd.Series) -> str:
@@ -103,11 +146,12 @@ def _setting(row: pd.Series) -> str:
 
 
 def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[str] | None
-          ) -> pd.DataFrame:
-    """Run records with the columns the tables use: label, tok_s, q_s, acc (%), n."""
+              ) -> pd.DataFrame:
+    """Run records with the columns the tables use: purpose ("throughput" or "accuracy"),
+    label, tok_s, q_s, acc (%), n."""
     df = records.frame("runs")
     if df.empty:
-        return df
+        return df.assign(purpose=pd.Series(dtype=object))
     df["model"] = [canonical_model(r, records.train) for r in df["record"]]
     if models:
         df = df[[bool(set(models) & {m, *model_names(r)})
@@ -115,6 +159,7 @@ def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[s
     if suites:
         df = df[df["suite"].isin(suites)]
     df = df.copy()
+    df["purpose"] = [run_purpose(r) for r in df["record"]]
     df["label"] = [method_label(r) for _, r in df.iterrows()]
     df["tok_s"] = col(df, "throughput.output_tok_s")
     df["q_s"] = col(df, "throughput.q_s")
@@ -125,9 +170,16 @@ def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[s
     return df
 
 
+def newest_runs(runs: pd.DataFrame, purpose: str, keys: list[str]) -> pd.DataFrame:
+    """The newest run of one `purpose` per cell of `keys`: tok/s comes only from
+    throughput runs and accuracy only from accuracy runs, so each kind has its own
+    newest record."""
+    return newest(runs[runs["purpose"] == purpose] if "purpose" in runs else runs, keys)
+
+
 def _require(df: pd.DataFrame, what: str) -> None:
     if df.empty:
-        raise BadInput(f"no {what} records match (check --results, --model and --suite)")
+        raise NoRecords(f"no {what} records match (check --results, --model and --suite)")
 
 
 def _notes(*frames: pd.DataFrame) -> list[str]:
@@ -135,28 +187,63 @@ def _notes(*frames: pd.DataFrame) -> list[str]:
     return [note] if note else []
 
 
+def _alternatives(values: Iterable[Any]) -> str:
+    """Distinct values, sorted, as "a", "a or b", "a, b or c"."""
+    shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(set(values))]
+    return " or ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+
+
+def _throughput_source(tput: pd.DataFrame) -> str:
+    """Where tok/s comes from, naming the token budget(s) the throughput runs used."""
+    budgets = [int(b) for b in pd.to_numeric(col(tput, "max_new_tokens")).dropna()]
+    budget = f", {_alternatives(budgets)} new tokens per question" if budgets else ""
+    return (f"tok/s: output tokens per second of throughput runs (--ignore-eos{budget}, "
+            "median over repeats)")
+
+
+ACCURACY_SOURCE = "accuracy runs (each suite's own stop strings and token budget)"
+
+
+def _lookup(frame: pd.DataFrame, keys: list[str], value: str, rows: pd.DataFrame,
+            **fixed: Any) -> pd.Series:
+    """`value` of `frame`'s record per row of `rows` (matched on `keys`, with the keys in
+    `fixed` set to one value), NaN where there is none."""
+    index = frame.set_index(keys)[value] if not frame.empty else pd.Series(dtype=float)
+    wanted = zip(*(rows[k] if k not in fixed else [fixed[k]] * len(rows) for k in keys),
+                 strict=True)
+    return pd.Series([index.get(k, float("nan")) for k in wanted], index=rows.index,
+                     dtype=float)
+
+
 def table1(records: Records, models=None, suites=None) -> Table:
-    """Throughput and accuracy: rows model x method x #branch, columns suite x (tok/s, Acc)."""
+    """Throughput and accuracy: rows model x method x #branch (a row group per model),
+    columns suite x (tok/s, Acc): MMLU, C-Eval, GSM8K, HumanEval always, then the other
+    suites with records (with --suite: those suites only)."""
     runs = run_frame(records, models, suites)
     _require(runs, "run")
-    cells = newest(runs, ["model", "label", "branch", "suite"])
-    order = [s for s in [*SUITE_NAMES, *sorted(cells["suite"].unique())] if s in set(
-        cells["suite"])]
-    wide = cells.pivot(index=["model", "label", "branch"], columns="suite",
-                       values=["tok_s", "acc"]).reset_index()
-    wide = _sorted(wide.set_axis([a if not b else f"{a}|{b}" for a, b in wide.columns],
-                                 axis=1), ["model", "label", "branch"])
-    data = pd.DataFrame({("", "Model"): wide["model"], ("", "Method"): wide["label"],
-                         ("", "#branch"): wide["branch"]})
+    keys = ["model", "label", "branch", "suite"]
+    tput = newest_runs(runs, "throughput", keys)
+    accs = newest_runs(runs, "accuracy", keys)
+    shown = list(dict.fromkeys(suites or [*CORE_SUITES, *runs["suite"]]))
+    shown.sort(key=lambda s: (_suite_rank(s), s))
+    rows = _sorted(pd.concat([tput, accs])[keys[:3]].drop_duplicates(), keys[:3])
+    data = pd.DataFrame({("", "Model"): rows["model"], ("", "Method"): rows["label"],
+                         ("", "#branch"): rows["branch"]})
     formats: dict[Any, str] = {("", "#branch"): "d"}
-    for suite in dict.fromkeys(order):
-        metric = METRIC_NAMES.get(PRIMARY_METRIC.get(suite, ""), "Acc")
-        tok, acc = (suite_name(suite), "tok/s"), (suite_name(suite), f"{metric} (%)")
-        data[tok], data[acc] = wide[f"tok_s|{suite}"], wide[f"acc|{suite}"]
+    for suite in shown:
+        tok, acc = (suite_name(suite), "tok/s"), (suite_name(suite), "Acc")
+        data[tok] = _lookup(tput, keys, "tok_s", rows, suite=suite)
+        data[acc] = _lookup(accs, keys, "acc", rows, suite=suite)
         formats.update({tok: ".1f", acc: ".1f"})
     data.columns = pd.MultiIndex.from_tuples(data.columns)
-    return Table(1, "Throughput (output tok/s) and accuracy (%) by model, method and #branch",
-                 data.reset_index(drop=True), formats, _notes(cells))
+    metrics = ", ".join(f"{suite_name(s)} {METRIC_WORDS.get(accuracy_metric(s), 'accuracy')}"
+                        for s in shown)
+    notes = [f"Acc (%): {metrics}.",
+             f"{_throughput_source(tput)}; Acc: {ACCURACY_SOURCE}. A cell without its kind "
+             f"of run shows {DASH}.", *_notes(tput, accs)]
+    return Table(1, "Throughput (output tok/s, throughput runs) and accuracy (%, accuracy "
+                 "runs) by model, method and #branch", data.reset_index(drop=True), formats,
+                 notes, row_group=("", "Model"))
 
 
 def _trained_cells(records: Records, models) -> pd.DataFrame:
@@ -172,7 +259,7 @@ def table2(records: Records, models=None, suites=None) -> Table:
     """rope_2d_ratio ablation: one row per training run, with the checkpoint's accuracy.
 
     Loss is the held-out loss at the #branch the run trained with; MMLU and C-Eval are
-    the newest rope2d run records whose model is that run's checkpoint (see
+    the newest rope2d accuracy runs whose model is that run's checkpoint (see
     :func:`pmbench.results.trained_by`).
     """
     if suites:
@@ -185,7 +272,8 @@ def table2(records: Records, models=None, suites=None) -> Table:
         runs = runs[runs["method"] == "rope2d"].copy()
         runs["trained"] = [(trained_by(model_names(r), records.train) or {}).get("run_id")
                            for r in runs["record"]]
-        used = newest(runs[runs["trained"].isin(cells["run_id"])], ["trained", "suite"])
+        used = newest_runs(runs[runs["trained"].isin(cells["run_id"])], "accuracy",
+                           ["trained", "suite"])
     acc = {(r.trained, r.suite): r.acc for r in used.itertuples()}
     data = pd.DataFrame({
         "Training": cells["kind"], "Model": cells["model"], "Ratio": cells["rope2d.ratio"],
@@ -196,44 +284,52 @@ def table2(records: Records, models=None, suites=None) -> Table:
     }).reset_index(drop=True)
     formats = {"Ratio": ".2f", "#branch": "d", "Loss": ".3f", "MMLU (%)": ".1f",
                "C-Eval (%)": ".1f"}
+    notes = [f"Loss: held-out loss at the #branch trained with; MMLU and C-Eval: the "
+             f"checkpoint's accuracy in {ACCURACY_SOURCE}.", *_notes(cells, used)]
     return Table(2, "rope_2d_ratio ablation: held-out loss and accuracy of trained checkpoints",
-                 data, formats, _notes(cells, used))
-
-
-def _loss_at(model: str, branch: int, records: Records) -> float | None:
-    rec = trained_by(model, records.train)
-    return rec["heldout_loss"].get(str(branch)) if rec else None
+                 data, formats, notes)
 
 
 def table3(records: Records, models=None, suites=None) -> Table:
-    """Branch scaling: throughput, speedup over #branch 1 (same model, method, suite),
-    held-out loss of the model's training run at that #branch, and MMLU accuracy."""
+    """Branch scaling, in row groups by training mode (pre-trained from scratch,
+    fine-tuned, as shipped): per model, method, suite and #branch the throughput, the
+    speedup over #branch 1 of the same model, method and suite, the held-out loss of the
+    model's training run at that #branch, and MMLU accuracy. --suite keeps the rows of
+    those suites; MMLU accuracy is the model's whatever the row's suite."""
     runs = run_frame(records, models, None)
     _require(runs, "run")
-    cells = newest(runs, ["model", "label", "suite", "branch"])
-    rows = cells[cells["suite"].isin(suites)] if suites else cells
+    keys = ["model", "label", "suite", "branch"]
+    tput = newest_runs(runs, "throughput", keys)
+    mmlu = newest_runs(runs[runs["suite"] == "mmlu"], "accuracy", keys)
+    rows = pd.concat([tput, mmlu])[keys].drop_duplicates()
+    if suites:
+        rows = rows[rows["suite"].isin(suites)]
     _require(rows, "run")
-    rows = _sorted(rows, ["model", "label", "suite", "branch"])
-    single = rows[rows["branch"] == 1].set_index(["model", "label", "suite"])["tok_s"]
-    mmlu = cells[cells["suite"] == "mmlu"].set_index(["model", "label", "branch"])
-    mmlu_keys = [(m, lab, b) for m, lab, b in zip(rows["model"], rows["label"], rows["branch"],
-                                                 strict=True) if (m, lab, b) in mmlu.index]
+    trained = {m: trained_by(m, records.train) for m in rows["model"].unique()}
+    rank = {g: i for i, g in enumerate(TRAINING_GROUPS.values())}
+    rows = rows.assign(group=[TRAINING_GROUPS.get((trained[m] or {}).get("kind"), "trained")
+                              for m in rows["model"]])
+    rows = _sorted(rows.assign(_group=rows["group"].map(lambda g: rank.get(g, len(rank)))),
+                   ["_group", *keys])
+    used = [tput.merge(rows[keys]),  # the records shown, for the notes
+            mmlu.merge(rows[["model", "label", "branch"]].drop_duplicates())]
+    tok_s = _lookup(tput, keys, "tok_s", rows)
     data = pd.DataFrame({
-        "Model": rows["model"], "Method": rows["label"],
-        "Suite": rows["suite"].map(suite_name), "#branch": rows["branch"], "tok/s": rows["tok_s"],
-        "Speedup (×)": [t / single.get((m, lab, s), float("nan")) for t, m, lab, s in
-                        zip(rows["tok_s"], rows["model"], rows["label"], rows["suite"],
-                            strict=True)],
-        "Loss": [_loss_at(m, b, records) for m, b in zip(rows["model"], rows["branch"],
-                                                         strict=True)],
-        "MMLU (%)": [mmlu["acc"].get(k) for k in zip(rows["model"], rows["label"],
-                                                     rows["branch"], strict=True)],
+        "Training": rows["group"],
+        "Model": rows["model"], "Method": rows["label"], "Suite": rows["suite"].map(suite_name),
+        "#branch": rows["branch"], "tok/s": tok_s,
+        "Speedup (×)": tok_s / _lookup(tput, keys, "tok_s", rows, branch=1),
+        "Loss": [(trained[m] or {}).get("heldout_loss", {}).get(str(b))
+                 for m, b in zip(rows["model"], rows["branch"], strict=True)],
+        "MMLU Acc (%)": _lookup(mmlu, keys, "acc", rows, suite="mmlu"),
     }).reset_index(drop=True)
-    used = pd.concat([rows, mmlu.loc[mmlu_keys].reset_index()]).drop_duplicates("_path")
     formats = {"#branch": "d", "tok/s": ".1f", "Speedup (×)": ".2f", "Loss": ".3f",
-               "MMLU (%)": ".1f"}
+               "MMLU Acc (%)": ".1f"}
+    notes = [f"{_throughput_source(used[0])}; Speedup: tok/s over #branch 1 of the same "
+             "model, method and suite; Loss: held-out loss of the model's training run at "
+             f"that #branch; MMLU Acc: from {ACCURACY_SOURCE}.", *_notes(*used)]
     return Table(3, "Branch scaling: throughput, speedup over #branch 1, loss and MMLU",
-                 data, formats, _notes(used))
+                 data, formats, notes, row_group="Training")
 
 
 def table4(records: Records, models=None, suites=None) -> Table:
@@ -276,30 +372,71 @@ def table4(records: Records, models=None, suites=None) -> Table:
                  data, formats, _notes(cells) + figures)
 
 
+def _sequential_q_s(cells: pd.DataFrame) -> list[float]:
+    """Per row of `cells`, the Q/s of sequential decoding on the same questions: the same
+    model, suite and number scored. Sequential answers one question at a time, so its
+    group size does not change its speed: its record at the row's #branch is preferred,
+    else its newest record at any #branch."""
+    seq = cells[cells["method"] == "sequential"].sort_values("created")
+    out = []
+    for row in cells.itertuples():
+        same = seq[(seq["model"] == row.model) & (seq["suite"] == row.suite)
+                   & (seq["n"] == row.n)]
+        own = same[same["branch"] == row.branch]
+        pick = own if not own.empty else same
+        out.append(pick["q_s"].iloc[-1] if not pick.empty else float("nan"))
+    return out
+
+
+def _scored_note(cells: pd.DataFrame) -> str | None:
+    """How many questions each row is scored on: one number, or one per suite/model."""
+    n = pd.to_numeric(cells["n"], errors="coerce")
+    if n.dropna().empty:
+        return None
+    if n.nunique() == 1:
+        return f"Each row is scored on {int(n.dropna().iloc[0])} questions."
+    by = ["suite"] + (["model"] if cells["model"].nunique() > 1 else [])
+    parts = [f"{_alternatives(map(int, g.dropna()))} on {' '.join([suite_name(k[0]), *k[1:]])}"
+             for k, g in n.groupby([cells[c] for c in by], sort=False)]
+    return f"Questions scored per row: {', '.join(parts)}."
+
+
 def table5(records: Records, models=None, suites=None) -> Table:
-    """Parallel QA: Q/s and speedup over sequential with the same model, #questions and
-    #branch, with F1 and EM."""
-    suites = list(suites or ["squad"])
-    if len(suites) != 1:
-        raise BadInput("table 5 shows one suite; pass a single --suite")
+    """Parallel QA (SQuAD v1.1 and v2.0 by default): per model (a row group), version,
+    method and #questions answered together (the group size N), the accuracy run's Q/s,
+    the speedup over sequential on the same questions, F1 and EM, and for v2.0 the
+    HasAns / NoAns F1. Q/s comes from accuracy runs: real stopping is what a user waits for.
+    """
+    suites = list(dict.fromkeys(suites or SQUAD_SUITES))
+    if len(suites) > 1 and not set(suites) <= set(SQUAD_SUITES):
+        raise BadInput("table 5 shows one suite family: squad and/or squad_v2, or one other "
+                       "suite; pass --suite accordingly")
     runs = run_frame(records, models, suites)
-    _require(runs, f"{suites[0]} run")
-    cells = _sorted(newest(runs, ["model", "label", "branch", "n"]),
-                    ["model", "branch", "n", "label"])
-    seq = cells[cells["method"] == "sequential"].set_index(["model", "branch", "n"])["q_s"]
-    keys = list(zip(cells["model"], cells["branch"], cells["n"], strict=True))
+    family = "SQuAD" if set(suites) <= set(SQUAD_SUITES) else suite_name(suites[0])
+    cells = newest_runs(runs, "accuracy", ["model", "suite", "label", "branch", "n"])
+    _require(cells, f"{family} accuracy run")
+    cells = _sorted(cells, ["model", "suite", "branch", "label"])
     f1 = col(cells, "metrics.f1").fillna(col(cells, "metrics.f1a"))
     data = pd.DataFrame({
-        "Model": cells["model"], "Method": cells["label"], "#branch": cells["branch"],
-        "#questions": cells["n"], "Q/s": cells["q_s"],
-        "Speedup (×)": [q / seq.get(k, float("nan")) for q, k in zip(cells["q_s"], keys,
-                                                                      strict=True)],
+        "Model": cells["model"], "Version": [suite_version(r) for r in cells["record"]],
+        "Method": cells["label"], "#questions": cells["branch"], "Q/s": cells["q_s"],
+        "Speedup (×)": cells["q_s"] / _sequential_q_s(cells),
         "F1 (%)": _pct(f1), "EM (%)": _pct(col(cells, "metrics.em")),
     }).reset_index(drop=True)
-    formats = {"#branch": "d", "#questions": ".0f", "Q/s": ".2f", "Speedup (×)": ".2f",
-               "F1 (%)": ".1f", "EM (%)": ".1f"}
-    return Table(5, f"{suite_name(suites[0])} parallel QA: speedup over sequential decoding",
-                 data, formats, _notes(cells))
+    formats = {"#questions": "d", "Q/s": ".2f", "Speedup (×)": ".2f", "F1 (%)": ".1f",
+               "EM (%)": ".1f"}
+    notes = [f"Q/s: questions answered per second in {ACCURACY_SOURCE}, i.e. with real "
+             "stopping; #questions: questions answered together (the group size N); "
+             "Speedup: Q/s over sequential on the same questions (same model, suite and "
+             "number scored).", _scored_note(cells)]
+    if (data["Version"] == "v2.0").any():
+        for name, key in (("HasAns F1 (%)", "has_ans_f1"), ("NoAns F1 (%)", "no_ans_f1")):
+            data[name] = _pct(col(cells, f"metrics.{key}")).to_numpy()
+            formats[name] = ".1f"
+        notes.append("HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.")
+    return Table(5, f"{family} parallel QA: Q/s (accuracy runs, real stopping) and speedup "
+                 "over sequential decoding", data, formats,
+                 [n for n in notes if n] + _notes(cells), row_group="Model")
 
 
 BUILDERS: dict[int, Callable[..., Table]] = {1: table1, 2: table2, 3: table3, 4: table4,
@@ -314,6 +451,22 @@ def build(number: int, records: Records, models: Sequence[str] | None = None,
     return BUILDERS[number](records, models, suites)
 
 
+def build_all(records: Records, models: Sequence[str] | None = None,
+              suites: Sequence[str] | None = None) -> tuple[list[Table], dict[int, str]]:
+    """Every table that `records` (after the filters) can fill, Table 1 first, and for
+    each other table why it was left out (no matching records, or the filters do not
+    apply to it, e.g. --suite for Table 2). Raises NoRecords when no table is left."""
+    built, skipped = [], {}
+    for number, builder in BUILDERS.items():
+        try:
+            built.append(builder(records, models, suites))
+        except BadInput as exc:
+            skipped[number] = str(exc)
+    if not built:
+        raise NoRecords("no records match any table (check --results, --model and --suite)")
+    return built, skipped
+
+
 # ---- rendering ---------------------------------------------------------------------
 
 def _flat(columns: pd.Index) -> list[str]:
@@ -323,8 +476,9 @@ def _flat(columns: pd.Index) -> list[str]:
 
 
 def to_markdown(table: Table) -> str:
-    """A GitHub pipe table (numbers right-aligned) with its title above and notes below."""
-    shown = table.shown()
+    """A GitHub pipe table (numbers right-aligned) with its title above and notes below;
+    each row group starts with a line holding its name in bold."""
+    shown, heads = table.grouped()
     header = _flat(shown.columns)
     rows = shown.to_numpy().tolist()
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
@@ -338,8 +492,12 @@ def to_markdown(table: Table) -> str:
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1)
                           for w, r in zip(widths, right, strict=True)) + "|"
     title = f"Table {table.number}: {table.title}" if table.number else table.title
-    lines = [title, "", line(header), rule,
-             *(line(r) for r in rows)]
+    body = []
+    for head, row in zip(heads, rows, strict=True):
+        if head is not None:
+            body.append(line([f"**{head}**", *[""] * (len(header) - 1)]))
+        body.append(line(row))
+    lines = [title, "", line(header), rule, *body]
     if table.notes:
         lines += ["", *table.notes]
     return "\n".join(lines) + "\n"
@@ -357,7 +515,10 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+    """`text` with TeX's special characters escaped; "--" stays two hyphens (not a dash)."""
+    text = str(text)
+    return "".join("-{}" if c == "-" and text[i + 1:i + 2] == "-" else _LATEX_SPECIAL.get(c, c)
+                   for i, c in enumerate(text))
 
 
 def _cmidrules(columns: pd.Index) -> str:
@@ -372,11 +533,35 @@ def _cmidrules(columns: pd.Index) -> str:
     return " ".join(rules)
 
 
+def _latex_groups(tabular: str, heads: list[str | None], ncols: int) -> str:
+    """`tabular` with a line naming each row group above its first row (a rule above it,
+    except under the header's own rule)."""
+    lines = tabular.splitlines()
+    first = lines.index(r"\midrule") + 1  # the body: one line per row
+    for i in reversed(range(len(heads))):
+        if heads[i] is not None:
+            name = rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{heads[i]}}}}} \\"
+            lines[first + i:first + i] = [name] if i == 0 else [r"\midrule", name]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_document(floats: list[tuple[int | None, str]]) -> str:
+    """A document pdflatex compiles, holding each (table number, table float) in turn,
+    numbered as in the paper."""
+    body = "".join((f"\\setcounter{{table}}{{{n - 1}}}\n" if n else "") + text
+                   for n, text in floats)
+    return ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n"
+            "\\usepackage[utf8]{inputenc}\n\\usepackage{lmodern}\n\\usepackage{booktabs}\n"
+            "\\usepackage{graphicx}\n\\usepackage[landscape,margin=1.5cm]{geometry}\n"
+            f"\\pagestyle{{empty}}\n\\begin{{document}}\n{body}\\end{{document}}\n")
+
+
 def to_latex(table: Table, standalone: bool = False) -> str:
     """A booktabs table float, shrunk to the line width when wider (needs booktabs and
     graphicx); `standalone` wraps it in a document that pdflatex compiles."""
-    shown = table.shown().map(latex_escape)
+    shown, heads = table.grouped()
     columns = shown.columns
+    shown = shown.map(latex_escape)
     if isinstance(columns, pd.MultiIndex):
         shown.columns = pd.MultiIndex.from_tuples([tuple(map(latex_escape, c)) for c in columns])
     else:
@@ -388,19 +573,15 @@ def to_latex(table: Table, standalone: bool = False) -> str:
         lines = tabular.splitlines()
         at = lines.index(r"\toprule") + 2
         tabular = "\n".join([*lines[:at], _cmidrules(columns), *lines[at:]]) + "\n"
+    tabular = _latex_groups(tabular, [h if h is None else latex_escape(h) for h in heads],
+                            len(columns))
     notes = "".join(rf"\par\smallskip{{\footnotesize {latex_escape(n)}}}" + "\n"
                     for n in table.notes)
     fit = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
     body = (f"\\begin{{table}}[ht]\n\\centering\\small\n"
             f"\\caption{{{latex_escape(table.title)}}}\\label{{tab:pmbench-{table.number}}}\n"
             f"{fit}\n{tabular}}}\n{notes}\\end{{table}}\n")
-    if not standalone:
-        return body
-    return ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[utf8]{inputenc}\n"
-            "\\usepackage{lmodern}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
-            "\\usepackage[landscape,margin=1.5cm]{geometry}\n\\pagestyle{empty}\n"
-            f"\\begin{{document}}\n\\setcounter{{table}}{{{table.number - 1}}}\n{body}"
-            "\\end{document}\n")
+    return _latex_document([(table.number, body)]) if standalone else body
 
 
 def render(table: Table, fmt: str = "markdown", standalone: bool = False) -> str:
@@ -412,3 +593,13 @@ def render(table: Table, fmt: str = "markdown", standalone: bool = False) -> str
     if fmt == "csv":
         return to_csv(table)
     raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def render_all(built: Sequence[Table], fmt: str = "markdown", standalone: bool = False) -> str:
+    """Several tables as one text, a blank line between them: CSV puts a ``# Table N``
+    line above each table's rows; standalone LaTeX is one document holding them all."""
+    if fmt == "latex" and standalone:
+        return _latex_document([(t.number, to_latex(t)) for t in built])
+    if fmt == "csv":
+        return "\n".join(f"# Table {t.number}\n{to_csv(t)}" for t in built)
+    return "\n".join(render(t, fmt) for t in built)

@@ -86,7 +86,8 @@ def test_ratio_plot_groups_checkpoints_by_training_run(records):
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "cpu-tiny (pretrain) · #branch 4" in labels
     line = next(ln for ln in fig.axes[0].lines if ln.get_label().startswith("cpu-tiny"))
-    assert list(line.get_xdata()) == [0.25, 0.5] and list(line.get_ydata()) == [50.0, 62.5]
+    # accuracy of accuracy runs (their throughput runs say 50.0 and 62.5)
+    assert list(line.get_xdata()) == [0.25, 0.5] and list(line.get_ydata()) == [56.25, 68.75]
 
 
 def test_latency_bars_stack_prefill_and_decode(records):

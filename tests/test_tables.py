@@ -1,11 +1,17 @@
 """Tables 1-5 from the hand-written records in tests/fixtures/records.
 
-The fixture folder holds 12 run records (SQuAD and MMLU on the default model with
-sequential, batch and rope2d at #branch 1 and 4, one cell recorded twice; MMLU and
-C-Eval of two pretrained checkpoints, one spelled as an absolute path, one recorded as
-`pmbench run` records a local folder: `model` "checkpoint", the path in `settings.model`), three
-training records and two attention records. Expected numbers are worked out by hand
-from those files (for example the rope2d #branch 4 SQuAD speedup: 4.375 / 1.2812 Q/s = 3.41).
+The fixture folder holds, on the default model, *throughput runs* (``ignore_eos`` true,
+64 tokens: SQuAD and MMLU with sequential, batch and rope2d at #branch 1 and 4, one cell
+recorded twice) and *accuracy runs* (SQuAD, SQuAD v2.0 and MMLU, with other accuracy
+and Q/s figures than the throughput runs; a prefix run at #branch 2 has no throughput
+run; batch and sequential at #branch 4 on SQuAD have no accuracy run).
+Three checkpoints (two pretrained, one spelled as an absolute path, one recorded as
+`pmbench run` records a local folder: `model` "checkpoint", the path in
+`settings.model`; one fine-tuned with the cross mask) have both kinds of run on MMLU or
+C-Eval. Plus three training records and two attention records. Expected numbers are
+worked out by hand from those files (for example the rope2d #branch 4 SQuAD speedup in
+Table 5: 7.0 / 2.0 Q/s = 3.50, both accuracy runs; sequential has no accuracy run at
+#branch 4, so its #branch 1 run on the same 8 questions is the reference).
 """
 
 from __future__ import annotations
@@ -44,75 +50,94 @@ def records():
 
 
 TABLE1 = f"""\
-Table 1: Throughput (output tok/s) and accuracy (%) by model, method and #branch
+Table 1: Throughput (output tok/s, throughput runs) and accuracy (%, accuracy runs) by model, method and #branch
 
-| Model                                                  | Method        | #branch | MMLU tok/s | MMLU Acc (%) | C-Eval tok/s | C-Eval Acc (%) | SQuAD tok/s | SQuAD F1 (%) |
-|:-------------------------------------------------------|:--------------|--------:|-----------:|-------------:|-------------:|---------------:|------------:|-------------:|
-| {CK25} | rope2d r=0.25 |       4 |       28.0 |         50.0 |         26.0 |           37.5 |           – |            – |
-| {CK50} | rope2d r=0.5  |       4 |       28.5 |         62.5 |            – |              – |           – |            – |
-| smollm2-135m-instruct                                  | sequential    |       1 |       10.0 |         25.0 |            – |              – |        20.0 |         50.0 |
-| smollm2-135m-instruct                                  | sequential    |       4 |          – |            – |            – |              – |        20.5 |         50.0 |
-| smollm2-135m-instruct                                  | batch         |       4 |          – |            – |            – |              – |        50.0 |         50.0 |
-| smollm2-135m-instruct                                  | rope2d r=0    |       1 |       11.0 |         25.0 |            – |              – |        21.0 |         50.0 |
-| smollm2-135m-instruct                                  | rope2d r=0    |       4 |       30.0 |         37.5 |            – |              – |        70.0 |         50.0 |
+| Method             | #branch | MMLU tok/s | MMLU Acc | C-Eval tok/s | C-Eval Acc | GSM8K tok/s | GSM8K Acc | HumanEval tok/s | HumanEval Acc | SQuAD tok/s | SQuAD Acc | SQuAD v2.0 tok/s | SQuAD v2.0 Acc |
+|:-------------------|--------:|-----------:|---------:|-------------:|-----------:|------------:|----------:|----------------:|--------------:|------------:|----------:|-----------------:|---------------:|
+| **results/20261120-090000-pretrain-r0.25-ab01/checkpoint** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
+| rope2d r=0.25      |       4 |       28.0 |     56.2 |         26.0 |       43.8 |           – |         – |               – |             – |           – |         – |                – |              – |
+| **results/20261120-100000-pretrain-r0.50-ab02/checkpoint** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
+| rope2d r=0.5 high  |       4 |       28.5 |     68.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
+| **results/20261121-080000-finetune-r0.50-ab03/checkpoint** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
+| rope2d r=0.5 cross |       4 |       27.0 |     31.2 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
+| **smollm2-135m-instruct** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
+| sequential         |       1 |       10.0 |     31.2 |            – |          – |           – |         – |               – |             – |        20.0 |      55.0 |                – |           60.0 |
+| sequential         |       4 |          – |        – |            – |          – |           – |         – |               – |             – |        20.5 |         – |                – |              – |
+| batch              |       4 |          – |        – |            – |          – |           – |         – |               – |             – |        50.0 |         – |                – |              – |
+| prefix             |       2 |          – |        – |            – |          – |           – |         – |               – |             – |           – |      55.0 |                – |              – |
+| rope2d r=0         |       1 |       11.0 |     31.2 |            – |          – |           – |         – |               – |             – |        21.0 |      55.0 |                – |              – |
+| rope2d r=0         |       4 |       30.0 |     43.8 |            – |          – |           – |         – |               – |             – |        70.0 |      57.5 |                – |           55.0 |
 
+Acc (%): MMLU accuracy, C-Eval accuracy, GSM8K exact match, HumanEval pass@1, SQuAD F1, SQuAD v2.0 F1.
+tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Acc: accuracy runs (each suite's own stop strings and token budget). A cell without its kind of run shows –.
 {MERGED}
 """  # noqa: E501
 
 TABLE2 = """\
 Table 2: rope_2d_ratio ablation: held-out loss and accuracy of trained checkpoints
 
-| Training | Model                 | Ratio | Setting             | #branch |  Loss | MMLU (%) | C-Eval (%) |
-|:---------|:----------------------|------:|:--------------------|--------:|------:|---------:|-----------:|
-| finetune | smollm2-135m-instruct |  0.50 | split/high/isolated |       4 | 2.000 |        – |          – |
-| pretrain | cpu-tiny              |  0.25 | split/high/isolated |       4 | 4.250 |     50.0 |       37.5 |
-| pretrain | cpu-tiny              |  0.50 | split/high/isolated |       4 | 4.312 |     62.5 |          – |
+| Training | Model                 | Ratio | Setting                    | #branch |  Loss | MMLU (%) | C-Eval (%) |
+|:---------|:----------------------|------:|:---------------------------|--------:|------:|---------:|-----------:|
+| finetune | smollm2-135m-instruct |  0.50 | split/interleaved/cross    |       4 | 2.000 |     31.2 |          – |
+| pretrain | cpu-tiny              |  0.25 | split/interleaved/isolated |       4 | 4.250 |     56.2 |       43.8 |
+| pretrain | cpu-tiny              |  0.50 | split/high/isolated        |       4 | 4.312 |     68.8 |          – |
+
+Loss: held-out loss at the #branch trained with; MMLU and C-Eval: the checkpoint's accuracy in accuracy runs (each suite's own stop strings and token budget).
 """  # noqa: E501
 
 TABLE3 = f"""\
 Table 3: Branch scaling: throughput, speedup over #branch 1, loss and MMLU
 
-| Model                                                  | Method        | Suite  | #branch | tok/s | Speedup (×) |  Loss | MMLU (%) |
-|:-------------------------------------------------------|:--------------|:-------|--------:|------:|------------:|------:|---------:|
-| {CK25} | rope2d r=0.25 | C-Eval |       4 |  26.0 |           – | 4.250 |     50.0 |
-| {CK25} | rope2d r=0.25 | MMLU   |       4 |  28.0 |           – | 4.250 |     50.0 |
-| {CK50} | rope2d r=0.5  | MMLU   |       4 |  28.5 |           – | 4.312 |     62.5 |
-| smollm2-135m-instruct                                  | sequential    | MMLU   |       1 |  10.0 |        1.00 |     – |     25.0 |
-| smollm2-135m-instruct                                  | sequential    | SQuAD  |       1 |  20.0 |        1.00 |     – |     25.0 |
-| smollm2-135m-instruct                                  | sequential    | SQuAD  |       4 |  20.5 |        1.02 |     – |        – |
-| smollm2-135m-instruct                                  | batch         | SQuAD  |       4 |  50.0 |           – |     – |        – |
-| smollm2-135m-instruct                                  | rope2d r=0    | MMLU   |       1 |  11.0 |        1.00 |     – |     25.0 |
-| smollm2-135m-instruct                                  | rope2d r=0    | MMLU   |       4 |  30.0 |        2.73 |     – |     37.5 |
-| smollm2-135m-instruct                                  | rope2d r=0    | SQuAD  |       1 |  21.0 |        1.00 |     – |     25.0 |
-| smollm2-135m-instruct                                  | rope2d r=0    | SQuAD  |       4 |  70.0 |        3.33 |     – |     37.5 |
+| Model                                                  | Method             | Suite  | #branch | tok/s | Speedup (×) |  Loss | MMLU Acc (%) |
+|:-------------------------------------------------------|:-------------------|:-------|--------:|------:|------------:|------:|-------------:|
+| **pre-trained from scratch**                           |                    |        |         |       |             |       |              |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | MMLU   |       4 |  28.0 |           – | 4.250 |         56.2 |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | C-Eval |       4 |  26.0 |           – | 4.250 |         56.2 |
+| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | rope2d r=0.5 high  | MMLU   |       4 |  28.5 |           – | 4.312 |         68.8 |
+| **fine-tuned**                                         |                    |        |         |       |             |       |              |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       4 |  27.0 |           – | 2.000 |         31.2 |
+| **as shipped**                                         |                    |        |         |       |             |       |              |
+| smollm2-135m-instruct                                  | sequential         | MMLU   |       1 |  10.0 |        1.00 |     – |         31.2 |
+| smollm2-135m-instruct                                  | sequential         | SQuAD  |       1 |  20.0 |        1.00 |     – |         31.2 |
+| smollm2-135m-instruct                                  | sequential         | SQuAD  |       4 |  20.5 |        1.02 |     – |            – |
+| smollm2-135m-instruct                                  | batch              | SQuAD  |       4 |  50.0 |           – |     – |            – |
+| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       1 |  11.0 |        1.00 |     – |         31.2 |
+| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       4 |  30.0 |        2.73 |     – |         43.8 |
+| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       1 |  21.0 |        1.00 |     – |         31.2 |
+| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       4 |  70.0 |        3.33 |     – |         43.8 |
 
+tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Speedup: tok/s over #branch 1 of the same model, method and suite; Loss: held-out loss of the model's training run at that #branch; MMLU Acc: from accuracy runs (each suite's own stop strings and token budget).
 {MERGED}
 """  # noqa: E501
 
 TABLE4 = """\
 Table 4: Attention of branch tokens: mass by target and head specialisation
 
-| Model                                                  | Suite | #branch | Ratio | Setting             | Attention mass (%) context | Attention mass (%) own | Attention mass (%) other | Focus score time | Focus score branch | Heads time | Heads branch | Heads mixed | Heads context |
-|:-------------------------------------------------------|:------|--------:|------:|:--------------------|---------------------------:|-----------------------:|-------------------------:|-----------------:|-------------------:|-----------:|-------------:|------------:|--------------:|
-| results/20261121-080000-finetune-r0.50-ab03/checkpoint | SQuAD |       4 |  0.50 | split/high/cross    |                       50.0 |                   30.0 |                     20.0 |             0.35 |               0.27 |         90 |           45 |          80 |            55 |
-| smollm2-135m-instruct                                  | SQuAD |       4 |  0.00 | split/high/isolated |                       62.5 |                   37.5 |                      0.0 |             0.41 |               0.12 |        120 |            3 |          60 |            87 |
+| Model                                                  | Suite | #branch | Ratio | Setting                    | Attention mass (%) context | Attention mass (%) own | Attention mass (%) other | Focus score time | Focus score branch | Heads time | Heads branch | Heads mixed | Heads context |
+|:-------------------------------------------------------|:------|--------:|------:|:---------------------------|---------------------------:|-----------------------:|-------------------------:|-----------------:|-------------------:|-----------:|-------------:|------------:|--------------:|
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | SQuAD |       4 |  0.50 | split/interleaved/cross    |                       50.0 |                   30.0 |                     20.0 |             0.35 |               0.27 |         90 |           45 |          80 |            55 |
+| smollm2-135m-instruct                                  | SQuAD |       4 |  0.00 | split/interleaved/isolated |                       62.5 |                   37.5 |                      0.0 |             0.41 |               0.12 |        120 |            3 |          60 |            87 |
 
 Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_scatter.png
 """.format(d=FIXTURES / "20261127-090000-attn-squad-b4-ab04")  # noqa: E501
 
-TABLE5 = f"""\
-Table 5: SQuAD parallel QA: speedup over sequential decoding
+TABLE5 = """\
+Table 5: SQuAD parallel QA: Q/s (accuracy runs, real stopping) and speedup over sequential decoding
 
-| Model                 | Method     | #branch | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) |
-|:----------------------|:-----------|--------:|-----------:|-----:|------------:|-------:|-------:|
-| smollm2-135m-instruct | sequential |       1 |          8 | 1.25 |        1.00 |   50.0 |   37.5 |
-| smollm2-135m-instruct | rope2d r=0 |       1 |          8 | 1.31 |        1.05 |   50.0 |   37.5 |
-| smollm2-135m-instruct | sequential |       4 |          8 | 1.28 |        1.00 |   50.0 |   37.5 |
-| smollm2-135m-instruct | batch      |       4 |          8 | 3.12 |        2.44 |   50.0 |   37.5 |
-| smollm2-135m-instruct | rope2d r=0 |       4 |          8 | 4.38 |        3.41 |   50.0 |   37.5 |
+| Version | Method     | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
+|:--------|:-----------|-----------:|-----:|------------:|-------:|-------:|--------------:|-------------:|
+| **smollm2-135m-instruct** |            |            |      |             |        |        |               |              |
+| v1.1    | sequential |          1 | 2.00 |        1.00 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0 |          1 | 2.10 |        1.05 |   55.0 |   50.0 |             – |            – |
+| v1.1    | prefix     |          2 | 3.50 |        1.75 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0 |          4 | 7.00 |        3.50 |   57.5 |   50.0 |             – |            – |
+| v2.0    | sequential |          1 | 1.80 |        1.00 |   60.0 |   50.0 |          45.0 |         75.0 |
+| v2.0    | rope2d r=0 |          4 | 6.30 |        3.50 |   55.0 |   50.0 |          40.0 |         70.0 |
 
-{MERGED}
-"""
+Q/s: questions answered per second in accuracy runs (each suite's own stop strings and token budget), i.e. with real stopping; #questions: questions answered together (the group size N); Speedup: Q/s over sequential on the same questions (same model, suite and number scored).
+Questions scored per row: 8 on SQuAD, 16 on SQuAD v2.0.
+HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.
+"""  # noqa: E501
 
 EXPECTED = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
 
@@ -133,25 +158,30 @@ def _csv(records, number: int) -> pd.DataFrame:
 
 
 def test_csv_holds_raw_values_and_empty_cells(records):
-    t1 = _csv(records, 1).set_index(["Model", "Method", "#branch"])
+    t1 = _csv(records, 1).set_index(["Model", "Method", "#branch"])  # the group is a column
     cell = t1.loc[("smollm2-135m-instruct", "rope2d r=0", 4)]
-    assert cell["SQuAD tok/s"] == 70.0  # the newer of the two records (the older says 60)
-    assert cell["SQuAD F1 (%)"] == 50.0 and cell["MMLU Acc (%)"] == 37.5
+    assert cell["SQuAD tok/s"] == 70.0  # the newer of two throughput runs (the older says 60)
+    assert cell["SQuAD Acc"] == 57.5 and cell["MMLU Acc"] == 43.75  # from accuracy runs
     assert pd.isna(cell["C-Eval tok/s"])  # no record: empty, reads back as NaN
-    assert t1.loc[(CK25, "rope2d r=0.25", 4), "C-Eval Acc (%)"] == 37.5  # absolute path merged
+    assert pd.isna(cell["GSM8K Acc"])  # a core suite without records still has its columns
+    assert t1.loc[(CK25, "rope2d r=0.25", 4), "C-Eval Acc"] == 43.75  # absolute path merged
 
     t2 = _csv(records, 2).set_index(["Training", "Ratio"])
     assert t2.loc[("pretrain", 0.5), "Loss"] == 4.3125  # full precision, shown as 4.312
-    assert pd.isna(t2.loc[("finetune", 0.5), "MMLU (%)"])
+    assert t2.loc[("finetune", 0.5), "MMLU (%)"] == 31.25
+    assert pd.isna(t2.loc[("finetune", 0.5), "C-Eval (%)"])
 
     t3 = _csv(records, 3).set_index(["Model", "Method", "Suite", "#branch"])
     assert t3.loc[("smollm2-135m-instruct", "rope2d r=0", "MMLU", 4), "Speedup (×)"] == (
         pytest.approx(30 / 11))
+    assert t3["Training"].unique().tolist() == ["pre-trained from scratch", "fine-tuned",
+                                                "as shipped"]
 
-    t5 = _csv(records, 5).set_index(["Method", "#branch"])
-    assert t5.loc[("rope2d r=0", 4), "Speedup (×)"] == pytest.approx(4.375 / 1.2812)
-    assert t5.loc[("batch", 4), "Q/s"] == 3.125
-    assert t5.loc[("sequential", 4), "EM (%)"] == 37.5
+    t5 = _csv(records, 5).set_index(["Version", "Method", "#questions"])
+    assert t5.loc[("v1.1", "rope2d r=0", 4), "Speedup (×)"] == pytest.approx(7.0 / 2.0)
+    assert t5.loc[("v1.1", "prefix", 2), "Q/s"] == 3.5
+    assert t5.loc[("v2.0", "rope2d r=0", 4), "NoAns F1 (%)"] == 70.0
+    assert pd.isna(t5.loc[("v1.1", "sequential", 1), "HasAns F1 (%)"])
 
     t4 = _csv(records, 4)
     assert t4["Heads time"].tolist() == [90, 120]
@@ -167,10 +197,14 @@ def test_csv_notes_go_to_stderr():
 def test_filters_keep_only_the_chosen_model_and_suite(records):
     table = tables.build(1, records, models=["smollm2-135m-instruct"], suites=["squad"])
     assert table.data[("", "Model")].unique().tolist() == ["smollm2-135m-instruct"]
-    assert [c[0] for c in table.data.columns[3:]] == ["SQuAD", "SQuAD"]
+    assert [c[0] for c in table.data.columns[3:]] == ["SQuAD", "SQuAD"]  # only that suite
     # a checkpoint is found whichever spelling of its path the filter uses
     ceval = tables.build(1, records, models=["/home/u/pm/" + CK25], suites=["ceval"])
-    assert ceval.data[("C-Eval", "Acc (%)")].tolist() == [37.5]
+    assert ceval.data[("C-Eval", "Acc")].tolist() == [43.75]
+    # Table 3: --suite keeps that suite's rows; MMLU accuracy is still the model's
+    t3 = tables.build(3, records, models=["smollm2-135m-instruct"], suites=["squad"])
+    assert set(t3.data["Suite"]) == {"SQuAD"}
+    assert t3.data["MMLU Acc (%)"].tolist()[-1] == 43.75  # rope2d r=0, #branch 4
 
 
 @pytest.mark.parametrize("args, message", [
@@ -180,6 +214,8 @@ def test_filters_keep_only_the_chosen_model_and_suite(records):
     (["table", "1", "--standalone"], "--standalone"),
     (["table", "1", "--model", "no-such-model"], "no run records match"),
     (["table", "2", "--suite", "squad"], "drop --suite"),
+    (["table", "5", "--suite", "squad", "--suite", "mmlu"], "one suite family"),
+    (["table", "--model", "no-such-model"], "no records match any table"),
 ])
 def test_bad_input_is_one_line(args, message):
     result = invoke(*args, *([] if "--results" in args else ["--results", FIXTURES]))

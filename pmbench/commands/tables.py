@@ -50,7 +50,8 @@ def _write(text: str, output: Path | None) -> None:
 
 
 def table(
-    number: int = typer.Argument(..., help="Table number, 1-5."),
+    number: int | None = typer.Argument(None, help="Table number, 1-5; without it, every "
+                                        "table that has records, Table 1 first."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown, latex or csv."),
     results: Path = RESULTS,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
@@ -59,18 +60,34 @@ def table(
     standalone: bool = typer.Option(False, "--standalone",
                                     help="LaTeX: a whole document pdflatex compiles."),
 ) -> None:
-    """Build one of the paper's Tables 1-5 from the records under --results."""
+    """Build the paper's Tables 1-5 from the records under --results.
+
+    Without a number, every table with matching records is written (tables without are
+    named in one line on stderr), a blank line between tables, all into one file with
+    --output; in CSV each table's rows follow a "# Table N" line. Notes go to stderr in
+    CSV, which has no room for them.
+    """
     from pmbench import tables
 
     if standalone and fmt != "latex":
         raise BadInput("--standalone applies to --format latex")
     if fmt not in tables.FORMATS:
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
-    built = tables.build(number, _load(results), model, suite)
-    _write(tables.render(built, fmt, standalone), output)
+    records = _load(results)
+    if number is None:
+        built, skipped = tables.build_all(records, model, suite)
+        if skipped:
+            _stderr().print("tables not shown (no records match, or --suite does not "
+                            f"apply): {', '.join(map(str, skipped))}")
+        text = tables.render_all(built, fmt, standalone)
+    else:
+        built = [tables.build(number, records, model, suite)]
+        text = tables.render(built[0], fmt, standalone)
+    _write(text, output)
     if fmt == "csv":  # CSV has no room for notes: they go to stderr
-        for note in built.notes:
-            _stderr().print(escape(note))
+        for t in built:
+            for note in t.notes:
+                _stderr().print(escape(note))
 
 
 def plot(
