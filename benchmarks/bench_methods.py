@@ -1,11 +1,16 @@
-"""Sequential vs batch vs rope2d, back to back on the same machine state.
+"""Sequential vs batch vs prefix vs rope2d, back to back on the same machine state.
 
 Each cell is one `pmbench run` (its own process, one warm-up, then --repeats timed
 repeats), all with the same suite, questions and token volume (--ignore-eos), so the
-ratios are taken on one machine state. Prints a Markdown table of output tok/s
-(median [min, max] over the repeats), the ratios the rope2d goals are stated in, the
-KV cache size, and how far rope2d's decoding step is from the compute roof
-(2 x parameters x N FLOP per step at the matmul rate measured here).
+ratios are taken on one machine state. Every ratio compares methods at the same N: the
+group size decides the shared context (SQuAD joins paragraphs until a group holds N
+questions), so sequential is run at each N too. Prints a Markdown table of output tok/s
+(median [min, max] over the repeats), prefill and decode time, the ratios to prefix,
+batch and sequential, the KV cache size, and how far rope2d's decoding step is from the
+compute roof (2 x parameters x N FLOP per step at the matmul rate measured here).
+
+prefix is what a serving engine already gives (the shared context prefilled once, N
+rows reading its KV): rope2d / prefix is what 2D positions and one packed sequence add.
 
 On a shared machine, other jobs take a share of the cores that drifts from one run to
 the next, and wall-clock ratios between runs made minutes apart drift with it. The
@@ -15,7 +20,7 @@ one busy core whatever the others do, and the ratios on it are the robust ones.
 
     python benchmarks/bench_methods.py                      # float32, the issue's workload
     python benchmarks/bench_methods.py --dtype bfloat16
-    python benchmarks/bench_methods.py --cells rope2d:8,batch:8 --limit 16
+    python benchmarks/bench_methods.py --cells rope2d:8,prefix:8 --limit 16
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_CELLS = "sequential:8,batch:8,rope2d:8,rope2d:16"
+METHODS = ("sequential", "batch", "prefix", "rope2d")
+DEFAULT_CELLS = ",".join(f"{m}:{n}" for n in (4, 8, 16) for m in METHODS)
 
 
 def pmbench_command() -> list[str]:
@@ -59,6 +65,8 @@ def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) 
         cmd += ["--model", args.model]
     if args.no_cpu_prepack:
         cmd += ["--no-cpu-prepack"]
+    if method == "prefix":
+        cmd += ["--prefix-kv", args.prefix_kv]
     print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -112,6 +120,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-cpu-prepack", action="store_true",
                     help="plain torch Linear kernels (see pmbench/cpu_linear.py)")
+    ap.add_argument("--prefix-kv", default="auto", choices=("auto", "shared", "copy"),
+                    help="prefix: the context's KV shared by reference or copied per row")
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")
     ap.add_argument("--records", default=None,
                     help="only print the table from the run records already in this folder")
@@ -138,40 +148,44 @@ def main() -> None:
         rate = records[cell]["throughput"]["output_tok_s"]
         return rate / cpu_util(records[cell]) if per_cpu else rate
 
-    def kv(cell):
-        return records[cell]["memory"]["kv_cache_bytes"] if cell in records else None
-
     print(f"\n{first['suite']}, {first['limit']} questions, {first['max_new_tokens']} new "
           f"tokens (--ignore-eos), {dtype_name}, {first['repeats']} repeats after a warm-up; "
           f"threads {threads}{load}\n")
-    print("| method | N | output tok/s median [min, max] | vs batch N=8 | vs sequential "
-          "| tok per CPU-s | vs batch | vs sequential | KV cache MiB | KV vs batch N=8 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    batch, seq = ("batch", 8), ("sequential", 8)
+    refs = ("prefix", "batch", "sequential")
+    print("| method | N | output tok/s median [min, max] | prefill s | decode s | ms per step "
+          + "".join(f"| vs {r} " for r in refs) + "| tok per CPU-s "
+          + "".join(f"| vs {r} " for r in refs) + "| KV cache MiB | KV vs batch |")
+    print("|---" * (9 + 2 * len(refs)) + "|")
     for cell in cells:
-        t = records[cell]["throughput"]
-        kv_ratio = f"{kv(cell) / kv(batch):.2f}" if kv(batch) else "–"
+        rec, (method, n) = records[cell], cell
+        t, lat = rec["throughput"], rec["latency"]
+        step_ms = f"{1e3 * lat['tpot_s']:.1f}" if lat["tpot_s"] else "–"
+        kv, kv_batch = rec["memory"]["kv_cache_bytes"], records.get(("batch", n))
+        kv_ratio = f"{kv / kv_batch['memory']['kv_cache_bytes']:.2f}" if kv_batch else "–"
         per_cpu = tok_s(cell, per_cpu=True)
-        print(f"| {cell[0]} | {cell[1]} | {t['output_tok_s']:.1f} [{t['output_tok_s_min']:.1f}, "
-              f"{t['output_tok_s_max']:.1f}] | {ratio(t['output_tok_s'], tok_s(batch))} | "
-              f"{ratio(t['output_tok_s'], tok_s(seq))} | {per_cpu:.1f} | "
-              f"{ratio(per_cpu, tok_s(batch, True))} | {ratio(per_cpu, tok_s(seq, True))} | "
-              f"{kv(cell) / 2**20:.1f} | {kv_ratio} |")
+        print(f"| {method} | {n} | {t['output_tok_s']:.1f} [{t['output_tok_s_min']:.1f}, "
+              f"{t['output_tok_s_max']:.1f}] | {lat['prefill_s']:.2f} | {lat['decode_s']:.2f} | "
+              f"{step_ms} "
+              + "".join(f"| {ratio(t['output_tok_s'], tok_s((r, n)))} " for r in refs)
+              + f"| {per_cpu:.1f} "
+              + "".join(f"| {ratio(per_cpu, tok_s((r, n), True))} " for r in refs)
+              + f"| {kv / 2**20:.1f} | {kv_ratio} |")
 
-    if ("rope2d", 16) in records and ("rope2d", 8) in records:
-        r16, r8 = ("rope2d", 16), ("rope2d", 8)
-        print(f"\nrope2d N=16 / N=8: {tok_s(r16) / tok_s(r8):.2f}x "
-              f"(per CPU-second {tok_s(r16, True) / tok_s(r8, True):.2f}x)")
-    r8 = ("rope2d", 8)
-    if r8 in records:
+    rope = sorted(n for m, n in cells if m == "rope2d")
+    for small, big in zip(rope, rope[1:], strict=False):
+        a, b = ("rope2d", big), ("rope2d", small)
+        print(f"\nrope2d N={big} / N={small}: {tok_s(a) / tok_s(b):.2f}x "
+              f"(per CPU-second {tok_s(a, True) / tok_s(b, True):.2f}x)")
+    if rope:
+        n = 8 if 8 in rope else rope[-1]
         rate = matmul_rate(getattr(torch, dtype_name), threads)
         params = count_parameters(args.model, dtype_name)
-        rec = records[r8]
+        rec = records[("rope2d", n)]
         step_s = rec["latency"]["tpot_s"] * cpu_util(rec)  # CPU-seconds per decoding step
-        roof_s = 2 * params * 8 / rate
-        print(f"compute roof, rope2d N=8: matmul {rate / 1e9:.0f} GFLOP per CPU-s "
+        roof_s = 2 * params * n / rate
+        print(f"compute roof, rope2d N={n}: matmul {rate / 1e9:.0f} GFLOP per CPU-s "
               f"({dtype_name}), {params / 1e6:.1f}M parameters -> {roof_s * 1e3:.1f} CPU-ms "
-              f"per 8-token step; measured {step_s * 1e3:.1f} CPU-ms "
+              f"per {n}-token step; measured {step_s * 1e3:.1f} CPU-ms "
               f"({roof_s / step_s:.0%} of the roof)")
     summary = {f"{m}:{n}": {"run_id": r["run_id"], "throughput": r["throughput"],
                             "memory": r["memory"], "latency": r["latency"]}

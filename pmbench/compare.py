@@ -1,7 +1,7 @@
 """Regression check between two sets of run records: a baseline and a candidate.
 
-Cells are matched on :data:`CELL_KEYS` (model, suite, method, 2D RoPE settings, #branch,
-limit, max_new_tokens, ignore_eos, dtype); in each folder the newest record of a cell
+Cells are matched on :data:`CELL_KEYS` (model, suite, method, 2D RoPE settings, prefix KV
+sharing, #branch, limit, max_new_tokens, ignore_eos, dtype); in each folder the newest record of a cell
 wins. Per matched cell three kinds of figures are compared (bigger is better for all):
 
 - **throughput** (``output_tok_s``, ``total_tok_s``, ``q_s``): the record's median, with
@@ -9,7 +9,8 @@ wins. Per matched cell three kinds of figures are compared (bigger is better for
   median is worse by more than ``threshold`` (default 10%) *and* the two repeat ranges
   do not overlap, so run-to-run noise does not fail CI.
 - **ratio** rows, machine-independent: within one folder, the output tok/s of rope2d
-  over batch and over sequential, and of batch over sequential, for the same cell
+  over prefix, batch and sequential, of prefix over batch and of batch over
+  sequential, for the same cell
   (model, suite, #branch, limit, tokens, dtype). Their range is
   [min_a / max_b, max_a / min_b]; the throughput rule applies. Compare folders from
   different machines with ``machine_independent=True``: absolute throughput is then
@@ -42,10 +43,15 @@ from pmbench.errors import BadInput
 from pmbench.results import Records, method_label, newest, repeat_range
 from pmbench.tables import Table, to_markdown
 
-CELL_KEYS = ["model", "suite", "method", "rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs",
-             "rope2d.mask", "branch", "limit", "max_new_tokens", "ignore_eos", "dtype"]
+# Settings of one method only (they tell its runs apart, not the cell they measure).
+METHOD_KEYS = ["rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask", "prefix_kv"]
+CELL_KEYS = ["model", "suite", "method", *METHOD_KEYS, "branch", "limit", "max_new_tokens",
+             "ignore_eos", "dtype"]
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
-RATIOS = (("rope2d", "batch"), ("rope2d", "sequential"), ("batch", "sequential"))
+# rope2d over prefix is what 2D positions and one packed sequence add beyond the prefix
+# sharing that any serving engine already has; over batch and sequential, everything.
+RATIOS = (("rope2d", "prefix"), ("rope2d", "batch"), ("rope2d", "sequential"),
+          ("prefix", "batch"), ("batch", "sequential"))
 # Accuracies over all `n` questions of a run; per-category scores (acc_stem, ...) and
 # counts are left out, since their number of questions is not recorded.
 ACCURACY = ("acc", "exact_match", "exact_match_strict", "exact_match_flexible", "pass@1",
@@ -146,8 +152,8 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
             value = rec["metrics"].get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n)
-    # Ratios between methods of one cell: same keys but method and its 2D RoPE settings.
-    group = [k for k in CELL_KEYS if k != "method" and not k.startswith("rope2d.")]
+    # Ratios between methods of one cell: same keys but the method and its own settings.
+    group = [k for k in CELL_KEYS if k != "method" and k not in METHOD_KEYS]
     for _, same in cells.groupby(group, dropna=False, sort=False):
         tok = {(r["method"], r["cell"]): out.get((r["cell"], "output_tok_s"))
                for _, r in same.iterrows()}

@@ -177,3 +177,25 @@ def test_only_whole_run_accuracies_are_compared():
     figs = figures(load(FIXTURES))
     cell = "mmlu sequential b1 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
     assert {m for c, m in figs if c == cell} == {"output_tok_s", "total_tok_s", "q_s", "acc"}
+
+
+def test_rope2d_over_prefix_is_a_ratio_row(tmp_path):
+    """A prefix record beside batch and rope2d gives rope2d/prefix and prefix/batch rows."""
+    root = candidate(tmp_path / "with-prefix")
+    batch = next(p for p in root.rglob("run.json") if _is_batch_squad_b4(json.loads(
+        p.read_text())))
+    rec = json.loads(batch.read_text())
+    rec.update(run_id="prefix-squad-b4", method="prefix", prefix_kv="shared")
+    rec["throughput"]["output_tok_s"] = 60.0
+    rec["throughput"]["repeats"]["output_tok_s"] = [59.0, 60.0, 61.0]
+    (root / "prefix-squad-b4").mkdir()
+    (root / "prefix-squad-b4" / "run.json").write_text(json.dumps(rec))
+    figs = figures(load(root))
+    rope = next(c for c, m in figs if m == "output_tok_s rope2d/batch" and " b4 " in c)
+    assert figs[rope, "output_tok_s rope2d/prefix"].value == pytest.approx(70 / 60)
+    prefix_cell = next(c for c, m in figs if m == "output_tok_s prefix/batch")
+    assert figs[prefix_cell, "output_tok_s prefix/batch"].value == pytest.approx(60 / 50)
+
+
+def _is_batch_squad_b4(rec: dict) -> bool:
+    return rec["method"] == "batch" and rec["suite"] == "squad" and rec["branch"] == 4
