@@ -60,8 +60,9 @@ by the CLI's own parser before anything runs: a bad grid is bad input, not a cra
 an hour in. A cell is done when `<output-dir>/<id>/run.json` (train.json) exists with
 status "complete"; one left "running" by an interruption is continued with `--resume <id>`.
 
-`--shard I/N` keeps cells whose position in the expanded list is I-1 modulo N: shards
-are disjoint, balanced and cover the grid, so a Slurm array, several GPUs or several
+`--shard I/N` keeps cells whose position in the expanded list is I-1 modulo N (a
+throughput run counts with its accuracy run and goes to the same shard): shards are
+disjoint, balanced and cover the grid, so a Slurm array, several GPUs or several
 machines can split it, and their record folders merge by copying. The assignment
 depends on the list order, so every shard must read the same grid file.
 """
@@ -626,11 +627,18 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def shard(cells: list[AnyCell], which: tuple[int, int] | None) -> list[AnyCell]:
-    """The I-th of N disjoint round-robin slices of `cells`."""
+    """The I-th of N disjoint round-robin slices of `cells`; a throughput run stays with
+    the accuracy run before it (else, with N even, some shards would get only one kind)."""
     if which is None:
         return list(cells)
     i, n = which
-    return [c for k, c in enumerate(cells) if k % n == i - 1]
+    out, position = [], -1
+    for cell in cells:
+        if not getattr(cell, "throughput", False):
+            position += 1
+        if position % n == i - 1:
+            out.append(cell)
+    return out
 
 
 # ----------------------------------------------------------------------- running

@@ -259,6 +259,17 @@ def test_shards_are_disjoint_balanced_and_cover_the_grid(n):
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+def test_a_throughput_run_goes_to_the_shard_of_its_accuracy_run():
+    cells = expand_grid(TP_GRID, "f")
+    parts = [shard(cells, (i, 2)) for i in (1, 2)]
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cells)
+    assert abs(len(parts[0]) - len(parts[1])) <= 2
+    for part in parts:  # pairs: each accuracy run followed by its own throughput run
+        assert [c.throughput for c in part] == [False, True] * (len(part) // 2)
+        assert all(a.label() + " (throughput)" == t.label() for a, t in zip(
+            part[0::2], part[1::2], strict=True))
+
+
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1/0", "a/b", "1-2", ""])
 def test_bad_shards(text):
     with pytest.raises(BadInput):

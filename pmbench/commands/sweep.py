@@ -69,13 +69,14 @@ def sweep(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the cells and their state; run nothing.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override an option in every cell: KEY=VALUE (repeatable), "
-                      "e.g. --set device=cuda --set dtype=bfloat16.")] = None,
+        "--set", help="Override an option in every cell, accuracy and throughput runs "
+                      "alike: KEY=VALUE (repeatable), e.g. --set device=cuda.")] = None,
     fail_fast: Annotated[bool, typer.Option(
         "--fail-fast", help="Stop at the first failed cell.")] = False,
 ) -> None:
     """Run a grid of cells (models x methods x branches x suites x rope2d), each in its own
-    process, skipping cells whose record is complete; rerun the same command to resume."""
+    process, skipping cells whose record is complete; rerun the same command to resume.
+    With a `throughput:` block each cell is an accuracy run and a throughput run."""
     from pmbench.sweep import (
         env_for_cells,
         load_grid,
