@@ -46,6 +46,36 @@ def gqa_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=Non
     return out.transpose(1, 2).contiguous(), None
 
 
+def _flash_cpu():
+    """torch's fused CPU attention kernel that also returns the log-sum-exp (what sdpa
+    runs on CPU, minus the public wrapper that drops the lse), or None if absent."""
+    try:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_FLASH_CPU = _flash_cpu()
+
+
+def attention_with_lse(query, key, value, mask, scale: float):
+    """Softmax attention and the log-sum-exp of its scores, per query: [B, H, Q, D], [B, H, Q].
+
+    Keys and queries have the same number of heads; `mask` is additive, broadcast to
+    [B, H, Q, K], or None. The lse lets two attentions over disjoint key sets be merged
+    into the attention over their union (see `shared_prefix_attention`).
+    """
+    if query.device.type == "cpu" and _FLASH_CPU is not None:
+        out, lse = _FLASH_CPU(query, key, value, 0.0, False, attn_mask=mask, scale=scale)[:2]
+        return out, lse
+    scores = (query @ key.transpose(-1, -2)).float() * scale
+    if mask is not None:
+        scores = scores + mask
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.exp(scores - lse[..., None]).to(query.dtype) @ value
+    return out, lse
+
+
 def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0,
                             scaling=None, **kwargs):
     """Attention of N rows over [shared prefix | each row's own keys], prefix read once.
@@ -54,9 +84,12 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     the prefix [1, Hkv, P, D] comes from the cache passed as forward kwarg
     `shared_prefix` (layer `module.layer_idx`). `attention_mask` is an additive float
     mask [N, 1, Q, S] over the rows' own keys; every query sees the whole prefix.
-    One softmax runs over the prefix and row scores together, so the result is the
-    attention over the concatenated keys, exactly as if the prefix were copied.
-    Without the kwarg (a one-row prefill of the prefix itself) this is plain sdpa.
+
+    Two attentions, merged by their log-sum-exps (as FlashInfer's cascade attention):
+    all rows' queries against the prefix in one call per key/value head, and each row
+    against its own keys. The result is the attention over the concatenated keys, as if
+    the prefix were copied into every row. Without the kwarg (a one-row prefill of the
+    prefix itself) this is plain sdpa.
     """
     cache = kwargs.pop(SHARED_PREFIX_KWARG, None)
     if cache is None:
@@ -69,28 +102,21 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     kv_heads = key.shape[1]
     group = heads // kv_heads  # query head h reads key/value head h // group
     scale = dim**-0.5 if scaling is None else scaling
-    q = (query * scale).reshape(n, kv_heads, group * q_len, dim)  # [N, Hkv, G*Q, D]
-
-    row_scores = q @ key.transpose(-1, -2)  # [N, Hkv, G*Q, S]
-    if attention_mask is not None:
-        s = key.shape[-2]
-        row_scores = (row_scores.view(n, kv_heads, group, q_len, s)
-                      + attention_mask[:, :, None]).view(n, kv_heads, group * q_len, s)
+    # The query heads of one key/value head become that head's queries: [N, Hkv, G*Q, D].
+    q = query.reshape(n, kv_heads, group * q_len, dim)
+    mask = attention_mask
+    if mask is not None:  # [N, 1, Q, S] -> [N, 1, G*Q, S], queries ordered (head, position)
+        mask = mask[:, :, None].expand(-1, -1, group, -1, -1).reshape(n, 1, group * q_len, -1)
+    out, lse = attention_with_lse(q, key, value, mask, scale)
     prefix_keys = getattr(layer, "prefix_keys", None)  # None: nothing shared (no context)
-    if prefix_keys is None:
-        probs = torch.softmax(row_scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        out = probs @ value
-    else:
-        pk, pv = prefix_keys[0], layer.prefix_values[0]  # [Hkv, P, D]
-        p = pk.shape[-2]
-        # All rows' queries against the prefix in one matmul per key/value head.
-        q_all = q.transpose(0, 1).reshape(kv_heads, n * group * q_len, dim)
-        prefix_scores = (q_all @ pk.transpose(-1, -2)).view(kv_heads, n, group * q_len, p)
-        scores = torch.cat([prefix_scores.transpose(0, 1), row_scores], dim=-1)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        out = probs[..., p:] @ value  # [N, Hkv, G*Q, D]
-        prefix_probs = probs[..., :p].transpose(0, 1).reshape(kv_heads, n * group * q_len, p)
-        out += (prefix_probs @ pv).view(kv_heads, n, group * q_len, dim).transpose(0, 1)
+    if prefix_keys is not None:
+        q_all = q.transpose(0, 1).reshape(1, kv_heads, n * group * q_len, dim)
+        pre, pre_lse = attention_with_lse(q_all, prefix_keys, layer.prefix_values, None, scale)
+        pre = pre.view(kv_heads, n, group * q_len, dim).transpose(0, 1)
+        pre_lse = pre_lse.view(kv_heads, n, group * q_len).transpose(0, 1)
+        # softmax over the union: the prefix part weighs e^pre_lse / (e^pre_lse + e^lse)
+        weight = torch.sigmoid(pre_lse - lse).unsqueeze(-1).to(out.dtype)
+        out = torch.lerp(out, pre, weight)
     out = out.view(n, kv_heads, group, q_len, dim).reshape(n, heads, q_len, dim)
     return out.transpose(1, 2).contiguous(), None
 

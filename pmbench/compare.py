@@ -1,8 +1,9 @@
 """Regression check between two sets of run records: a baseline and a candidate.
 
 Cells are matched on :data:`CELL_KEYS` (model, suite, method, 2D RoPE settings, prefix KV
-sharing, #branch, limit, max_new_tokens, ignore_eos, dtype); in each folder the newest record of a cell
-wins. Per matched cell three kinds of figures are compared (bigger is better for all):
+sharing, #branch, limit, max_new_tokens, ignore_eos, dtype); in each folder the newest
+record of a cell wins. Per matched cell three kinds of figures are compared (bigger is
+better for all):
 
 - **throughput** (``output_tok_s``, ``total_tok_s``, ``q_s``): the record's median, with
   the range [min, max] of its repeats. A regression is flagged only when the candidate

@@ -219,8 +219,11 @@ def method_label(row: pd.Series | dict[str, Any]) -> str:
 
     `row` is a record (``rope2d`` a dict) or a row of :meth:`Records.frame` (flat
     ``rope2d.mode`` ... columns). Defaults are the runner's own (:class:`Rope2DSettings`),
-    so a run made with default options reads "rope2d r=0".
+    so a run made with default options reads "rope2d r=0". A prefix run whose context
+    was copied into every row (not shared, the default) reads "prefix copied".
     """
+    if row["method"] == "prefix" and row.get("prefix_kv") == "copied":
+        return "prefix copied"
     if row["method"] != "rope2d":
         return row["method"]
     nested = row.get("rope2d")

@@ -15,6 +15,7 @@ from conftest import make_tiny_model
 from pmbench.attention_kernels import shared_prefix_attention
 from pmbench.errors import BadInput
 from pmbench.kvcache import SharedPrefixLayer
+from pmbench.results import method_label
 from pmbench.runners.base import RunnerOptions
 from pmbench.runners.prefix import PrefixRunner, kv_sharing
 from pmbench.runners.rope2d import Rope2DRunner
@@ -200,6 +201,7 @@ def test_run_record_says_how_the_context_was_shared(tmp_path, tokenizer):
         assert res.exit_code == 0, res.stderr
         record = json.loads(res.stdout)
         assert record["prefix_kv"] == recorded and record["settings"]["prefix_kv"] == kv
+        assert method_label(record) == {"shared": "prefix", "copied": "prefix copied"}[recorded]
         assert record["metrics"]["n"] == 4
 
 
@@ -230,3 +232,11 @@ def test_real_squad_questions_with_early_stops(smollm2, data_dir):
         _assert_same(seq, _prefix(smollm2.model, tok, group, gen, kv))
     opts = RunnerOptions(branch=8, rope2d={"ratio": 0.0, "mask": "isolated"})
     _assert_same(seq, Rope2DRunner(smollm2.model, tok, opts).run_group(group, gen))
+
+
+def test_shared_prefix_attention_without_the_fused_cpu_kernel(monkeypatch):
+    """The portable path (CUDA, or a torch without the fused CPU kernel) gives the same."""
+    from pmbench import attention_kernels
+
+    monkeypatch.setattr(attention_kernels, "_FLASH_CPU", None)
+    test_shared_prefix_attention_equals_sdpa_over_copied_keys(4, 2, 3)
