@@ -1,6 +1,6 @@
 """The `pmbench` command line (Typer + rich).
 
-`run`, `methods`, `suites`, `models` live here; every module in `pmbench.commands`
+`run`, `methods` and `suites` live here; every module in `pmbench.commands`
 adds its own commands through `register(app)`. Expected failures (`PmbenchError`)
 become one line on stderr and exit code 2, never a traceback.
 """
