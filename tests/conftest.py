@@ -70,6 +70,34 @@ def make_tiny_model(arch: str, vocab_size: int, seed: int = 0, **overrides):
     return model
 
 
+def make_family_model(family: str, vocab_size: int, **extra):
+    """A 2-layer random model of another Llama-family architecture ("qwen3", "mistral")."""
+    from transformers import AutoModelForCausalLM, MistralConfig, Qwen3Config
+
+    config_cls = {"qwen3": Qwen3Config, "mistral": MistralConfig}[family]
+    config = config_cls(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=16, initializer_range=0.2, eos_token_id=2, pad_token_id=2,
+                        **extra)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(3)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+def random_group(n: int, seed: int, context_len: int | None = None):
+    """A group of `n` questions of random ids (1-13 tokens) after a random context."""
+    import random
+
+    from pmbench.types import Group, Question
+
+    rng = random.Random(seed)
+    p = rng.randrange(5, 40) if context_len is None else context_len
+    ctx = [rng.randrange(300, 30000) for _ in range(p)]
+    qs = [Question(str(i), [rng.randrange(300, 30000) for _ in range(rng.randrange(1, 14))])
+          for i in range(n)]
+    return Group(0, ctx, qs)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tokenizer):
     return make_tiny_model("llama", len(tokenizer))

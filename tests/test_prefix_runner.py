@@ -5,13 +5,12 @@ and the shared-prefix attention kernel against sdpa over the copied keys."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_tiny_model
+from conftest import make_family_model, make_tiny_model, random_group
 from pmbench.attention_kernels import shared_prefix_attention
 from pmbench.errors import BadInput
 from pmbench.kvcache import SharedPrefixLayer
@@ -21,15 +20,6 @@ from pmbench.runners.prefix import PrefixRunner, kv_sharing
 from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.runners.sequential import SequentialRunner
 from pmbench.types import GenerationConfig, Group, Question
-
-
-def _group(n: int, seed: int, context_len: int | None = None) -> Group:
-    rng = random.Random(seed)
-    p = rng.randrange(5, 40) if context_len is None else context_len
-    ctx = [rng.randrange(300, 30000) for _ in range(p)]
-    qs = [Question(str(i), [rng.randrange(300, 30000) for _ in range(rng.randrange(1, 14))])
-          for i in range(n)]
-    return Group(0, ctx, qs)
 
 
 def _prefix(model, tokenizer, group, gen, kv="auto"):
@@ -48,7 +38,7 @@ def _assert_same(ref, out):
 @pytest.mark.parametrize("kv", ["shared", "copy"])
 def test_equals_sequential(arch, n, kv, request, tokenizer):
     model = request.getfixturevalue(arch)
-    group = _group(n, seed=n)
+    group = random_group(n, seed=n)
     gen = GenerationConfig(max_new_tokens=12)
     seq = SequentialRunner(model, tokenizer).run_group(group, gen)
     out = _prefix(model, tokenizer, group, gen, kv)
@@ -65,7 +55,7 @@ def test_equals_sequential(arch, n, kv, request, tokenizer):
 @pytest.mark.parametrize("stop_by", ["eos", "stop"])
 def test_rows_stopping_early(arch, stop_by, request, tokenizer):
     model = request.getfixturevalue(arch)
-    group = _group(8, seed=11)
+    group = random_group(8, seed=11)
     free = SequentialRunner(model, tokenizer).run_group(group, GenerationConfig(max_new_tokens=12))
     stopper = free.outputs[0].output_ids[3]  # question 0 produces it at step 4
     if stop_by == "eos":
@@ -80,7 +70,7 @@ def test_rows_stopping_early(arch, stop_by, request, tokenizer):
 
 
 def test_kv_cache_holds_the_context_once_when_shared(tiny_llama, tokenizer):
-    group = _group(6, seed=2, context_len=30)
+    group = random_group(6, seed=2, context_len=30)
     gen = GenerationConfig(max_new_tokens=5, ignore_eos=True)
     shared = _prefix(tiny_llama, tokenizer, group, gen, "shared")
     copied = _prefix(tiny_llama, tokenizer, group, gen, "copy")
@@ -95,45 +85,32 @@ def test_kv_cache_holds_the_context_once_when_shared(tiny_llama, tokenizer):
 
 def test_empty_context_and_empty_question(tiny_llama, tokenizer):
     gen = GenerationConfig(max_new_tokens=6)
-    with_empty = _group(3, seed=6)
+    with_empty = random_group(3, seed=6)
     with_empty.questions[1].prompt_ids = []  # continues straight from the context
-    for group in (_group(3, seed=5, context_len=0), _group(3, seed=5, context_len=1),
+    for group in (random_group(3, seed=5, context_len=0), random_group(3, seed=5, context_len=1),
                   with_empty):
         seq = SequentialRunner(tiny_llama, tokenizer).run_group(group, gen)
         for kv in ("shared", "copy"):
             _assert_same(seq, _prefix(tiny_llama, tokenizer, group, gen, kv))
 
 
-def _tiny(config_cls, vocab_size: int, **extra):
-    from transformers import AutoModelForCausalLM
-
-    config = config_cls(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=16, initializer_range=0.2, eos_token_id=2, pad_token_id=2,
-                        **extra)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(3)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-
 
 @pytest.mark.parametrize("family", ["qwen3", "mistral"])
 def test_other_llama_family_models(family, tokenizer):
-    from transformers import MistralConfig, Qwen3Config
-
-    config_cls = {"qwen3": Qwen3Config, "mistral": MistralConfig}[family]
-    model = _tiny(config_cls, len(tokenizer), sliding_window=64 if family == "mistral" else None)
-    group, gen = _group(3, seed=4), GenerationConfig(max_new_tokens=8)
+    model = make_family_model(family, len(tokenizer),
+                              sliding_window=64 if family == "mistral" else None)
+    group, gen = random_group(3, seed=4), GenerationConfig(max_new_tokens=8)
     seq = SequentialRunner(model, tokenizer).run_group(group, gen)
     _assert_same(seq, _prefix(model, tokenizer, group, gen))
     if family == "mistral":  # the padding would count against the window: refused
         with pytest.raises(BadInput, match="sliding window"):
-            _prefix(model, tokenizer, _group(3, seed=4, context_len=70), gen)
+            _prefix(model, tokenizer, random_group(3, seed=4, context_len=70), gen)
 
 
 def test_eager_attention_and_the_model_left_as_it_was(tokenizer):
     model = make_tiny_model("llama", len(tokenizer), seed=4)
     model.config._attn_implementation = "eager"
-    group, gen = _group(4, seed=8), GenerationConfig(max_new_tokens=6)
+    group, gen = random_group(4, seed=8), GenerationConfig(max_new_tokens=6)
     seq = SequentialRunner(model, tokenizer).run_group(group, gen)
     _assert_same(seq, _prefix(model, tokenizer, group, gen, "shared"))
     assert model.config._attn_implementation == "eager"

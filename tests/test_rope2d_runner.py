@@ -5,12 +5,11 @@ the branches in one packed pass and feeds one token per live branch per step."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
-from conftest import make_tiny_model
+from conftest import make_family_model, make_tiny_model, random_group
 from pmbench.errors import BadInput
 from pmbench.runners.base import RunnerOptions
 from pmbench.runners.rope2d import Rope2DRunner
@@ -19,14 +18,6 @@ from pmbench.types import GenerationConfig, Group, Question
 
 EXACT = {"ratio": 0.0, "mask": "isolated"}
 
-
-def _group(n: int, seed: int, context_len: int | None = None) -> Group:
-    rng = random.Random(seed)
-    p = rng.randrange(5, 40) if context_len is None else context_len
-    ctx = [rng.randrange(300, 30000) for _ in range(p)]
-    qs = [Question(str(i), [rng.randrange(300, 30000) for _ in range(rng.randrange(1, 14))])
-          for i in range(n)]
-    return Group(0, ctx, qs)
 
 
 def _run(runner_cls, model, tokenizer, group, gen, **rope2d):
@@ -45,7 +36,7 @@ def _assert_same(seq, r2d):
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
 def test_isolated_ratio_zero_equals_sequential(arch, n, request, tokenizer):
     model = request.getfixturevalue(arch)
-    group = _group(n, seed=n)
+    group = random_group(n, seed=n)
     gen = GenerationConfig(max_new_tokens=12)
     seq, seq_ids = _run(SequentialRunner, model, tokenizer, group, gen)
     r2d, r2d_ids = _run(Rope2DRunner, model, tokenizer, group, gen, **EXACT)
@@ -60,7 +51,7 @@ def test_isolated_ratio_zero_equals_sequential(arch, n, request, tokenizer):
 @pytest.mark.parametrize("stop_by", ["eos", "stop"])
 def test_branches_stopping_early(arch, stop_by, request, tokenizer):
     model = request.getfixturevalue(arch)
-    group = _group(8, seed=11)
+    group = random_group(8, seed=11)
     free = GenerationConfig(max_new_tokens=12)
     _, ids = _run(SequentialRunner, model, tokenizer, group, free)
     stopper = ids[0][3]  # question 0 produces it at step 4, so it stops early
@@ -75,38 +66,25 @@ def test_branches_stopping_early(arch, stop_by, request, tokenizer):
     _assert_same(seq, r2d)
 
 
-def _tiny(config_cls, vocab_size: int, **extra):
-    from transformers import AutoModelForCausalLM
-
-    config = config_cls(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=16, initializer_range=0.2, eos_token_id=2, pad_token_id=2,
-                        **extra)
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(3)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-
 
 @pytest.mark.parametrize("family", ["qwen3", "mistral"])
 def test_other_llama_family_models(family, tokenizer):
-    from transformers import MistralConfig, Qwen3Config
-
-    config_cls = {"qwen3": Qwen3Config, "mistral": MistralConfig}[family]
-    model = _tiny(config_cls, len(tokenizer), sliding_window=64 if family == "mistral" else None)
-    group, gen = _group(3, seed=4), GenerationConfig(max_new_tokens=8)
+    model = make_family_model(family, len(tokenizer),
+                              sliding_window=64 if family == "mistral" else None)
+    group, gen = random_group(3, seed=4), GenerationConfig(max_new_tokens=8)
     seq, ids = _run(SequentialRunner, model, tokenizer, group, gen)
     r2d, _ = _run(Rope2DRunner, model, tokenizer, group, gen, **EXACT)
     assert len({tuple(x) for x in ids}) == 3
     _assert_same(seq, r2d)
     if family == "mistral":  # beyond the sliding window the branch mask would be wrong
         with pytest.raises(BadInput, match="sliding window"):
-            _run(Rope2DRunner, model, tokenizer, _group(3, seed=4, context_len=70), gen)
+            _run(Rope2DRunner, model, tokenizer, random_group(3, seed=4, context_len=70), gen)
 
 
 def test_empty_context_and_empty_question(tiny_llama, tokenizer):
     gen = GenerationConfig(max_new_tokens=6)
-    no_context = _group(3, seed=5, context_len=0)  # humaneval: nothing shared
-    with_empty = _group(3, seed=6)
+    no_context = random_group(3, seed=5, context_len=0)  # humaneval: nothing shared
+    with_empty = random_group(3, seed=6)
     with_empty.questions[1].prompt_ids = []  # continues straight from the context
     for group in (no_context, with_empty):
         seq, _ = _run(SequentialRunner, tiny_llama, tokenizer, group, gen)
@@ -115,7 +93,7 @@ def test_empty_context_and_empty_question(tiny_llama, tokenizer):
 
 
 def test_first_step_logits_for_multiple_choice(tiny_qwen2, tokenizer):
-    group = _group(4, seed=3)
+    group = random_group(4, seed=3)
     gen = GenerationConfig(max_new_tokens=1, score_token_ids=[330, 331, 332, 333])
     seq, _ = _run(SequentialRunner, tiny_qwen2, tokenizer, group, gen)
     r2d, _ = _run(Rope2DRunner, tiny_qwen2, tokenizer, group, gen, **EXACT)
@@ -126,7 +104,7 @@ def test_first_step_logits_for_multiple_choice(tiny_qwen2, tokenizer):
 
 
 def test_one_packed_prefill_then_one_forward_per_step(tiny_llama, tokenizer):
-    group = _group(5, seed=8)
+    group = random_group(5, seed=8)
     gen = GenerationConfig(max_new_tokens=4)
     seen: list[int] = []
     hook = tiny_llama.model.register_forward_pre_hook(
@@ -141,7 +119,7 @@ def test_one_packed_prefill_then_one_forward_per_step(tiny_llama, tokenizer):
 
 @pytest.mark.parametrize("eos", [False, True])
 def test_kv_cache_holds_the_context_once(eos, tiny_llama, tokenizer):
-    group = _group(8, seed=9)
+    group = random_group(8, seed=9)
     gen = GenerationConfig(max_new_tokens=5)
     if eos:  # question 0 stops after its first token: its later rows never exist
         _, ids = _run(SequentialRunner, tiny_llama, tokenizer, group, gen)
@@ -159,7 +137,8 @@ def test_kv_cache_holds_the_context_once(eos, tiny_llama, tokenizer):
 
 def test_model_is_left_as_it_was(tiny_llama, tokenizer):
     before = tiny_llama.model.rotary_emb
-    _run(Rope2DRunner, tiny_llama, tokenizer, _group(2, seed=1), GenerationConfig(4), ratio=0.5)
+    group = random_group(2, seed=1)
+    _run(Rope2DRunner, tiny_llama, tokenizer, group, GenerationConfig(4), ratio=0.5)
     assert tiny_llama.model.rotary_emb is before
     assert tiny_llama.config._attn_implementation == "sdpa"
 
@@ -178,7 +157,7 @@ def test_config_section_is_used_without_options(tokenizer, tmp_path):
     assert override.record_options()["rope2d"] == {**section, "mask": "isolated"}
     # and the section really drives decoding: the same as passing it explicitly
     plain = make_tiny_model("llama", len(tokenizer))
-    group, gen = _group(4, seed=2), GenerationConfig(max_new_tokens=8)
+    group, gen = random_group(4, seed=2), GenerationConfig(max_new_tokens=8)
     _, from_config = _run(Rope2DRunner, model, tokenizer, group, gen)
     _, explicit = _run(Rope2DRunner, plain, tokenizer, group, gen, **section)
     _, vanilla = _run(Rope2DRunner, plain, tokenizer, group, gen)
