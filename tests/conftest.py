@@ -98,6 +98,28 @@ def random_group(n: int, seed: int, context_len: int | None = None):
     return Group(0, ctx, qs)
 
 
+def real_squad_group(data_dir: Path, tokenizer, article: int = 0, n: int = 8):
+    """`n` real SQuAD v1.1 questions of one article, grouped as the squad suite does (the
+    passage grows by paragraphs until it has `n` questions), in the suite's prompt."""
+    import json
+
+    from pmbench.types import Group, Question
+
+    squad = json.loads((data_dir / "squad" / "dev-v1.1.json").read_text())
+    context, qas = "", []
+    for para in squad["data"][article]["paragraphs"]:
+        context += ("\n" if context else "") + para["context"]
+        qas += para["qas"]
+        if len(qas) >= n:
+            break
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    return Group(0, encode("Context: " + context), [
+        Question(q["id"], encode("\nQuestion: " + q["question"] + "\nAnswer:")) for q in qas[:n]])
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tokenizer):
     return make_tiny_model("llama", len(tokenizer))

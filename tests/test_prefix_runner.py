@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_family_model, make_tiny_model, random_group
+from conftest import make_family_model, make_tiny_model, random_group, real_squad_group
 from pmbench.attention_kernels import shared_prefix_attention
 from pmbench.errors import BadInput
 from pmbench.kvcache import SharedPrefixLayer
@@ -19,7 +19,7 @@ from pmbench.runners.base import RunnerOptions
 from pmbench.runners.prefix import PrefixRunner, kv_sharing
 from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.runners.sequential import SequentialRunner
-from pmbench.types import GenerationConfig, Group, Question
+from pmbench.types import GenerationConfig
 
 
 def _prefix(model, tokenizer, group, gen, kv="auto"):
@@ -186,20 +186,8 @@ def test_run_record_says_how_the_context_was_shared(tmp_path, tokenizer):
 def test_real_squad_questions_with_early_stops(smollm2, data_dir):
     """8 real SQuAD questions on one passage, stopping at "\\n" or EOS: sequential,
     prefix (both ways) and rope2d (isolated, ratio 0) give the same tokens."""
-    squad = json.loads((data_dir / "squad" / "dev-v1.1.json").read_text())
-    context, qas = "", []
-    for para in squad["data"][1]["paragraphs"]:  # as the squad suite groups them
-        context += ("\n" if context else "") + para["context"]
-        qas += para["qas"]
-        if len(qas) >= 8:
-            break
     tok = smollm2.tokenizer
-
-    def encode(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    group = Group(0, encode("Context: " + context), [
-        Question(q["id"], encode("\nQuestion: " + q["question"] + "\nAnswer:")) for q in qas[:8]])
+    group = real_squad_group(data_dir, tok, article=1)
     gen = GenerationConfig(max_new_tokens=24, eos_token_ids=[tok.eos_token_id],
                            stop_strings=["\n"])
     seq = SequentialRunner(smollm2.model, tok).run_group(group, gen)

@@ -9,12 +9,12 @@ import json
 import pytest
 import torch
 
-from conftest import make_family_model, make_tiny_model, random_group
+from conftest import make_family_model, make_tiny_model, random_group, real_squad_group
 from pmbench.errors import BadInput
 from pmbench.runners.base import RunnerOptions
 from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.runners.sequential import SequentialRunner
-from pmbench.types import GenerationConfig, Group, Question
+from pmbench.types import GenerationConfig
 
 EXACT = {"ratio": 0.0, "mask": "isolated"}
 
@@ -196,21 +196,8 @@ def test_unsupported_architecture(tokenizer):
 
 @pytest.mark.slow
 def test_real_squad_questions_match_sequential(smollm2, data_dir):
-    squad = json.loads((data_dir / "squad" / "dev-v1.1.json").read_text())
-    paragraphs = squad["data"][0]["paragraphs"]
-    context, qas = "", []
-    for para in paragraphs:  # as the squad suite does: extend the passage until 8 questions
-        context += ("\n" if context else "") + para["context"]
-        qas += para["qas"]
-        if len(qas) >= 8:
-            break
     tok = smollm2.tokenizer
-
-    def encode(text: str) -> list[int]:
-        return tok(text, add_special_tokens=False)["input_ids"]
-
-    group = Group(0, encode("Context: " + context), [
-        Question(q["id"], encode("\nQuestion: " + q["question"] + "\nAnswer:")) for q in qas[:8]])
+    group = real_squad_group(data_dir, tok)
     gen = GenerationConfig(max_new_tokens=16, eos_token_ids=[tok.eos_token_id],
                            stop_strings=["\n"])
     seq, _ = _run(SequentialRunner, smollm2.model, tok, group, gen)
