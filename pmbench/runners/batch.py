@@ -9,6 +9,7 @@ finished rows leave the batch, which makes this a slightly stronger baseline.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -34,6 +35,21 @@ def pad_token_id(tokenizer, gen: GenerationConfig) -> int:
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id
     return gen.eos_token_ids[0] if gen.eos_token_ids else 0
+
+
+def drop_finished_rows(state: dict[str, Any], live: list[int], cache: Any,
+                       device: torch.device | str) -> int:
+    """Keep only the rows of the `live` streams, in `cache` and in every per-row tensor of
+    `state` (`state["rows"]` holds each row's stream index), so finished rows leave the
+    batch. Returns the cache's bytes before the drop (its peak so far)."""
+    before = cache_nbytes(cache)
+    keep = torch.tensor([state["rows"].index(i) for i in live], device=device)
+    cache.batch_select_indices(keep)
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            state[key] = value[keep]
+    state["rows"] = list(live)
+    return before
 
 
 class BatchRunner(Runner):
@@ -63,13 +79,8 @@ class BatchRunner(Runner):
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
             nonlocal kv_peak
-            if live != state["rows"]:  # some rows finished: drop them from the batch
-                kv_peak = max(kv_peak, cache_nbytes(cache))
-                keep = torch.tensor([state["rows"].index(i) for i in live], device=device)
-                cache.batch_select_indices(keep)
-                state["mask"] = state["mask"][keep]
-                state["pos"] = state["pos"][keep]
-                state["rows"] = list(live)
+            if live != state["rows"]:  # some rows finished
+                kv_peak = max(kv_peak, drop_finished_rows(state, live, cache, device))
             state["mask"] = torch.cat(
                 [state["mask"], state["mask"].new_ones((len(live), 1))], dim=1)
             state["pos"] = state["pos"] + 1

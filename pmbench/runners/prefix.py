@@ -33,7 +33,7 @@ from pmbench.errors import BadInput
 from pmbench.kvcache import reserved_cache, rows_after_prefix
 from pmbench.rope2d.masks import additive
 from pmbench.runners.base import Runner, RunnerOptions
-from pmbench.runners.batch import left_pad, pad_token_id
+from pmbench.runners.batch import drop_finished_rows, left_pad, pad_token_id
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 KV_MODES = ("auto", "shared", "copy")
@@ -102,12 +102,13 @@ class PrefixRunner(Runner):
             "pos": p + valid.sum(dim=1),  # position of each row's next token
             "cache": None,
         }
-        extra = {SHARED_PREFIX_KWARG: None} if share else {}
         kv_peak = 0
 
         def forward(**inputs) -> torch.Tensor:
+            if share:  # the attention reads the shared prefix from the cache it is given
+                inputs[SHARED_PREFIX_KWARG] = state["cache"]
             with swapped_attention(model, SHARED_PREFIX if share else None):
-                out = model(cache=state["cache"], use_cache=True, **inputs, **extra)
+                out = model(cache=state["cache"], use_cache=True, **inputs)
             return out.logits[:, -1, :]
 
         def prefill() -> torch.Tensor:
@@ -119,8 +120,6 @@ class PrefixRunner(Runner):
             cache = rows_after_prefix(prefix, n, width + gen.max_new_tokens, share,
                                       model.config.get_text_config().num_hidden_layers)
             state["cache"] = cache
-            if share:
-                extra[SHARED_PREFIX_KWARG] = cache
             causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
             seen = torch.cat([lead[:, None].expand(n, width, -1),
                               causal[None] & valid[:, None, :]], dim=2)
@@ -130,12 +129,8 @@ class PrefixRunner(Runner):
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
             nonlocal kv_peak
-            if live != state["rows"]:  # some rows finished: drop them from the batch
-                kv_peak = max(kv_peak, cache_nbytes(state["cache"]))
-                keep = torch.tensor([state["rows"].index(i) for i in live], device=device)
-                state["cache"].batch_select_indices(keep)
-                state["visible"], state["pos"] = state["visible"][keep], state["pos"][keep]
-                state["rows"] = list(live)
+            if live != state["rows"]:  # some rows finished
+                kv_peak = max(kv_peak, drop_finished_rows(state, live, state["cache"], device))
             visible = state["visible"]
             state["visible"] = visible = torch.cat([visible, visible.new_ones(len(live), 1)], 1)
             logits = forward(input_ids=last.view(-1, 1).to(device),
