@@ -46,6 +46,17 @@ on the shared context (the attention-sink token, reported as `first_token_mass`,
 part of it); `time` when time_focus - branch_focus >= `FOCUS_MARGIN`; `branch` when
 branch_focus - time_focus >= `FOCUS_MARGIN`; otherwise `mixed` (near-uniform heads
 included).
+
+The (t, b) view. The grid above folds time into |Δt| buckets and pools all steps. For the
+branch queries of one decoding step (`TB_STEP` by default: step 0 is the packed prefill,
+whose query per branch is its last prompt token, step k the k-th decoding forward pass),
+the recorder also keeps each query's attention to every cached key, of the first group
+that reaches that step: laid out at the key's (t, b), it shows whether a branch looks at
+its own row, the context (row b = 0) or, under the cross mask, its neighbours' rows.
+`tb_summary` stores it per key (the keys' (t, b) once, then the mass of each query branch
+averaged over heads, and on request of each head averaged over query branches), with
+null where the key is not visible to the query: a few hundred numbers per layer and
+query branch, the keys that exist at that step and no more.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ FOCUS_MARGIN = 0.1
 MIN_KL = 0.05
 LABELS = ("time", "branch", "mixed", "context")
 PHASES = ("prefill", "decode")
+TB_STEP = 1  # default step of the (t, b) view: the first decoding step after the prefill
 
 
 def time_bucket_labels() -> list[str]:
@@ -130,6 +142,10 @@ class GridAccumulator:
         self.queries = torch.zeros(len(PHASES), dtype=torch.long)
         self.max_mass_error = 0.0  # max over queries of |sum of visible weights - 1|
 
+    def pick_heads(self, weights: torch.Tensor) -> torch.Tensor:
+        """The captured heads of weights [H_all, ...] (all of them: no copy)."""
+        return weights if len(self.heads) == weights.shape[0] else weights[self.heads]
+
     def add_queries(self, cells: torch.Tensor, visible: torch.Tensor, phase: int) -> None:
         """Count a forward pass's branch queries once (not per layer): the uniform baseline."""
         n_vis = visible.sum(-1, keepdim=True).clamp(min=1)
@@ -147,8 +163,8 @@ class GridAccumulator:
         phase: int,
     ) -> None:
         """weights [H_all, Q, K] (branch queries only), cells/visible [Q, K], first_key [K]."""
-        w = weights if len(self.heads) == weights.shape[0] else weights[self.heads]
-        w = w.double() * visible  # float64: sums over many keys and queries stay exact
+        # float64: sums over many keys and queries stay exact
+        w = self.pick_heads(weights).double() * visible
         self.max_mass_error = max(self.max_mass_error, float((w.sum(-1) - 1).abs().max()))
         row = self._row[layer]
         summed = torch.zeros(w.shape[0], self.mass.shape[-1], dtype=w.dtype, device=w.device)
@@ -276,6 +292,58 @@ def phase_masses(acc: GridAccumulator) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class TBStep:
+    """One step's branch queries and their attention to every cached key, by the key's (t, b)."""
+
+    group: int  # the group it was taken from (counted from 0 by forward passes on an empty cache)
+    step: int  # 0 = the packed prefill, k = the k-th decoding forward pass
+    layers: list[int]
+    heads: list[int]
+    query_t: torch.Tensor  # [Q]: one query per branch fed at this step (its last token)
+    query_b: torch.Tensor  # [Q]
+    key_t: torch.Tensor  # [K]: every key in the cache, the step's own tokens included
+    key_b: torch.Tensor  # [K]
+    visible: torch.Tensor  # bool [Q, K]
+    mass: torch.Tensor  # [L, H, Q, K] float64, exactly 0 where not visible
+
+
+def tb_figure_layer(layer: int | None, layers: Sequence[int]) -> int:
+    """The layer the per-branch (t, b) figures show: `layer` if captured, else the middle one."""
+    if layer is None:
+        return layers[len(layers) // 2]
+    if layer not in layers:
+        raise BadInput(f"--tb-layer {layer} is not among the captured layers {list(layers)}")
+    return layer
+
+
+def tb_summary(tb: TBStep, per_head: bool = False, layer: int | None = None) -> dict[str, Any]:
+    """The record's `tb` block: the keys' (t, b) once, then a mass per key (null where the
+    key is hidden from the query), so a figure can lay it out on the (t, b) plane.
+
+    `mass` [layer][query branch][key] is averaged over heads; with `per_head`, `head_mass`
+    [layer][head][key] is averaged over query branches (null where no query sees the key).
+    `layer` (default: the middle captured one) is the layer the per-branch figures show.
+    """
+    def per_key(values: torch.Tensor, visible: torch.Tensor) -> list[float | None]:
+        return [_r(v, 6) if seen else None
+                for v, seen in zip(values.tolist(), visible.tolist(), strict=True)]
+
+    out: dict[str, Any] = {
+        "group": tb.group, "step": tb.step, "layers": tb.layers, "heads": tb.heads,
+        "figure_layer": tb_figure_layer(layer, tb.layers),
+        "queries": {"t": tb.query_t.tolist(), "b": tb.query_b.tolist()},
+        "keys": {"t": tb.key_t.tolist(), "b": tb.key_b.tolist()},
+        "mass": [[per_key(q, seen) for q, seen in zip(by_layer, tb.visible, strict=True)]
+                 for by_layer in tb.mass.mean(1)],
+    }
+    if per_head:
+        seen_by_any = tb.visible.any(0)
+        out["head_mass"] = [[per_key(h, seen_by_any) for h in by_layer]
+                            for by_layer in tb.mass.mean(2)]
+    return out
+
+
 # --- capture ------------------------------------------------------------------------------
 
 
@@ -294,6 +362,17 @@ def _visibility(mask: torch.Tensor | None, q: int, k: int, past: int) -> torch.T
     return m > torch.finfo(m.dtype).min / 2
 
 
+def last_of_each_branch(tq: torch.Tensor, bq: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Of a pass's branch `rows`, the one with each branch's latest t, in branch order: the
+    query a step adds per branch (in the packed prefill, the token that predicts the answer)."""
+    last: dict[int, int] = {}
+    for r in rows.tolist():
+        b = int(bq[r])
+        if b not in last or tq[r] > tq[last[b]]:
+            last[b] = r
+    return torch.tensor([last[b] for b in sorted(last)], dtype=torch.long)
+
+
 @dataclass
 class _Pass:
     """What all layers of one forward pass share."""
@@ -301,11 +380,16 @@ class _Pass:
     tq: torch.Tensor
     bq: torch.Tensor
     past: int
-    phase: int
+    step: int  # 0: the packed prefill, k: the k-th decoding step (in branch passes)
     branch_rows: torch.Tensor
+    tb_rows: torch.Tensor | None = None  # the queries of the (t, b) view, in this pass
     cells: torch.Tensor | None = None
     visible: torch.Tensor | None = None
     first_key: torch.Tensor | None = None
+
+    @property
+    def phase(self) -> int:
+        return PHASES.index("prefill" if self.step == 0 else "decode")
 
 
 @dataclass
@@ -313,13 +397,16 @@ class AttentionRecorder:
     """Hooks that feed a `GridAccumulator` while a model runs rope2d groups.
 
     Use `with recorder.attach(model): runner.run_group(...)`. The model must run eager
-    attention (the only kind that returns its weights).
+    attention (the only kind that returns its weights). `tb` ends up holding step `tb_step`
+    of the first group that reaches it (None: keep no (t, b) view).
     """
 
     layers: Sequence[int]
     heads: Sequence[int]
     n_branches: int
+    tb_step: int | None = TB_STEP
     acc: GridAccumulator = field(init=False)
+    tb: TBStep | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.acc = GridAccumulator(self.layers, self.heads, self.n_branches)
@@ -327,6 +414,7 @@ class AttentionRecorder:
         self._kb = torch.zeros(0, dtype=torch.long)
         self._pass: _Pass | None = None
         self._branch_passes = 0
+        self._group = -1
 
     def _before(self, module, args, kwargs) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -342,6 +430,7 @@ class AttentionRecorder:
             self._kt = self._kt[:0]
             self._kb = self._kb[:0]
             self._branch_passes = 0
+            self._group += 1
         if past != self._kt.numel():
             raise RuntimeError(f"capture lost track of the cache ({past} vs {self._kt.numel()})")
         if pos is None:
@@ -355,10 +444,12 @@ class AttentionRecorder:
         self._kt = torch.cat([self._kt, tq])
         self._kb = torch.cat([self._kb, bq])
         rows = (bq > 0).nonzero().flatten()
-        phase = PHASES.index("prefill" if self._branch_passes == 0 else "decode")
+        step = self._branch_passes
+        self._pass = _Pass(tq, bq, past, step, rows)
         if rows.numel():
             self._branch_passes += 1
-        self._pass = _Pass(tq, bq, past, phase, rows)
+            if self.tb is None and step == self.tb_step:
+                self._pass.tb_rows = last_of_each_branch(tq, bq, rows)
 
     def _after(self, layer: int, module, args, kwargs, output) -> None:
         p = self._pass
@@ -370,17 +461,29 @@ class AttentionRecorder:
                            "(load the model with attn_implementation='eager')")
         k = self._kt.numel()
         if p.cells is None:  # first captured layer of this pass: shared geometry
-            visible = _visibility(kwargs.get("attention_mask"), p.tq.numel(), k, p.past)
+            visible = _visibility(kwargs.get("attention_mask"), p.tq.numel(), k, p.past).cpu()
             rows = p.branch_rows
-            p.visible = visible.cpu()[rows].to(weights.device)
+            p.visible = visible[rows].to(weights.device)
             p.cells = grid_cells(p.tq[rows], p.bq[rows], self._kt, self._kb,
                                  self.n_branches).to(weights.device)
             p.first_key = ((self._kt == 0) & (self._kb == 0)).to(weights.device)
             self.acc.add_queries(p.cells, p.visible, p.phase)
+            if p.tb_rows is not None:
+                self.tb = self._new_tb(p, visible[p.tb_rows])
         w = weights[0, :, :, :k]
+        if p.tb_rows is not None:
+            seen = self.tb.visible.to(weights.device)
+            picked = self.acc.pick_heads(w)[:, p.tb_rows.to(weights.device)]
+            self.tb.mass[self.layers.index(layer)] = (picked.double() * seen).cpu()
         if p.branch_rows.numel() < w.shape[1]:  # a pass mixing context and branch queries
             w = w[:, p.branch_rows.to(weights.device)]
         self.acc.add(layer, w, p.cells, p.visible, p.first_key, p.phase)
+
+    def _new_tb(self, p: _Pass, visible: torch.Tensor) -> TBStep:
+        shape = (len(self.layers), len(self.heads), *visible.shape)
+        return TBStep(self._group, p.step, list(self.layers), list(self.heads),
+                      p.tq[p.tb_rows], p.bq[p.tb_rows], self._kt.clone(), self._kb.clone(),
+                      visible, torch.zeros(shape, dtype=torch.float64))
 
     @contextmanager
     def attach(self, model: Any) -> Iterator[AttentionRecorder]:
@@ -436,6 +539,9 @@ class AttnSettings:
     rope2d: dict[str, Any] = field(default_factory=dict)
     layers: str | None = None
     heads: str | None = None
+    tb_step: int = TB_STEP
+    tb_layer: int | None = None
+    tb_heads: bool = False
     data_dir: str | None = None
     output_dir: str = "results"
     device: str | None = None
@@ -445,6 +551,8 @@ class AttnSettings:
     def validate(self) -> None:
         require_positive(branch=self.branch, limit=self.limit,
                          max_new_tokens=self.max_new_tokens)
+        if self.tb_step < 0:
+            raise BadInput(f"--tb-step must be 0 (the packed prefill) or more, got {self.tb_step}")
 
     @property
     def questions(self) -> int:
@@ -467,11 +575,15 @@ def analyze_model(s: AttnSettings, model_id: str | None, log=lambda msg: None) -
     config = loaded.model.config
     layers = parse_indices(s.layers, config.num_hidden_layers, "layers")
     heads = parse_indices(s.heads, config.num_attention_heads, "heads")
+    tb_layer = tb_figure_layer(s.tb_layer, layers)  # checked before the run, not after
     runner = Rope2DRunner(loaded.model, loaded.tokenizer,
                           RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d)))
     gen = suite.generation(s.max_new_tokens, s.ignore_eos,
                            eos_token_ids(loaded.model, loaded.tokenizer))
-    recorder = AttentionRecorder(layers, heads, s.branch)
+    if s.tb_step >= gen.max_new_tokens:  # answers of n tokens take n - 1 decoding steps
+        raise BadInput(f"--tb-step {s.tb_step}: with {gen.max_new_tokens} new tokens per answer "
+                       f"the last decoding step is {gen.max_new_tokens - 1}")
+    recorder = AttentionRecorder(layers, heads, s.branch, tb_step=s.tb_step)
     t0 = time.perf_counter()
     with recorder.attach(loaded.model):
         for i, group in enumerate(suite.groups):
@@ -488,6 +600,8 @@ def analyze_model(s: AttnSettings, model_id: str | None, log=lambda msg: None) -
         "n_questions": sum(len(g.questions) for g in suite.groups),
         "max_new_tokens": gen.max_new_tokens,
         "phases": phase_masses(recorder.acc),
+        # null when every branch stopped before --tb-step
+        "tb": tb_summary(recorder.tb, s.tb_heads, tb_layer) if recorder.tb else None,
         "max_mass_error": _r(recorder.acc.max_mass_error, 9),
         "wall_s": _r(time.perf_counter() - t0, 3),
     })

@@ -13,6 +13,20 @@ returns a `matplotlib.figure.Figure` (no pyplot state; PNG is rendered by Agg):
 
 Heatmaps share one logarithmic colour scale; rows and columns that hold no key in
 any model are cut (other branches under the isolated mask), and grey cells hold no key.
+
+The (t, b) figures (`TB_FIGURES`, drawn from the `tb` block of each analysis: one step
+of one group) lay attention out on the plane of the keys' positions: key time t across,
+key branch b up (row 0 the shared context, then branches 1..N), one cell per key,
+coloured by the mass per key on a logarithmic scale; grey cells are keys the query may
+not see, or no key at all. A dotted line marks where the branches start, squares the
+queries. Each model is one block, stacked with `--compare`:
+
+- `tb_heatmap`: one panel per captured layer (at most `TB_PANELS`, evenly spaced),
+  averaged over heads and over the step's query branches;
+- `tb_branches`: the record's `figure_layer`, one panel per query branch, averaged over
+  heads: its own row against the context and (cross mask) its neighbours' rows;
+- `tb_heads` (with `--tb-heads`): the same layer, one panel per head, averaged over the
+  query branches.
 """
 
 from __future__ import annotations
@@ -33,6 +47,9 @@ DPI = 200
 WIDTH = 7.0  # inches: the full text width of a two-column paper
 GRID_ROWS = 8  # layers shown in the heatmap grid (evenly spaced when there are more)
 MASS_FLOOR = 1e-4  # colour scale floor: smaller masses show as the darkest colour
+TB_FLOOR = 1e-5  # the same for the (t, b) figures, whose cells are single keys
+TB_COLUMNS = 4  # panels per row in the (t, b) figures
+TB_PANELS = 16  # layers shown in tb_heatmap (evenly spaced when there are more)
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
          "ytick.labelsize": 7, "legend.fontsize": 7}
 MARKERS = {"time": "o", "branch": "s", "context": "^", "mixed": "x"}
@@ -44,8 +61,8 @@ def _cmap():
     return matplotlib.colormaps["magma"].with_extremes(bad="#d9d9d9", under="#000004")
 
 
-def _norm() -> LogNorm:
-    return LogNorm(vmin=MASS_FLOOR, vmax=1.0, clip=False)
+def _norm(floor: float = MASS_FLOOR) -> LogNorm:
+    return LogNorm(vmin=floor, vmax=1.0, clip=False)
 
 
 def _extent(analyses: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -247,16 +264,141 @@ def layer_curves(analyses: Sequence[dict[str, Any]]) -> Figure:
     return fig
 
 
+# --- the (t, b) plane ------------------------------------------------------------------------
+
+Panel = tuple[str, Any, list[int]]  # (title, one value per key, indices of outlined queries)
+
+
+def _tb_image(tb: dict[str, Any], values: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    """[N + 1, T] image of one value per key (row b, column t); NaN (grey) for hidden keys
+    and for cells without a key, a zero mass floored to the scale's darkest colour."""
+    t, b = np.asarray(tb["keys"]["t"]), np.asarray(tb["keys"]["b"])
+    v = np.asarray(values, dtype=float)  # None -> NaN
+    image = np.full((b.max() + 1, t.max() + 1), np.nan)
+    image[b, t] = np.maximum(v, TB_FLOOR / 2)  # NaN stays NaN
+    return image
+
+
+def query_mean(mass: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """Mean over query branches of per-key masses [Q][K]: a hidden key counts as 0 for that
+    query (so the mean still sums to 1), and is NaN only where no query sees it."""
+    m = np.asarray(mass, dtype=float)
+    seen = ~np.isnan(m)
+    return np.where(seen.any(axis=0), np.nansum(m, axis=0) / m.shape[0], np.nan)
+
+
+def _tb_panel(ax, tb: dict[str, Any], panel: Panel):
+    """One (t, b) heatmap, its queries outlined and the branches' first t dotted."""
+    title, values, queries = panel
+    image = _tb_image(tb, values)
+    im = ax.imshow(image, origin="lower", aspect="auto", cmap=_cmap(), norm=_norm(TB_FLOOR),
+                   interpolation="nearest")
+    start = min(t for t, b in zip(tb["keys"]["t"], tb["keys"]["b"], strict=True) if b > 0)
+    ax.axvline(start - 0.5, color="white", lw=0.6, ls=":")
+    q = tb["queries"]
+    ax.scatter([q["t"][i] for i in queries], [q["b"][i] for i in queries], marker="s", s=10,
+               facecolors="none", edgecolors="#00e5ff", linewidths=0.6)
+    n_rows = image.shape[0]
+    every = max(1, -(-(n_rows - 1) // 8))  # at most about 8 branch labels
+    ticks = [0, *range(1, n_rows, every)]
+    ax.set_yticks(ticks, ["ctx" if r == 0 else f"b{r}" for r in ticks], fontsize=6)
+    ax.xaxis.set_major_locator(MaxNLocator(4, integer=True))
+    ax.tick_params(axis="x", labelsize=6)
+    ax.set_title(title, fontsize=7)
+    return im
+
+
+def _tb_figure(blocks: Sequence[tuple[str, dict[str, Any], list[Panel]]]) -> Figure:
+    """Blocks (one per model: title, its `tb`, its panels) stacked, `TB_COLUMNS` panels to
+    a row, each block with its colour bar (the scale is the same in all)."""
+    heights = [1.25 * -(-len(panels) // TB_COLUMNS) + 0.7 for _, _, panels in blocks]
+    cols = min(TB_COLUMNS, max(len(panels) for _, _, panels in blocks))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, sum(heights)), layout="constrained")
+        subfigs = np.atleast_1d(fig.subfigures(len(blocks), 1, height_ratios=heights))
+        for sub, (title, tb, panels) in zip(subfigs, blocks, strict=True):
+            axes = sub.subplots(-(-len(panels) // cols), cols, squeeze=False, sharex=True,
+                                sharey=True).flatten()
+            for ax in axes[len(panels):]:
+                ax.remove()
+            shown = axes[:len(panels)]
+            ims = [_tb_panel(ax, tb, panel) for ax, panel in zip(shown, panels, strict=True)]
+            sub.suptitle(title)
+            sub.supxlabel("key time t (dotted: the branches start; squares: the queries)")
+            sub.supylabel("key branch b")
+            sub.colorbar(ims[-1], ax=list(shown), label="attention mass per key",
+                         extend="min", shrink=0.9)
+    return fig
+
+
+def _tb_title(analysis: dict[str, Any], what: str) -> str:
+    tb = analysis["tb"]
+    return (f"{analysis['model']}: step {tb['step']} of group {tb['group']} "
+            f"({len(tb['queries']['b'])} branch queries); {what}")
+
+
+def tb_heatmap(analyses: Sequence[dict[str, Any]]) -> Figure:
+    """Per captured layer: where the step's branch queries attend on the (t, b) plane,
+    averaged over heads and query branches."""
+    blocks = []
+    for a in analyses:
+        tb = a["tb"]
+        everyone = list(range(len(tb["queries"]["b"])))
+        panels = [(f"L{tb['layers'][i]}", query_mean(tb["mass"][i]), everyone)
+                  for i in grid_layers(len(tb["layers"]), TB_PANELS)]
+        what = f"mean of {len(tb['heads'])} heads and of the branch queries"
+        blocks.append((_tb_title(a, what), tb, panels))
+    return _tb_figure(blocks)
+
+
+def tb_branches(analyses: Sequence[dict[str, Any]]) -> Figure:
+    """One layer, one panel per query branch: its own row, the context, its neighbours."""
+    blocks = []
+    for a in analyses:
+        tb = a["tb"]
+        i = tb["layers"].index(tb["figure_layer"])
+        q = tb["queries"]
+        panels = [(f"query b{b} (t = {t})", tb["mass"][i][j], [j])
+                  for j, (t, b) in enumerate(zip(q["t"], q["b"], strict=True))]
+        what = f"layer {tb['figure_layer']}, mean of {len(tb['heads'])} heads"
+        blocks.append((_tb_title(a, what), tb, panels))
+    return _tb_figure(blocks)
+
+
+def tb_heads(analyses: Sequence[dict[str, Any]]) -> Figure:
+    """One layer, one panel per head, averaged over the step's query branches."""
+    blocks = []
+    for a in analyses:
+        tb = a["tb"]
+        i = tb["layers"].index(tb["figure_layer"])
+        everyone = list(range(len(tb["queries"]["b"])))
+        panels = [(f"H{h}", tb["head_mass"][i][j], everyone) for j, h in enumerate(tb["heads"])]
+        what = f"layer {tb['figure_layer']}, mean of the branch queries"
+        blocks.append((_tb_title(a, what), tb, panels))
+    return _tb_figure(blocks)
+
+
 FIGURES = {"heatmaps": heatmaps, "heatmap_grid": heatmap_grid,
            "focus_scatter": focus_scatter, "layer_curves": layer_curves}
+# the (t, b) figures and the key of `tb` each needs: drawn for the analyses that have it
+TB_FIGURES = {"tb_heatmap": ("mass", tb_heatmap), "tb_branches": ("mass", tb_branches),
+              "tb_heads": ("head_mass", tb_heads)}
 
 
 def write_figures(analyses: Sequence[dict[str, Any]], folder: Path) -> list[str]:
-    """Draw every figure into `folder` as PNG and PDF; return the file names."""
+    """Draw every figure into `folder` as PNG and PDF; return the file names.
+
+    A (t, b) figure is left out when no analysis has its data (`tb` is null when every
+    branch stopped before the step; `head_mass` needs `--tb-heads`)."""
     folder.mkdir(parents=True, exist_ok=True)
+    todo = [(name, draw, analyses) for name, draw in FIGURES.items()]
+    for name, (needs, draw) in TB_FIGURES.items():
+        shown = [a for a in analyses if needs in (a.get("tb") or {})]
+        if shown:
+            todo.append((name, draw, shown))
     names = []
-    for name, draw in FIGURES.items():
-        fig = draw(analyses)
+    for name, draw, shown in todo:
+        fig = draw(shown)
         for ext in ("png", "pdf"):
             fig.savefig(folder / f"{name}.{ext}", dpi=DPI)
             names.append(f"{name}.{ext}")

@@ -1,10 +1,11 @@
 """Attention analysis: grid statistics on attention of known structure, capture on a
-tiny model through the rope2d runner, and the figures."""
+tiny model through the rope2d runner, the (t, b) view of one step, and the figures."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from pmbench.attention import (
     head_label,
     parse_indices,
     summarize,
+    tb_summary,
 )
 from pmbench.errors import BadInput
 from pmbench.rope2d import additive, dense_mask, pack, positions, rope2d_positions
@@ -159,9 +161,9 @@ def _groups():
     ]
 
 
-def _capture(model, mask, steps=5, layers=(0, 1), heads=(0, 1, 2, 3)):
+def _capture(model, mask, steps=5, layers=(0, 1), heads=(0, 1, 2, 3), tb_step=1):
     runner = Rope2DRunner(model, _Tok(), RunnerOptions(branch=3, rope2d={"mask": mask}))
-    recorder = AttentionRecorder(list(layers), list(heads), n_branches=3)
+    recorder = AttentionRecorder(list(layers), list(heads), n_branches=3, tb_step=tb_step)
     gen = GenerationConfig(max_new_tokens=steps, ignore_eos=True)
     with recorder.attach(model):
         for group in _groups():
@@ -197,14 +199,82 @@ def test_capture_needs_eager_attention(tokenizer):
         _capture(model, "isolated", steps=2)
 
 
+# --- the (t, b) view of one step ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", ["isolated", "cross"])
+@pytest.mark.parametrize("step", [0, 1, 3])
+def test_tb_step_rows(eager_llama, mask, step):
+    """Each query of the step spreads exactly its mass over the keys it may see: context and
+    own row; under cross also other rows, but only keys of earlier steps."""
+    tb = _capture(eager_llama, mask, tb_step=step).tb
+    group = _groups()[0]  # the first group reaches every step (ignore_eos)
+    lay = pack(group.context_ids, [q.prompt_ids for q in group.questions])
+    assert (tb.group, tb.step, tb.layers, tb.heads) == (0, step, [0, 1], [0, 1, 2, 3])
+    assert tb.query_b.tolist() == [1, 2, 3]
+    # step 0: each branch's last prompt token; step k: the k-th generated token fed back
+    assert tb.query_t.tolist() == (lay.next_t() + step - 1).tolist()
+    assert tb.key_t.numel() == len(lay) + 3 * step  # the cache at that step, nothing more
+    key_step = torch.cat([torch.zeros(len(lay), dtype=torch.long),
+                          torch.arange(1, step + 1).repeat_interleave(3)])
+    sums = tb.mass.sum(-1)
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    for j, bq in enumerate(tb.query_b.tolist()):
+        mass = tb.mass[:, :, j]  # [L, H, K]
+        other = (tb.key_b != 0) & (tb.key_b != bq)
+        if mask == "isolated" or step == 0:  # the prompts never see each other
+            assert (mass[..., other] == 0).all()
+            assert not tb.visible[j, other].any()
+        else:
+            assert (mass[..., other & (key_step >= step)] == 0).all()
+            assert (mass[..., other & (key_step < step)] > 0).all()
+        own_or_ctx = ~other & (tb.key_t <= tb.query_t[j])
+        assert tb.visible[j, own_or_ctx].all() and (mass[..., own_or_ctx] > 0).all()
+
+
+def test_tb_step_never_reached(eager_llama):
+    # 5 new tokens take 4 decoding steps: step 5 never happens in any group
+    assert _capture(eager_llama, "isolated", tb_step=5).tb is None
+    assert _capture(eager_llama, "isolated", tb_step=None).tb is None
+
+
+def test_tb_summary_record(eager_llama):
+    import json
+
+    tb = _capture(eager_llama, "cross", tb_step=2).tb
+    out = json.loads(json.dumps(tb_summary(tb, per_head=True)))
+    assert out["figure_layer"] == 1  # the middle of layers [0, 1]
+    n_keys = len(out["keys"]["t"])
+    assert len(out["mass"]) == 2 and len(out["mass"][0]) == 3 and len(out["mass"][0][0]) == n_keys
+    assert len(out["head_mass"]) == 2 and len(out["head_mass"][0]) == 4
+    for j, row in enumerate(out["mass"][1]):
+        assert [v is None for v in row] == (~tb.visible[j]).tolist()
+        assert sum(v for v in row if v is not None) == pytest.approx(1.0, abs=1e-4)
+    for row in out["head_mass"][0]:  # mean over queries: null only where no query sees the key
+        assert [v is None for v in row] == (~tb.visible.any(0)).tolist()
+        assert sum(v for v in row if v is not None) == pytest.approx(1.0, abs=1e-4)
+    assert "head_mass" not in tb_summary(tb)
+    assert tb_summary(tb, layer=0)["figure_layer"] == 0
+    with pytest.raises(BadInput, match="--tb-layer"):
+        tb_summary(tb, layer=5)
+
+
+def test_query_mean_counts_hidden_keys_as_zero():
+    mean = attention_plots.query_mean([[0.5, 0.5, None, None], [0.5, None, 0.5, None]])
+    assert mean[:3].tolist() == [0.5, 0.25, 0.25] and math.isnan(mean[3])
+
+
 # --- figures ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def analyses(eager_llama):
-    one = summarize(_capture(eager_llama, "isolated").acc.stats())
-    two = summarize(_capture(eager_llama, "cross", heads=(0, 2)).acc.stats())
-    return [{"model": "tiny-isolated", **one}, {"model": "tiny-cross", **two}]
+    """Two models' analyses; only the second keeps the (t, b) view per head."""
+    one = _capture(eager_llama, "isolated")
+    two = _capture(eager_llama, "cross", heads=(0, 2))
+    return [{"model": "tiny-isolated", **summarize(one.acc.stats()), "tb": tb_summary(one.tb)},
+            {"model": "tiny-cross", **summarize(two.acc.stats()),
+             "tb": tb_summary(two.tb, per_head=True)}]
 
 
 @pytest.mark.parametrize("n_models", [1, 2])
@@ -221,6 +291,27 @@ def test_figure_panels(analyses, n_models):
     assert fig.axes[-1].get_ylabel() == "layer"
     fig = attention_plots.layer_curves(shown)
     assert len(fig.axes) == 2 * n_models
+    # (t, b): a panel per layer, per query branch, per head; a colour bar per model
+    fig = attention_plots.tb_heatmap(shown)
+    assert len(fig.axes) == (2 + 1) * n_models
+    assert fig.axes[0].get_title() == "L0"
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ctx", "b1", "b2", "b3"]
+    fig = attention_plots.tb_branches(shown)
+    assert len(fig.axes) == (3 + 1) * n_models
+    assert fig.axes[0].get_title().startswith("query b1")
+    fig = attention_plots.tb_heads(analyses[1:])
+    assert len(fig.axes) == 2 + 1
+
+
+def test_tb_image_layout(analyses):
+    """Row b, column t: the context row ends where the branch rows begin; hidden keys grey."""
+    tb = analyses[0]["tb"]  # isolated
+    image = attention_plots._tb_image(tb, tb["mass"][0][0])  # query branch 1
+    start = min(t for t, b in zip(tb["keys"]["t"], tb["keys"]["b"], strict=True) if b)
+    assert image.shape == (4, max(tb["keys"]["t"]) + 1)
+    assert not np.isnan(image[0, :start]).any() and np.isnan(image[0, start:]).all()
+    assert not np.isnan(image[1, start:tb["queries"]["t"][0] + 1]).any()
+    assert np.isnan(image[2:]).all()  # other branches: hidden under the isolated mask
 
 
 def test_grid_layers_subsample():
@@ -229,10 +320,17 @@ def test_grid_layers_subsample():
     assert len(shown) == 8 and shown[0] == 0 and shown[-1] == 29
 
 
+def test_write_figures_without_tb_data(analyses, tmp_path):
+    names = attention_plots.write_figures([{**analyses[0], "tb": None}], tmp_path)
+    assert sorted({n.rsplit(".", 1)[0] for n in names}) == sorted(attention_plots.FIGURES)
+    names = attention_plots.write_figures(analyses[:1], tmp_path)  # no per-head view
+    assert "tb_branches.png" in names and "tb_heads.png" not in names
+
+
 def test_write_figures(analyses, tmp_path):
     names = attention_plots.write_figures(analyses, tmp_path)
-    assert sorted(names) == sorted(f"{n}.{ext}" for n in attention_plots.FIGURES
-                                   for ext in ("png", "pdf"))
+    drawn = [*attention_plots.FIGURES, *attention_plots.TB_FIGURES]
+    assert sorted(names) == sorted(f"{n}.{ext}" for n in drawn for ext in ("png", "pdf"))
     for name in names:
         data = (tmp_path / name).read_bytes()
         assert len(data) > 1000
@@ -289,7 +387,8 @@ def test_attn_command_writes_records_table4_reads(tokenizer, tmp_path):
     out = tmp_path / "results"
     args = ["attn", "--suite", "squad", "--branch", "2", "--limit", "4", "--max-new-tokens", "3",
             "--model", str(tmp_path / "tiny-a"), "--compare", str(tmp_path / "tiny-b"),
-            "--mask", "cross", "--layers", "1", "--output-dir", str(out), "--run-id", "att"]
+            "--mask", "cross", "--layers", "1", "--output-dir", str(out), "--run-id", "att",
+            "--tb-heads"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     record = json.loads((out / "att" / "attention.json").read_text())
@@ -301,6 +400,14 @@ def test_attn_command_writes_records_table4_reads(tokenizer, tmp_path):
     assert record["n_groups"] == 2 and record["n_questions"] == 4
     for name in record["figures"]:
         assert (out / "att" / name).stat().st_size > 1000
+    # the (t, b) view: step 1 of the first group, for the captured layer, per head too
+    tb = record["tb"]
+    assert (tb["step"], tb["group"], tb["layers"], tb["figure_layer"]) == (1, 0, [1], 1)
+    assert tb["queries"]["b"] == [1, 2] and len(tb["head_mass"][0]) == 4
+    assert {"tb_heatmap.png", "tb_branches.pdf", "tb_heads.png"} <= set(record["figures"])
+    assert record["settings"]["tb_step"] == 1
+    compared = json.loads((out / "att" / "compare" / "attention.json").read_text())
+    assert compared["tb"]["step"] == 1
     # both records are valid for the tables, one row per model
     loaded = results.load(out)
     assert not loaded.skipped and len(loaded.attention) == 2
@@ -309,3 +416,8 @@ def test_attn_command_writes_records_table4_reads(tokenizer, tmp_path):
     # same run id again: refused with a one-line error
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "already exists" in res.output
+    # a step past the last decoding step, or a layer not captured: refused before the run
+    for extra, message in ((["--tb-step", "3"], "last decoding step is 2"),
+                           (["--tb-layer", "0"], "not among the captured layers")):
+        res = CliRunner().invoke(app, [*args[:-3], "--run-id", "att2", *extra])
+        assert res.exit_code == 2 and message in res.output, res.output

@@ -31,6 +31,16 @@ def register(app: typer.Typer) -> None:
             help="Layers to capture, e.g. 0,4,8-11 (default: all).")] = None,
         heads: Annotated[str | None, typer.Option(
             help="Query heads to capture, e.g. 0-3 (default: all).")] = None,
+        tb_step: Annotated[int | None, typer.Option(
+            help="Step of the (t, b) heatmaps: 0 = the packed prefill (each branch's last "
+                 "prompt token), k = the k-th decoding step (default: the first), taken "
+                 "from the first group that reaches it.")] = None,
+        tb_layer: Annotated[int | None, typer.Option(
+            help="Layer of the per-branch (and per-head) (t, b) figures "
+                 "(default: the middle captured layer).")] = None,
+        tb_heads: Annotated[bool, typer.Option(
+            "--tb-heads", help="Also keep the (t, b) attention per head (a larger record) "
+                               "and draw tb_heads.")] = False,
         compare: Annotated[str | None, typer.Option(
             help="A second model (e.g. a 2D-RoPE checkpoint) analysed side by side.")] = None,
         data_dir: Annotated[str | None, typer.Option(help="Benchmark data folder.")] = None,
@@ -50,7 +60,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from pmbench.attention import AttnSettings, run_attention
+        from pmbench.attention import TB_STEP, AttnSettings, run_attention
         from pmbench.cli import _quiet_libraries
 
         _quiet_libraries()
@@ -60,7 +70,9 @@ def register(app: typer.Typer) -> None:
             max_new_tokens=max_new_tokens, ignore_eos=ignore_eos,
             rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
                     "mask": mask},
-            layers=layers, heads=heads, data_dir=data_dir, output_dir=output_dir,
+            layers=layers, heads=heads, tb_step=TB_STEP if tb_step is None else tb_step,
+            tb_layer=tb_layer, tb_heads=tb_heads,
+            data_dir=data_dir, output_dir=output_dir,
             device=device, dtype=dtype, run_id=run_id,
         )
         with err.status("attention analysis") as status:
@@ -80,6 +92,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(f"{label} heads", *(str(r["summary"]["heads"][label]) for r in rows))
         out.print(table)
         out.print(f"record: {output_dir}/{record['run_id']}/attention.json", highlight=False)
-        grid = next(f for f in record["figures"] if f.startswith("heatmap_grid") and
-                    f.endswith(".png"))
-        out.print(f"heatmap grid: {output_dir}/{record['run_id']}/{grid}", highlight=False)
+        for name, what in (("heatmap_grid", "heatmap grid"), ("tb_heatmap", "(t, b) heatmap")):
+            png = f"{name}.png"
+            if png in record["figures"]:
+                out.print(f"{what}: {output_dir}/{record['run_id']}/{png}", highlight=False)
