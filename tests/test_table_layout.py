@@ -23,19 +23,22 @@ from pmbench import tables
 from pmbench.results import load, method_label, run_purpose
 
 SQUAD_INFO = {"suite": "squad", "data_files": ["squad/dev-v1.1.json"]}
+DEFAULT_ROPE2D = {"ratio": 0.0, "mode": "split", "branch_freqs": "interleaved",
+                  "mask": "isolated"}
 
 
 def write_run(root: Path, run_id: str, method: str, branch: int, suite: str, *,
               throughput: bool, tok_s: float, q_s: float, metrics: dict,
-              max_new_tokens: int = 64, minute: int = 0) -> None:
-    """A minimal valid run record (rope2d at ratio 0 with default settings)."""
+              max_new_tokens: int = 64, minute: int = 0, model: str = "m",
+              rope2d: dict | None = None) -> None:
+    """A minimal valid run record (rope2d at ratio 0 with default settings unless
+    `rope2d` says otherwise)."""
     record = {
         "run_id": run_id, "created": f"2026-12-01T10:{minute:02d}:00+00:00",
-        "method": method, "branch": branch, "suite": suite, "model": "m", "limit": 8,
+        "method": method, "branch": branch, "suite": suite, "model": model, "limit": 8,
         "max_new_tokens": max_new_tokens, "ignore_eos": throughput, "seed": 0,
         "repeats": 3 if throughput else 1, "status": "complete",
-        "rope2d": {"ratio": 0.0, "mode": "split", "branch_freqs": "interleaved",
-                   "mask": "isolated"} if method == "rope2d" else None,
+        "rope2d": {**DEFAULT_ROPE2D, **(rope2d or {})} if method == "rope2d" else None,
         "metrics": {**metrics, "n": 8},
         "throughput": {"output_tok_s": tok_s, "total_tok_s": 5 * tok_s, "q_s": q_s},
     }
@@ -108,18 +111,93 @@ def test_table1_takes_tok_s_from_throughput_runs_and_acc_from_accuracy_runs(two_
            "SQuAD F1." in text
 
 
-def test_table3_speedup_from_throughput_runs_and_mmlu_from_accuracy_runs(two_kinds):
+def test_table3_speedup_from_throughput_runs_and_accuracy_from_accuracy_runs(two_kinds):
     t3 = tables.build(3, load(two_kinds))
     mmlu = t3.data[t3.data["Suite"] == "MMLU"].set_index(["Method", "#branch"])
     rope = mmlu.loc["rope2d r=0"]
     assert rope["tok/s"].tolist() == [40, 100]
     assert rope["Speedup (×)"].tolist() == [1.0, 2.5]  # 100 / 40, not 5 / 4
     assert rope["MMLU Acc (%)"].tolist() == [30, 40]
-    assert pd.isna(mmlu.loc[("sequential", 1), "tok/s"])  # an accuracy run only
-    assert mmlu.loc[("sequential", 1), "MMLU Acc (%)"] == 20
     assert set(t3.data["Training"]) == {"as shipped"}
     squad = t3.data[t3.data["Suite"] == "SQuAD"].set_index(["Method", "#branch"])
-    assert ("sequential", 4) not in squad.index  # a SQuAD accuracy run has nothing here
+    # sequential #branch 1 has a SQuAD throughput run: its MMLU accuracy (an accuracy run
+    # only) and its SQuAD F1 sit on that row, not on a row of their own
+    assert ("sequential", 1) not in mmlu.index
+    assert squad.loc[("sequential", 1), ["tok/s", "MMLU Acc (%)", "SQuAD F1 (%)"]].tolist() == [
+        10, 20, 60]  # F1 of the accuracy run, not the throughput run's 10
+    assert squad.loc[("rope2d r=0", 4), "SQuAD F1 (%)"] == 55
+    assert pd.isna(squad.loc[("batch", 4), "SQuAD F1 (%)"])  # a throughput run only
+    # an accuracy run only: one row without tok/s
+    assert pd.isna(squad.loc[("sequential", 4), "tok/s"])
+    assert squad.loc[("sequential", 4), "SQuAD F1 (%)"] == 60
+    assert not t3.data.duplicated(["Method", "Suite", "#branch"]).any()
+
+
+def write_train(root: Path, run_id: str, rope2d: dict, heldout_loss: dict, *,
+                heldout_loss_start: float | None = None, kind: str = "finetune",
+                model: str = "m", branches: int = 4) -> None:
+    """A minimal valid training record; its checkpoint is "<run_id>/checkpoint"."""
+    record = {"run_id": run_id, "created": "2026-12-01T09:00:00+00:00", "kind": kind,
+              "model": model, "rope2d": {**DEFAULT_ROPE2D, **rope2d}, "branches": branches,
+              "heldout_loss": heldout_loss, "checkpoint": f"{run_id}/checkpoint",
+              "status": "complete"}
+    if heldout_loss_start is not None:
+        record["heldout_loss_start"] = heldout_loss_start
+    path = root / run_id / "train.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+
+
+def test_table2_before_and_after_rows_by_mask_then_ratio(tmp_path):
+    """Fine-tunes of one base model: the sequential reference, then per run (by mask,
+    then ratio) the base model as shipped at the run's settings and the checkpoint, each
+    from accuracy runs at the trained #branch."""
+    acc = {"throughput": False, "tok_s": 1, "q_s": 1}
+    settings = [("isolated", 0.5), ("cross", 0.25), ("cross", 0.0)]
+    for i, (mask, ratio) in enumerate(settings):
+        rope = {"ratio": ratio, "mask": mask}
+        write_train(tmp_path, f"ft{i}", rope, {"1": 9.0, "4": 2.0 + i},
+                    heldout_loss_start=3.0 + i if i else None)  # ft0: an older record
+        write_run(tmp_path, f"base{i}", "rope2d", 4, "mmlu", **acc, rope2d=rope,
+                  metrics={"acc": 0.1 * i})
+        write_run(tmp_path, f"ck{i}", "rope2d", 4, "mmlu", **acc, rope2d=rope,
+                  model=f"ft{i}/checkpoint", metrics={"acc": 0.5 + 0.1 * i})
+        write_run(tmp_path, f"cksq{i}", "rope2d", 4, "squad", **acc, rope2d=rope,
+                  model=f"ft{i}/checkpoint", metrics={"f1": 0.25 * i, "em": 0.125 * i})
+    write_run(tmp_path, "seq", "sequential", 4, "mmlu", **acc, metrics={"acc": 0.75})
+    # must not be picked: the checkpoint's newer #branch-8 accuracy run and its #branch-4
+    # throughput run, the base model at another ratio, sequential at #branch 1
+    write_run(tmp_path, "ck0-b8", "rope2d", 8, "mmlu", **acc, model="ft0/checkpoint",
+              rope2d={"ratio": 0.5}, metrics={"acc": 0.0}, minute=9)
+    write_run(tmp_path, "ck0-tput", "rope2d", 4, "mmlu", throughput=True, tok_s=9, q_s=9,
+              model="ft0/checkpoint", rope2d={"ratio": 0.5}, metrics={"acc": 0.0}, minute=9)
+    write_run(tmp_path, "base-other", "rope2d", 4, "mmlu", **acc, rope2d={"ratio": 0.75},
+              metrics={"acc": 0.0}, minute=9)
+    write_run(tmp_path, "seq1", "sequential", 1, "mmlu", **acc, metrics={"acc": 0.0}, minute=9)
+
+    t2 = tables.build(2, load(tmp_path))
+    data = t2.data
+    assert set(data["Training"]) == {"fine-tuned: m"}
+    assert data["Weights"].tolist() == ["as shipped"] + ["as shipped", "fine-tuned"] * 3
+    assert data["Model"].tolist() == ["m", "m", "ft2/checkpoint", "m", "ft1/checkpoint", "m",
+                                      "ft0/checkpoint"]
+    assert data["Mask"].fillna("none").tolist() == ["none"] + ["cross"] * 4 + ["isolated"] * 2
+    assert data["Ratio"].tolist()[1:] == [0.0, 0.0, 0.25, 0.25, 0.5, 0.5]
+    assert data["Setting"].tolist() == ["sequential"] + ["split/interleaved"] * 6
+    assert data["#branch"].tolist() == [4] * 7
+    # before training, then after; ft0's record has no loss before training
+    assert data["Loss"].tolist()[1:5] == [5.0, 4.0, 4.0, 3.0]
+    assert data["Loss"].iloc[[0, 5]].isna().all() and data["Loss"].iloc[6] == 2.0
+    assert data["MMLU (%)"].round(6).tolist() == [75, 20, 70, 10, 60, 0, 50]
+    assert data["SQuAD F1 (%)"].tolist()[2::2] == [50, 25, 0]
+    assert data["SQuAD EM (%)"].tolist()[2::2] == [25, 12.5, 0]
+    assert data["SQuAD F1 (%)"].iloc[[0, 1, 3, 5]].isna().all()  # no base SQuAD runs
+    text = tables.render(t2)
+    assert "| **fine-tuned: m** |" in text  # the group is a heading, not a column
+    assert "heldout_loss_start" in text and "Merged" not in text
+    assert tables.render(t2, "csv").splitlines()[0] == (
+        "Training,Model,Weights,Mask,Ratio,Setting,#branch,Loss,SQuAD F1 (%),SQuAD EM (%),"
+        "MMLU (%),C-Eval (%)")
 
 
 def test_table5_q_s_from_accuracy_runs(two_kinds):
@@ -168,17 +246,27 @@ def test_row_groups_in_each_format():
     assert "\\midrule\n\\multicolumn{14}{l}{\\textit{results/20261120-090000-pretrain" in latex
     csv = tables.render(t1, "csv").splitlines()
     assert csv[0].startswith("Model,Method,#branch,MMLU tok/s,MMLU Acc,C-Eval tok/s")
-    assert sum(line.startswith("smollm2-135m-instruct,") for line in csv) == 6
+    assert sum(line.startswith("smollm2-135m-instruct,") for line in csv) == 7
 
     t3 = tables.render(tables.build(3, load(FIXTURES)))
     headings = [ln.split("|")[1].strip() for ln in t3.splitlines() if ln.startswith("| **")]
     assert headings == ["**pre-trained from scratch**", "**fine-tuned**", "**as shipped**"]
 
+    t2 = tables.build(2, load(FIXTURES))
+    latex = tables.render(t2, "latex")
+    assert ("\\midrule\n\\multicolumn{11}{l}{\\textit{fine-tuned: smollm2-135m-instruct}} "
+            "\\\\\nsmollm2-135m-instruct & as shipped & – & – & sequential & 4 &") in latex
+    csv = tables.render(t2, "csv").splitlines()
+    assert csv[0].startswith("Training,Model,Weights,Mask,Ratio,Setting,#branch,Loss,")
+    assert csv[3] == ("fine-tuned: smollm2-135m-instruct,smollm2-135m-instruct,as shipped,,,"
+                      "sequential,4,,,,37.5,")
+
 
 def test_methods_in_paper_order():
     t1 = tables.build(1, load(FIXTURES), models=["smollm2-135m-instruct"])
     assert t1.data[("", "Method")].tolist() == [
-        "sequential", "sequential", "batch", "prefix", "rope2d r=0", "rope2d r=0"]
+        "sequential", "sequential", "batch", "prefix", "rope2d r=0", "rope2d r=0",
+        "rope2d r=0.5 cross"]
 
 
 def test_table_without_number_prints_every_table_table1_first():

@@ -4,14 +4,20 @@ The fixture folder holds, on the default model, *throughput runs* (``ignore_eos`
 64 tokens: SQuAD and MMLU with sequential, batch and rope2d at #branch 1 and 4, one cell
 recorded twice) and *accuracy runs* (SQuAD, SQuAD v2.0 and MMLU, with other accuracy
 and Q/s figures than the throughput runs; a prefix run at #branch 2 has no throughput
-run; batch and sequential at #branch 4 on SQuAD have no accuracy run).
-Three checkpoints (two pretrained, one spelled as an absolute path, one recorded as
-`pmbench run` records a local folder: `model` "checkpoint", the path in
-`settings.model`; one fine-tuned with the cross mask) have both kinds of run on MMLU or
-C-Eval. Plus three training records and two attention records. Expected numbers are
-worked out by hand from those files (for example the rope2d #branch 4 SQuAD speedup in
-Table 5: 7.0 / 2.0 Q/s = 3.50, both accuracy runs; sequential has no accuracy run at
-#branch 4, so its #branch 1 run on the same 8 questions is the reference).
+run; batch and sequential at #branch 4 on SQuAD have no accuracy run; sequential at
+#branch 4 has an MMLU accuracy run, Table 2's reference). Three checkpoints (two
+pretrained, one spelled as an absolute path, one recorded as `pmbench run` records a
+local folder: `model` "checkpoint", the path in `settings.model`; one fine-tuned with the
+cross mask) have both kinds of run on MMLU or C-Eval. The fine-tuned one also has a
+SQuAD accuracy run at its trained #branch 4 and a newer MMLU accuracy run at #branch 8
+(spelled "<run id>/checkpoint"), which must not replace its #branch 4 accuracy in
+Table 2; the base model has accuracy runs at the fine-tune's 2D settings (r=0.5 cross,
+#branch 4) on MMLU and SQuAD, the fine-tune's "as shipped" row. Plus three training
+records (the fine-tune's with its held-out loss before training, heldout_loss_start)
+and two attention records. Expected numbers are worked out by hand from those files
+(for example the rope2d #branch 4 SQuAD speedup in Table 5: 7.0 / 2.0 Q/s = 3.50, both
+accuracy runs; sequential has no SQuAD accuracy run at #branch 4, so its #branch 1 run
+on the same 8 questions is the reference).
 """
 
 from __future__ import annotations
@@ -59,14 +65,16 @@ Table 1: Throughput (output tok/s, throughput runs) and accuracy (%, accuracy ru
 | **results/20261120-100000-pretrain-r0.50-ab02/checkpoint** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
 | rope2d r=0.5 high  |       4 |       28.5 |     68.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
 | **results/20261121-080000-finetune-r0.50-ab03/checkpoint** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
-| rope2d r=0.5 cross |       4 |       27.0 |     31.2 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
+| rope2d r=0.5 cross |       4 |       27.0 |     31.2 |            – |          – |           – |         – |               – |             – |           – |      52.5 |                – |              – |
+| rope2d r=0.5 cross |       8 |          – |     18.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
 | **smollm2-135m-instruct** |         |            |          |              |            |             |           |                 |               |             |           |                  |                |
 | sequential         |       1 |       10.0 |     31.2 |            – |          – |           – |         – |               – |             – |        20.0 |      55.0 |                – |           60.0 |
-| sequential         |       4 |          – |        – |            – |          – |           – |         – |               – |             – |        20.5 |         – |                – |              – |
+| sequential         |       4 |          – |     37.5 |            – |          – |           – |         – |               – |             – |        20.5 |         – |                – |              – |
 | batch              |       4 |          – |        – |            – |          – |           – |         – |               – |             – |        50.0 |         – |                – |              – |
 | prefix             |       2 |          – |        – |            – |          – |           – |         – |               – |             – |           – |      55.0 |                – |              – |
 | rope2d r=0         |       1 |       11.0 |     31.2 |            – |          – |           – |         – |               – |             – |        21.0 |      55.0 |                – |              – |
 | rope2d r=0         |       4 |       30.0 |     43.8 |            – |          – |           – |         – |               – |             – |        70.0 |      57.5 |                – |           55.0 |
+| rope2d r=0.5 cross |       4 |          – |     25.0 |            – |          – |           – |         – |               – |             – |           – |      40.0 |                – |              – |
 
 Acc (%): MMLU accuracy, C-Eval accuracy, GSM8K exact match, HumanEval pass@1, SQuAD F1, SQuAD v2.0 F1.
 tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Acc: accuracy runs (each suite's own stop strings and token budget). A cell without its kind of run shows –.
@@ -74,39 +82,46 @@ tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens 
 """  # noqa: E501
 
 TABLE2 = """\
-Table 2: rope_2d_ratio ablation: held-out loss and accuracy of trained checkpoints
+Table 2: rope_2d_ratio ablation: held-out loss and accuracy before and after training
 
-| Training | Model                 | Ratio | Setting                    | #branch |  Loss | MMLU (%) | C-Eval (%) |
-|:---------|:----------------------|------:|:---------------------------|--------:|------:|---------:|-----------:|
-| finetune | smollm2-135m-instruct |  0.50 | split/interleaved/cross    |       4 | 2.000 |     31.2 |          – |
-| pretrain | cpu-tiny              |  0.25 | split/interleaved/isolated |       4 | 4.250 |     56.2 |       43.8 |
-| pretrain | cpu-tiny              |  0.50 | split/high/isolated        |       4 | 4.312 |     68.8 |          – |
+| Model                                                  | Weights     | Mask     | Ratio | Setting           | #branch |  Loss | SQuAD F1 (%) | SQuAD EM (%) | MMLU (%) | C-Eval (%) |
+|:-------------------------------------------------------|:------------|:---------|------:|:------------------|--------:|------:|-------------:|-------------:|---------:|-----------:|
+| **pre-trained from scratch: cpu-tiny**                 |             |          |       |                   |         |       |              |              |          |            |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | pre-trained | isolated |  0.25 | split/interleaved |       4 | 4.250 |            – |            – |     56.2 |       43.8 |
+| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | pre-trained | isolated |  0.50 | split/high        |       4 | 4.312 |            – |            – |     68.8 |          – |
+| **fine-tuned: smollm2-135m-instruct**                  |             |          |       |                   |         |       |              |              |          |            |
+| smollm2-135m-instruct                                  | as shipped  | –        |     – | sequential        |       4 |     – |            – |            – |     37.5 |          – |
+| smollm2-135m-instruct                                  | as shipped  | cross    |  0.50 | split/interleaved |       4 | 2.625 |         40.0 |         25.0 |     25.0 |          – |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | fine-tuned  | cross    |  0.50 | split/interleaved |       4 | 2.000 |         52.5 |         37.5 |     31.2 |          – |
 
-Loss: held-out loss at the #branch trained with; MMLU and C-Eval: the checkpoint's accuracy in accuracy runs (each suite's own stop strings and token budget).
+Weights: as shipped is the base model before training (its sequential row, decoding one question at a time, is the reference); fine-tuned / pre-trained is the training run's checkpoint. Loss: held-out loss on the training run's held-out split at the trained #branch: for a checkpoint after training, for as shipped before the first step (heldout_loss_start: the base model at the same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at that #branch in accuracy runs (each suite's own stop strings and token budget), as shipped at the training run's ratio, mask and setting.
 """  # noqa: E501
 
 TABLE3 = f"""\
-Table 3: Branch scaling: throughput, speedup over #branch 1, loss and MMLU
+Table 3: Branch scaling: throughput, speedup over #branch 1, loss, MMLU and SQuAD
 
-| Model                                                  | Method             | Suite  | #branch | tok/s | Speedup (×) |  Loss | MMLU Acc (%) |
-|:-------------------------------------------------------|:-------------------|:-------|--------:|------:|------------:|------:|-------------:|
-| **pre-trained from scratch**                           |                    |        |         |       |             |       |              |
-| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | MMLU   |       4 |  28.0 |           – | 4.250 |         56.2 |
-| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | C-Eval |       4 |  26.0 |           – | 4.250 |         56.2 |
-| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | rope2d r=0.5 high  | MMLU   |       4 |  28.5 |           – | 4.312 |         68.8 |
-| **fine-tuned**                                         |                    |        |         |       |             |       |              |
-| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       4 |  27.0 |           – | 2.000 |         31.2 |
-| **as shipped**                                         |                    |        |         |       |             |       |              |
-| smollm2-135m-instruct                                  | sequential         | MMLU   |       1 |  10.0 |        1.00 |     – |         31.2 |
-| smollm2-135m-instruct                                  | sequential         | SQuAD  |       1 |  20.0 |        1.00 |     – |         31.2 |
-| smollm2-135m-instruct                                  | sequential         | SQuAD  |       4 |  20.5 |        1.02 |     – |            – |
-| smollm2-135m-instruct                                  | batch              | SQuAD  |       4 |  50.0 |           – |     – |            – |
-| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       1 |  11.0 |        1.00 |     – |         31.2 |
-| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       4 |  30.0 |        2.73 |     – |         43.8 |
-| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       1 |  21.0 |        1.00 |     – |         31.2 |
-| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       4 |  70.0 |        3.33 |     – |         43.8 |
+| Model                                                  | Method             | Suite  | #branch | tok/s | Speedup (×) |  Loss | MMLU Acc (%) | SQuAD F1 (%) |
+|:-------------------------------------------------------|:-------------------|:-------|--------:|------:|------------:|------:|-------------:|-------------:|
+| **pre-trained from scratch**                           |                    |        |         |       |             |       |              |              |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | MMLU   |       4 |  28.0 |           – | 4.250 |         56.2 |            – |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | C-Eval |       4 |  26.0 |           – | 4.250 |         56.2 |            – |
+| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | rope2d r=0.5 high  | MMLU   |       4 |  28.5 |           – | 4.312 |         68.8 |            – |
+| **fine-tuned**                                         |                    |        |         |       |             |       |              |              |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       4 |  27.0 |           – | 2.000 |         31.2 |         52.5 |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       8 |     – |           – |     – |         18.8 |            – |
+| **as shipped**                                         |                    |        |         |       |             |       |              |              |
+| smollm2-135m-instruct                                  | sequential         | MMLU   |       1 |  10.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | sequential         | SQuAD  |       1 |  20.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | sequential         | SQuAD  |       4 |  20.5 |        1.02 |     – |         37.5 |            – |
+| smollm2-135m-instruct                                  | batch              | SQuAD  |       4 |  50.0 |           – |     – |            – |            – |
+| smollm2-135m-instruct                                  | prefix             | SQuAD  |       2 |     – |           – |     – |            – |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       1 |  11.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       4 |  30.0 |        2.73 |     – |         43.8 |         57.5 |
+| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       1 |  21.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       4 |  70.0 |        3.33 |     – |         43.8 |         57.5 |
+| smollm2-135m-instruct                                  | rope2d r=0.5 cross | MMLU   |       4 |     – |           – |     – |         25.0 |         40.0 |
 
-tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Speedup: tok/s over #branch 1 of the same model, method and suite; Loss: held-out loss of the model's training run at that #branch; MMLU Acc: from accuracy runs (each suite's own stop strings and token budget).
+tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Speedup: tok/s over #branch 1 of the same model, method and suite; Loss: held-out loss of the model's training run at that #branch; MMLU Acc and SQuAD F1: from accuracy runs (each suite's own stop strings and token budget) of the same model, method and #branch, whatever the row's suite (a row without a throughput run has accuracy runs only).
 {MERGED}
 """  # noqa: E501
 
@@ -124,18 +139,21 @@ Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_s
 TABLE5 = """\
 Table 5: SQuAD parallel QA: Q/s (accuracy runs, real stopping) and speedup over sequential decoding
 
-| Version | Method     | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
-|:--------|:-----------|-----------:|-----:|------------:|-------:|-------:|--------------:|-------------:|
-| **smollm2-135m-instruct** |            |            |      |             |        |        |               |              |
-| v1.1    | sequential |          1 | 2.00 |        1.00 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0 |          1 | 2.10 |        1.05 |   55.0 |   50.0 |             – |            – |
-| v1.1    | prefix     |          2 | 3.50 |        1.75 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0 |          4 | 7.00 |        3.50 |   57.5 |   50.0 |             – |            – |
-| v2.0    | sequential |          1 | 1.80 |        1.00 |   60.0 |   50.0 |          45.0 |         75.0 |
-| v2.0    | rope2d r=0 |          4 | 6.30 |        3.50 |   55.0 |   50.0 |          40.0 |         70.0 |
+| Version | Method             | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
+|:--------|:-------------------|-----------:|-----:|------------:|-------:|-------:|--------------:|-------------:|
+| **results/20261121-080000-finetune-r0.50-ab03/checkpoint** |                    |            |      |             |        |        |               |              |
+| v1.1    | rope2d r=0.5 cross |          4 | 6.00 |           – |   52.5 |   37.5 |             – |            – |
+| **smollm2-135m-instruct** |                    |            |      |             |        |        |               |              |
+| v1.1    | sequential         |          1 | 2.00 |        1.00 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0         |          1 | 2.10 |        1.05 |   55.0 |   50.0 |             – |            – |
+| v1.1    | prefix             |          2 | 3.50 |        1.75 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0         |          4 | 7.00 |        3.50 |   57.5 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0.5 cross |          4 | 6.50 |        3.25 |   40.0 |   25.0 |             – |            – |
+| v2.0    | sequential         |          1 | 1.80 |        1.00 |   60.0 |   50.0 |          45.0 |         75.0 |
+| v2.0    | rope2d r=0         |          4 | 6.30 |        3.50 |   55.0 |   50.0 |          40.0 |         70.0 |
 
 Q/s: questions answered per second in accuracy runs (each suite's own stop strings and token budget), i.e. with real stopping; #questions: questions answered together (the group size N); Speedup: Q/s over sequential on the same questions (same model, suite and number scored).
-Questions scored per row: 8 on SQuAD, 16 on SQuAD v2.0.
+Questions scored per row: 8 on SQuAD results/20261121-080000-finetune-r0.50-ab03/checkpoint, 8 on SQuAD smollm2-135m-instruct, 16 on SQuAD v2.0 smollm2-135m-instruct.
 HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.
 """  # noqa: E501
 
@@ -166,16 +184,32 @@ def test_csv_holds_raw_values_and_empty_cells(records):
     assert pd.isna(cell["GSM8K Acc"])  # a core suite without records still has its columns
     assert t1.loc[(CK25, "rope2d r=0.25", 4), "C-Eval Acc"] == 43.75  # absolute path merged
 
-    t2 = _csv(records, 2).set_index(["Training", "Ratio"])
-    assert t2.loc[("pretrain", 0.5), "Loss"] == 4.3125  # full precision, shown as 4.312
-    assert t2.loc[("finetune", 0.5), "MMLU (%)"] == 31.25
-    assert pd.isna(t2.loc[("finetune", 0.5), "C-Eval (%)"])
+    t2 = _csv(records, 2)
+    assert t2["Training"].unique().tolist() == ["pre-trained from scratch: cpu-tiny",
+                                                "fine-tuned: smollm2-135m-instruct"]
+    assert t2.loc[1, "Loss"] == 4.3125  # full precision, shown as 4.312
+    tuned = t2[t2["Training"] == "fine-tuned: smollm2-135m-instruct"]
+    assert tuned["Weights"].tolist() == ["as shipped", "as shipped", "fine-tuned"]
+    assert tuned["Mask"].isna().tolist() == [True, False, False]  # sequential: no 2D RoPE
+    assert tuned["Loss"].tolist()[1:] == [2.625, 2.0]  # before and after training
+    assert tuned["SQuAD F1 (%)"].tolist()[1:] == [40.0, 52.5]
+    # #branch 4 accuracy runs only: not the checkpoint's newer #branch-8 run (18.75), nor
+    # its #branch-4 throughput run (12.5)
+    assert tuned["MMLU (%)"].tolist() == [37.5, 25.0, 31.25]
+    assert tuned["C-Eval (%)"].isna().all()
 
     t3 = _csv(records, 3).set_index(["Model", "Method", "Suite", "#branch"])
     assert t3.loc[("smollm2-135m-instruct", "rope2d r=0", "MMLU", 4), "Speedup (×)"] == (
         pytest.approx(30 / 11))
     assert t3["Training"].unique().tolist() == ["pre-trained from scratch", "fine-tuned",
                                                 "as shipped"]
+    cells = t3.reset_index().set_index(["Model", "Method", "#branch"])
+    # a cell with MMLU and SQuAD accuracy runs but no throughput run: one row, both figures
+    shipped = cells.loc[[("smollm2-135m-instruct", "rope2d r=0.5 cross", 4)]]
+    assert len(shipped) == 1 and pd.isna(shipped["tok/s"].iloc[0])
+    assert (shipped["MMLU Acc (%)"].iloc[0], shipped["SQuAD F1 (%)"].iloc[0]) == (25.0, 40.0)
+    # ... while a cell with throughput runs has one row per suite of those
+    assert len(cells.loc[[("smollm2-135m-instruct", "rope2d r=0", 4)]]) == 2
 
     t5 = _csv(records, 5).set_index(["Version", "Method", "#questions"])
     assert t5.loc[("v1.1", "rope2d r=0", 4), "Speedup (×)"] == pytest.approx(7.0 / 2.0)
@@ -204,7 +238,13 @@ def test_filters_keep_only_the_chosen_model_and_suite(records):
     # Table 3: --suite keeps that suite's rows; MMLU accuracy is still the model's
     t3 = tables.build(3, records, models=["smollm2-135m-instruct"], suites=["squad"])
     assert set(t3.data["Suite"]) == {"SQuAD"}
-    assert t3.data["MMLU Acc (%)"].tolist()[-1] == 43.75  # rope2d r=0, #branch 4
+    rope = t3.data.set_index(["Method", "#branch"])
+    assert rope.loc[("rope2d r=0", 4), "MMLU Acc (%)"] == 43.75
+    assert rope.loc[("rope2d r=0.5 cross", 4), "Suite"] == "SQuAD"  # its accuracy-only row
+    # Table 2: --model keeps the training runs of that base model
+    t2 = tables.build(2, records, models=["cpu-tiny"])
+    assert t2.data["Training"].unique().tolist() == ["pre-trained from scratch: cpu-tiny"]
+    assert "as shipped" not in set(t2.data["Weights"])  # a random init is not shipped
 
 
 @pytest.mark.parametrize("args, message", [
