@@ -55,6 +55,21 @@ old records.
 An entry's keys (`pmbench train` long option names) override `options`; `id` is the run
 id, used as given because evaluation grids name `results/<id>/checkpoint`.
 
+**Staged grids** chain such grids, e.g. training and then evaluating the checkpoints
+(the reference experiment, suites/grids/reference-cpu.yaml):
+
+    name: reference-cpu
+    output_dir: results/reference/cpu-smollm2    # the default --output-dir of this grid
+    stages:
+      - {stage: train, kind: train, options: {..}, runs: [{id: ft-r0.5, ..}]}
+      - {stage: eval, models: [results/reference/cpu-smollm2/ft-r0.5/checkpoint], ..}
+
+Each stage is a grid of either kind (without `name` or `output_dir`, which are the whole
+grid's); cells run stage after stage and `--stage NAME` runs one stage. A run cell whose
+model is `<folder>/<id>/checkpoint` of one of the grid's training runs waits while
+another process (another shard) trains it, and fails at once when that training failed
+or was never started. A run cell that an earlier stage already has runs once, there.
+
 In both kinds option names take "_" or "-", and every cell's command line is checked
 by the CLI's own parser before anything runs: a bad grid is bad input, not a crash
 an hour in. A cell is done when `<output-dir>/<id>/run.json` (train.json) exists with
@@ -88,8 +103,11 @@ from typing import Any, ClassVar, NamedTuple
 import yaml
 
 from pmbench.errors import BadInput
+from pmbench.train.record import CHECKPOINT_DIR
 
 KINDS = ("run", "train")
+STAGED_KEYS = {"name", "description", "output_dir", "stages"}
+STAGE_KEY = "stage"  # a stage's own name (for --stage), not part of its cells' ids
 AXES = {"models": "model", "methods": "method", "branches": "branch", "suites": "suite"}
 RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "exclude",
             "throughput", *AXES}
@@ -203,6 +221,7 @@ class Cell:
     rope2d: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     throughput: bool = False  # the throughput run of a grid with a `throughput:` block
+    stage: str = field(default="", compare=False)  # the stage of a staged grid (not in the id)
     kind: ClassVar[str] = "run"
     record_file: ClassVar[str] = "run.json"
 
@@ -256,6 +275,7 @@ class TrainCell:
     run_id: str
     command: str
     options: dict[str, Any] = field(default_factory=dict)
+    stage: str = field(default="", compare=False)
     kind: ClassVar[str] = "train"
     record_file: ClassVar[str] = "train.json"
     total: ClassVar[None] = None
@@ -428,13 +448,63 @@ def expand_grid(raw: Any, name: str,
     """
     if not isinstance(raw, Mapping):
         raise BadInput("a grid file must hold a mapping (keys: models, methods, ...)")
+    grid = _safe_name(str(raw.get("name") or name))
+    if "stages" in raw:
+        return _expand_stages(raw, grid, overrides)
     kind = raw.get("kind", "run")
     if kind not in KINDS:
         raise BadInput(f"grid kind {kind!r} is not supported; valid: {', '.join(KINDS)}")
-    grid = _safe_name(str(raw.get("name") or name))
     if kind == "train":
         return _expand_train(raw, grid, overrides)
     return _expand_run(raw, grid, overrides)
+
+
+def _expand_stages(raw: Mapping[str, Any], grid: str,
+                   overrides: Mapping[str, Any] | None) -> list[AnyCell]:
+    """A staged grid: its stages' cells, stage after stage (each stage a train or run grid
+    named by `stage:`; every cell id uses the grid's name). `--set` applies to the run
+    stages only: train and run commands take different options."""
+    _check_keys(raw, STAGED_KEYS, "staged")
+    stages = raw["stages"]
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, Mapping)
+                                                             for s in stages):
+        raise BadInput("grid stages: a list of grids (mappings), each with a `stage` name")
+    cells: list[AnyCell] = []
+    names: list[str] = []
+    for k, stage in enumerate(stages, 1):
+        stage = dict(stage)
+        stage_name = _safe_name(str(stage.pop(STAGE_KEY, f"stage{k}")))
+        if stage_name in names:
+            raise BadInput(f"grid stages: two stages named {stage_name!r}")
+        names.append(stage_name)
+        if "stages" in stage or "name" in stage or "output_dir" in stage:
+            raise BadInput(f"grid stage {stage_name}: 'stages', 'name' and 'output_dir' belong "
+                           "to the whole grid")
+        train = stage.get("kind") == "train"
+        stage_cells = expand_grid({**stage, "name": grid}, grid,
+                                  None if train else overrides)
+        seen = {c.id for c in cells}
+        for cell in stage_cells:
+            if cell.id in seen and cell.kind == "train":
+                raise BadInput(f"grid stages: training run {cell.id} is in two stages")
+            if cell.id not in seen:  # a run cell an earlier stage has: it runs once, there
+                cells.append(replace(cell, stage=stage_name))
+    return cells
+
+
+def stage_names(cells: Iterable[AnyCell]) -> list[str]:
+    """The stages of a grid's cells, in order (empty for a grid without stages)."""
+    return list(dict.fromkeys(c.stage for c in cells if c.stage))
+
+
+def pick_stage(cells: list[AnyCell], stage: str | None) -> list[AnyCell]:
+    """Only the cells of `stage` (None: all)."""
+    if stage is None:
+        return cells
+    names = stage_names(cells)
+    if stage not in names:
+        raise BadInput(f"no stage {stage!r} in this grid; stages: {', '.join(names) or 'none'}")
+    return [c for c in cells if c.stage == stage]
 
 
 def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -602,6 +672,19 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
 
 def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[AnyCell]:
     """Read, validate and expand a grid file."""
+    return expand_grid(read_grid(path), Path(path).stem, overrides)
+
+
+def grid_output_dir(raw: Any) -> str | None:
+    """The grid's own `output_dir` (where its records belong), if it names one."""
+    value = raw.get("output_dir") if isinstance(raw, Mapping) else None
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise BadInput(f"grid output_dir: expected a folder name, got {value!r}")
+    return value
+
+
+def read_grid(path: str | Path) -> Any:
+    """The parsed YAML of a grid file (bad input when missing or not YAML)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -610,7 +693,7 @@ def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> l
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
         raise BadInput(f"grid file {path} is not valid YAML: {first}") from None
-    return expand_grid(raw, path.stem, overrides)
+    return raw
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -758,19 +841,61 @@ def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
         return None
 
 
+def needed_training(cell: AnyCell, trainings: Mapping[str, TrainCell]) -> str | None:
+    """The id of the grid's training run whose checkpoint `cell` evaluates, if any: its
+    model is `<folder>/<train id>/checkpoint`."""
+    if cell.kind != "run" or not cell.model:
+        return None
+    parts = Path(cell.model).parts
+    if len(parts) >= 2 and parts[-1] == CHECKPOINT_DIR and parts[-2] in trainings:
+        return parts[-2]
+    return None
+
+
+def _wait_for_training(training: TrainCell, output_dir: str | Path, ran_here: bool,
+                       on_event: EventFn | None, cell: AnyCell, wait_s: float) -> str:
+    """'' once `training` is complete; an error message when it cannot become so.
+
+    A training run of this process that is not complete has failed; one that another
+    process (another shard) has started is waited for; one nobody has started is missing.
+    """
+    while (state := cell_state(output_dir, training)) != "done":
+        if ran_here or state == "new":
+            why = "did not complete" if ran_here else "has not been started (run its stage first)"
+            return f"needs the checkpoint of training run {training.id}, which {why}"
+        if on_event:
+            on_event("waiting", cell, None, 0, None)
+        time.sleep(wait_s)
+    return ""
+
+
 def run_sweep(cells: list[AnyCell], output_dir: str | Path, on_event: EventFn | None = None,
-              env: Mapping[str, str] | None = None, fail_fast: bool = False) -> list[CellResult]:
+              env: Mapping[str, str] | None = None, fail_fast: bool = False,
+              grid_cells: list[AnyCell] | None = None, wait_s: float = 10.0) -> list[CellResult]:
     """Run `cells` one after another, each in its own process; finished cells are skipped.
+
+    A cell that evaluates the checkpoint of one of the grid's training runs
+    (`grid_cells`: the whole grid, when `cells` is a shard or a stage of it) waits while
+    another process trains it, and fails at once when that training failed here or was
+    never started.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM stops the cell in flight the way Ctrl-C stops
     `pmbench run` (its finished groups are kept) and propagates; running the same sweep
     again resumes that cell and skips every complete one.
     """
+    trainings = {c.id: c for c in (grid_cells or cells) if c.kind == "train"}
+    mine = {c.id for c in cells}
     results: list[CellResult] = []
     for cell in cells:
         if on_event:
             on_event("start", cell, None, 0, cell.total)
-        result = run_cell(cell, output_dir, on_event, env)
+        needed = needed_training(cell, trainings)
+        missing = needed and _wait_for_training(trainings[needed], output_dir, needed in mine,
+                                                on_event, cell, wait_s)
+        if missing:
+            result = CellResult(cell, "failed", message=missing)
+        else:
+            result = run_cell(cell, output_dir, on_event, env)
         results.append(result)
         if on_event:
             on_event("end", cell, result, 0, None)

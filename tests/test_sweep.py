@@ -239,6 +239,96 @@ def test_bad_train_grids_are_bad_input(change, needle):
         expand_grid({**TRAIN, **change}, "f")
 
 
+STAGED = {
+    "name": "st",
+    "output_dir": "results/st",
+    "stages": [
+        {"stage": "train", **{k: v for k, v in TRAIN.items() if k != "name"}},
+        {"stage": "eval", "models": ["results/st/p-r0.5/checkpoint"], "methods": ["rope2d"],
+         "branches": [4], "suites": ["mmlu"], "options": {"limit": 8}},
+        {"stage": "again", "models": ["results/st/p-r0.5/checkpoint"], "methods": ["rope2d"],
+         "branches": [4, 8], "suites": ["mmlu"], "options": {"limit": 8}},
+    ],
+}
+
+
+def test_staged_grid_runs_its_stages_in_order_with_one_name():
+    from pmbench.sweep import grid_output_dir, needed_training, pick_stage, stage_names
+
+    cells = expand_grid(STAGED, "file", overrides={"limit": 4})
+    assert [c.stage for c in cells] == ["train", "train", "eval", "again"]
+    assert stage_names(cells) == ["train", "eval", "again"]
+    # the b4 cell of "again" is the "eval" cell: it runs once, in the earlier stage
+    assert [c.branch for c in pick_stage(cells, "again")] == [8]
+    assert all(c.id.startswith("sweep-st-") for c in cells if c.kind == "run")
+    assert cells[2].options["limit"] == 4  # --set reaches the run stages
+    assert "--limit" not in cells[0].command_args("new")  # and not the train commands
+    trainings = {c.id: c for c in cells if c.kind == "train"}
+    assert [needed_training(c, trainings) for c in cells] == [None, None, "p-r0.5", "p-r0.5"]
+    assert grid_output_dir(STAGED) == "results/st"
+    with pytest.raises(BadInput, match="no stage 'x'"):
+        pick_stage(cells, "x")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"stages": []}, "stages"),
+        ({"stages": [{"stage": "a", "kind": "train", "runs": [{"id": "x",
+                                                                "command": "pretrain"}]},
+                     {"stage": "a", "methods": ["batch"], "branches": [1],
+                      "suites": ["squad"]}]}, "two stages named"),
+        ({"stages": [{"stage": "a", "name": "b", "methods": ["batch"], "branches": [1],
+                      "suites": ["squad"]}]}, "belong to the whole grid"),
+        ({"methods": ["batch"]}, "unknown key"),
+        ({"output_dir": ["a"]}, "output_dir"),
+    ],
+)
+def test_bad_staged_grids_are_bad_input(change, needle):
+    from pmbench.sweep import grid_output_dir
+
+    with pytest.raises(BadInput, match=needle):
+        grid = {**STAGED, **change}
+        grid_output_dir(grid)
+        expand_grid(grid, "f")
+
+
+def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path):
+    cells = expand_grid({**STAGED, "output_dir": str(tmp_path)}, "f")
+    train, evaluate = cells[0], cells[2]
+    # the other shard's training was never started: fail, don't wait
+    (result,) = run_sweep([evaluate], tmp_path, grid_cells=cells, wait_s=0.01)
+    assert result.status == "failed" and "has not been started" in result.message
+    # this process ran the training and it did not complete: fail
+    (tmp_path / train.id).mkdir()
+    (tmp_path / train.id / "train.json").write_text(json.dumps({"status": "running"}))
+    (result,) = run_sweep([evaluate], tmp_path, grid_cells=[train, evaluate], wait_s=0.01)
+    assert result.status == "failed" and "did not complete" in result.message
+
+
+def test_eval_cell_waits_while_another_process_trains(tmp_path, monkeypatch):
+    from pmbench import sweep
+
+    cells = expand_grid(STAGED, "f")
+    train, evaluate = cells[0], cells[2]
+    record = tmp_path / train.id / "train.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps({"status": "running"}))
+    events = []
+
+    def on_event(event, cell, *_):
+        events.append(event)
+        if event == "waiting" and events.count("waiting") == 3:  # the other shard finishes
+            record.write_text(json.dumps({"status": "complete"}))
+
+    ran = []
+    monkeypatch.setattr(sweep, "run_cell", lambda cell, *a, **k: ran.append(cell) or
+                        sweep.CellResult(cell, "ran"))
+    (result,) = run_sweep([evaluate], tmp_path, on_event, grid_cells=cells, wait_s=0.01)
+    assert result.status == "ran" and ran == [evaluate]
+    assert events.count("waiting") == 3
+
+
 def test_bad_grid_file_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: [batch\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -41,8 +42,12 @@ def _plan_table(cells, output_dir: str) -> Table:
     table.add_column("cell id", overflow="fold")
     table.add_column("cell")
     table.add_column("state")
+    staged = any(c.stage for c in cells)
+    if staged:
+        table.add_column("stage")
     for k, cell in enumerate(cells, 1):
-        table.add_row(str(k), cell.id, escape(cell.label()), cell_state(output_dir, cell))
+        row = [str(k), cell.id, escape(cell.label()), cell_state(output_dir, cell)]
+        table.add_row(*row, *([cell.stage] if staged else []))
     return table
 
 
@@ -65,7 +70,11 @@ def sweep(
     grid: Annotated[str, typer.Argument(help="Grid file (YAML), e.g. suites/grids/table1.yaml.")],
     shard: Annotated[str | None, typer.Option(
         help="Run only the I-th of N disjoint slices, e.g. 2/4 (1-based).")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where run records go.")] = "results",
+    output_dir: Annotated[str | None, typer.Option(
+        help="Where run records go (default: the grid's output_dir, else results).")] = None,
+    stage: Annotated[str | None, typer.Option(
+        help="Run only this stage of a staged grid (cells of earlier stages it needs must "
+             "be done or running in another process).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the cells and their state; run nothing.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
@@ -79,16 +88,22 @@ def sweep(
     With a `throughput:` block each cell is an accuracy run and a throughput run."""
     from pmbench.sweep import (
         env_for_cells,
-        load_grid,
+        expand_grid,
+        grid_output_dir,
         parse_set,
         parse_shard,
+        pick_stage,
+        read_grid,
         run_sweep,
         sigterm_as_interrupt,
     )
     from pmbench.sweep import shard as pick_shard
 
     which = parse_shard(shard)
-    cells = pick_shard(load_grid(grid, parse_set(set_ or [])), which)
+    raw = read_grid(grid)
+    output_dir = output_dir or grid_output_dir(raw) or "results"
+    every = expand_grid(raw, Path(grid).stem, parse_set(set_ or []))
+    cells = pick_shard(pick_stage(every, stage), which)
     if dry_run:
         out.print(_plan_table(cells, output_dir))
         return
@@ -107,6 +122,9 @@ def sweep(
                             total=total, visible=True)
         elif event == "progress":
             progress.update(current, completed=done, total=total)
+        elif event == "waiting":
+            progress.update(current, description=f"  {escape(cell.label())}: waiting for its "
+                                                 "checkpoint (another process is training it)")
         elif event == "end":
             progress.advance(overall)
             if result.status == "failed":
@@ -115,7 +133,8 @@ def sweep(
 
     try:
         with progress, sigterm_as_interrupt():
-            results = run_sweep(cells, output_dir, on_event, env_for_cells(), fail_fast)
+            results = run_sweep(cells, output_dir, on_event, env_for_cells(), fail_fast,
+                                grid_cells=every)
     except KeyboardInterrupt:
         err.print("interrupted: finished cells are saved; run the same command to continue")
         raise typer.Exit(130) from None
