@@ -91,3 +91,46 @@ def test_lora_checkpoint_reproduces_recorded_heldout_loss(finetuned, data_dir):
                for i in range(0, len(packed), 2)]
     loss = evaluate_loss(loaded.model, batches, torch.device("cpu"))
     assert loss == pytest.approx(finetuned["heldout_loss"]["2"], rel=1e-4)
+
+
+def test_cross_mask_training_has_branch_local_targets_and_no_leak(finetuned, data_dir):
+    """The checkpoint trained under `cross` (other branches' earlier tokens visible): every
+    trained position's target is the next token of its own branch, the loss is exactly
+    the cross-entropy on those targets, and no target reaches its own query, neither its
+    token nor any token fed at the same or a later step (a leak would make cross-mask
+    training look perfect). Checked through the model itself: the gradient of each
+    position's loss is zero on every input it must not see."""
+    from pmbench.train.data import IGNORE, branch_loss
+
+    loaded = load_model(finetuned["checkpoint"], device="cpu", dtype="float32")
+    model = loaded.model
+    patch_model(model)
+    assert model.model.rotary_emb.settings.mask == "cross"
+    source = SuiteQASource(["squad"], loaded.tokenizer, data_dir, 3, 8, 2048)
+    packed = pack_example(source.heldout(3)[0], "cross")
+    batch = collate([packed], loaded.tokenizer.pad_token_id)
+    ids, targets = batch["input_ids"][0], batch["targets"][0]
+    t, b = batch["position_ids"][:, 0]
+    step = packed.step
+    trained = (targets != IGNORE).nonzero().squeeze(-1).tolist()
+    assert len(trained) > 5 and all(b[i] > 0 for i in trained)
+
+    embeds = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds, position_ids=batch["position_ids"],
+                   attention_mask=batch["attention_mask"]).logits[0]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    manual = 0.0
+    for i in trained:
+        own_next = ((b == b[i]) & (t == t[i] + 1)).nonzero().squeeze(-1)
+        assert own_next.numel() == 1 and targets[i] == ids[own_next]  # branch-local target
+        k = int(own_next)
+        assert not batch["attention_mask"][0, 0, i, k]  # the target is masked from its query
+        (grad,) = torch.autograd.grad(-logp[i, targets[i]], embeds, retain_graph=True)
+        unseen = ((b == b[i]) & (t > t[i])) | ((b != b[i]) & (b > 0) & (step >= step[i]))
+        assert unseen[k]
+        assert grad[0, unseen].abs().max() == 0, f"position {i} sees a token it must not"
+        assert grad[0, (b == 0)].abs().max() > 0  # while the context does reach it
+        manual = manual - logp[i, targets[i]]
+    with torch.no_grad():
+        loss = branch_loss(model, batch, reduction="sum")
+    torch.testing.assert_close(loss, manual.detach(), rtol=1e-5, atol=1e-4)
