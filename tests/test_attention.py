@@ -294,7 +294,7 @@ def test_figure_panels(analyses, n_models):
     # (t, b): a panel per layer, per query branch, per head; a colour bar per model
     fig = attention_plots.tb_heatmap(shown)
     assert len(fig.axes) == (2 + 1) * n_models
-    assert fig.axes[0].get_title() == "L0"
+    assert fig.axes[0].get_title().split("\n")[0] == "L0"
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ctx", "b1", "b2", "b3"]
     fig = attention_plots.tb_branches(shown)
     assert len(fig.axes) == (3 + 1) * n_models
@@ -312,6 +312,60 @@ def test_tb_image_layout(analyses):
     assert not np.isnan(image[0, :start]).any() and np.isnan(image[0, start:]).all()
     assert not np.isnan(image[1, start:tb["queries"]["t"][0] + 1]).any()
     assert np.isnan(image[2:]).all()  # other branches: hidden under the isolated mask
+
+
+def _tb_keys(context: int, lens: list[int]) -> dict:
+    """A `tb` block's keys and queries: the context, then branch k's tokens from t = context."""
+    t = [*range(context), *(context + i for n in lens for i in range(n))]
+    b = [0] * context + [k for k, n in enumerate(lens, start=1) for _ in range(n)]
+    return {"keys": {"t": t, "b": b},
+            "queries": {"t": [context + n - 1 for n in lens], "b": list(range(1, len(lens) + 1))}}
+
+
+def test_tb_axis_breaks_a_long_context():
+    """The keys from 2 before the branches on, one column each; the context before them
+    compressed into half that width, past a gap, in bins that keep their largest key."""
+    axis = attention_plots.TBAxis(_tb_keys(180, [20, 20, 16, 16]))
+    assert (axis.start, axis.zoom, axis.end, axis.ctx_width) == (180, 178, 200, 11.0)
+    x = axis.x(np.arange(axis.end))
+    assert (np.diff(x) > 0).all() and np.allclose(np.diff(x[178:]), 1)
+    assert x[177] < axis.ctx_width - 0.5 < axis.ctx_width + axis.gap - 0.5 < x[178]
+    assert x[0] > -0.5 and x[-1] < axis.limits()[1]
+    where, labels = axis.ticks()
+    assert labels[0] == "0" and "180" in labels and where == sorted(where)
+    assert all(axis.limits()[0] < w < axis.limits()[1] for w in where)
+    image = np.full((5, 200), 1e-3)
+    image[0, 0] = 0.5  # the first token
+    image[1:, :180] = np.nan
+    ctx = axis.compress(image)
+    assert ctx.shape == (5, 178) and axis.bin > 1
+    assert (ctx[0, :axis.bin] == 0.5).all() and (ctx[0, axis.bin:] == 1e-3).all()
+    assert np.isnan(ctx[1:]).all()
+    assert "compressed" in axis.label()
+
+
+def test_tb_axis_keeps_a_short_context():
+    axis = attention_plots.TBAxis(_tb_keys(4, [3, 5]))
+    assert axis.zoom == 0 and axis.limits() == (-0.5, 8.5)
+    assert axis.x([0, 3, 8]).tolist() == [0, 3, 8]
+    assert "compressed" not in axis.label()
+
+
+def test_tb_shares(analyses):
+    """Context, own row and other rows add up to the query's mass; `other` is left out
+    where the mask hides every other branch's key."""
+    for analysis, mask in zip(analyses, ("isolated", "cross"), strict=True):
+        tb = analysis["tb"]
+        for mass, b in zip(tb["mass"][0], tb["queries"]["b"], strict=True):
+            shares = attention_plots.tb_shares(tb, mass, b)
+            assert (shares["other"] is None) == (mask == "isolated")
+            assert sum(v or 0 for v in shares.values()) == pytest.approx(1, abs=1e-4)
+    tb = analyses[1]["tb"]
+    shares = attention_plots.tb_shares(tb, tb["head_mass"][0][0])
+    assert set(shares) == {"ctx", "branches"}
+    assert sum(shares.values()) == pytest.approx(1, abs=1e-4)
+    title = attention_plots.tb_branches(analyses[1:]).axes[0].get_title()
+    assert title.split("\n")[1].startswith("ctx .") and " · own ." in title
 
 
 def test_grid_layers_subsample():
@@ -335,6 +389,22 @@ def test_write_figures(analyses, tmp_path):
         data = (tmp_path / name).read_bytes()
         assert len(data) > 1000
         assert data.startswith(b"\x89PNG" if name.endswith(".png") else b"%PDF")
+
+
+def test_redraw_from_records(analyses, tmp_path):
+    """A finished run's figures drawn again from its records alone; the records untouched."""
+    import json
+
+    (tmp_path / "compare").mkdir()
+    records = {tmp_path / "attention.json": analyses[0],
+               tmp_path / "compare" / "attention.json": analyses[1]}
+    for path, analysis in records.items():
+        path.write_text(json.dumps(analysis))
+    before = {path: path.read_bytes() for path in records}
+    names = attention_plots.redraw(tmp_path)
+    assert {"tb_branches.png", "tb_heads.pdf"} <= set(names)
+    assert all((tmp_path / n).exists() for n in names)
+    assert {path: path.read_bytes() for path in records} == before
 
 
 @pytest.mark.parametrize("mask", ["isolated", "cross"])
