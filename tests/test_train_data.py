@@ -137,3 +137,30 @@ def test_training_forward_reproduces_rope2d_decoding(tokenizer, mask):
     trained = batch["targets"][0] != IGNORE
     assert trained.sum() == sum(len(a) for a in answers)
     assert torch.equal(logits[trained].argmax(-1), batch["targets"][0][trained])
+
+
+@pytest.mark.parametrize("mask", ["isolated", "cross"])
+def test_heldout_loss_with_shared_contexts_equals_the_packed_batches(mask):
+    """The held-out loss computes a context shared by several examples once (as inference
+    prefills a group's context once) and gives what the packed batches give."""
+    from pmbench.train.data import shared_context_groups
+    from pmbench.train.loop import evaluate_loss
+
+    model = make_tiny_model("llama", 200, seed=1)
+    patch_model(model, Rope2DSettings(ratio=0.5, mask=mask))
+    contexts = [[5, 6, 7, 8], [9, 10, 11]]
+    rng = random.Random(0)
+    examples = []
+    for k in range(7):  # contexts 0, 1, 0, 1, ...; one lone context at the end
+        context = contexts[k % 2] if k < 6 else [12, 13]
+        branches = [Branch([20 + rng.randrange(100) for _ in range(rng.randint(1, 3))],
+                           [20 + rng.randrange(100) for _ in range(rng.randint(1, 4))])
+                    for _ in range(rng.randint(1, 3))]
+        examples.append(pack_example(Example(context, branches), mask))
+    groups, rest = shared_context_groups(examples)
+    assert [len(g) for g in groups] == [3, 3] and len(rest) == 1
+    shared = evaluate_loss(model, examples, torch.device("cpu"), pad_id=0, batch_size=2)
+    batches = [collate(examples[i:i + 2], 0) for i in range(0, len(examples), 2)]
+    total = sum(float(branch_loss(model, b, reduction="sum")) for b in batches)
+    count = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
+    assert shared == pytest.approx(total / count, rel=1e-5)

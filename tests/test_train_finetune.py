@@ -87,9 +87,8 @@ def test_lora_checkpoint_reproduces_recorded_heldout_loss(finetuned, data_dir):
     patch_model(loaded.model)
     source = SuiteQASource(["squad"], loaded.tokenizer, data_dir, 2, 8, 2048)
     packed = [pack_example(ex, "cross") for ex in source.heldout(2)]
-    batches = [collate(packed[i:i + 2], loaded.tokenizer.pad_token_id)
-               for i in range(0, len(packed), 2)]
-    loss = evaluate_loss(loaded.model, batches, torch.device("cpu"))
+    loss = evaluate_loss(loaded.model, packed, torch.device("cpu"),
+                         loaded.tokenizer.pad_token_id, 2)
     assert loss == pytest.approx(finetuned["heldout_loss"]["2"], rel=1e-4)
 
 

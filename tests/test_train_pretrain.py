@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pmbench.cli import app
 from pmbench.models import load_model
 from pmbench.rope2d.patch import patch_model
-from pmbench.train.data import collate, pack_example
+from pmbench.train.data import pack_example
 from pmbench.train.loop import evaluate_loss
 from pmbench.train.sources import PretrainSource, builtin_corpus
 
@@ -65,9 +65,8 @@ def test_checkpoint_reproduces_recorded_heldout_loss(pretrained, data_dir):
     patch_model(loaded.model)  # settings from the config's rope2d section
     source = PretrainSource(builtin_corpus(data_dir, 8), loaded.tokenizer, 16, 24)
     packed = [pack_example(ex, "isolated") for ex in source.heldout(2)]
-    batches = [collate(packed[i:i + 4], loaded.tokenizer.pad_token_id)
-               for i in range(0, len(packed), 4)]
-    loss = evaluate_loss(loaded.model, batches, torch.device("cpu"))
+    loss = evaluate_loss(loaded.model, packed, torch.device("cpu"),
+                         loaded.tokenizer.pad_token_id, 4)
     assert loss == pytest.approx(pretrained["heldout_loss"]["2"], rel=1e-4)
 
 

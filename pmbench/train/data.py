@@ -144,3 +144,63 @@ def branch_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean") 
         logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1),
         ignore_index=IGNORE, reduction=reduction,
     )
+
+
+def _context_len(p: PackedExample) -> int:
+    return int((p.b == 0).sum())
+
+
+def shared_context_groups(packed: Sequence[PackedExample]
+                          ) -> tuple[list[list[PackedExample]], list[PackedExample]]:
+    """(groups of examples with the same context, 2 or more each, no target in it; the rest).
+
+    A context token sees only earlier context tokens under both masks, so its keys and
+    values are the same in every example that shares the context: computed once, they serve
+    them all, as a rope2d inference group prefills its context once.
+    """
+    by_context: dict[tuple[int, ...], list[PackedExample]] = {}
+    for p in packed:
+        n = _context_len(p)
+        by_context.setdefault(tuple(p.input_ids[:n].tolist()), []).append(p)
+    groups, rest = [], []
+    for key, members in by_context.items():
+        untargeted = all(bool((m.targets[:len(key)] == IGNORE).all()) for m in members)
+        if key and len(members) > 1 and untargeted:
+            groups.append(members)
+        else:
+            rest.extend(members)
+    return groups, rest
+
+
+@torch.no_grad()
+def shared_context_loss(model, group: Sequence[PackedExample]) -> tuple[float, int]:
+    """(summed cross-entropy, target count) of examples that share one context: the context
+    is run once into a cache, then each example's branch tokens over it (the cache is
+    cropped back to the context after each). Equal to `branch_loss` on each example alone
+    up to float rounding."""
+    from transformers import DynamicCache
+
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    device = next(inner.parameters()).device
+    first = group[0]
+    n = _context_len(first)
+    ctx = collate([PackedExample(first.input_ids[:n], first.t[:n], first.b[:n], first.step[:n],
+                                 first.targets[:n], first.visible[:n, :n])], pad_id=0)
+    cache = DynamicCache(config=inner.config)
+    inner(input_ids=ctx["input_ids"].to(device), position_ids=ctx["position_ids"].to(device),
+          attention_mask=model_mask(inner, ctx["attention_mask"].to(device)),
+          cache=cache, use_cache=True, logits_to_keep=1)
+    total, count = 0.0, 0
+    for ex in group:
+        targets = ex.targets[n:].to(device)
+        keep = (targets != IGNORE).nonzero().squeeze(-1)
+        pos = torch.stack([ex.t[n:], ex.b[n:]])[:, None].to(device)
+        mask = ex.visible[None, None, n:].to(device)
+        out = inner(input_ids=ex.input_ids[None, n:].to(device), position_ids=pos,
+                    attention_mask=model_mask(inner, mask), cache=cache,
+                    use_cache=True, logits_to_keep=keep)
+        logits = out.logits[0].float()
+        total += float(torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum"))
+        count += keep.numel()
+        cache.crop(n - cache.get_seq_length())  # negative: the tokens to drop
+    return total, count

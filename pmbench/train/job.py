@@ -10,7 +10,9 @@ The two kinds differ only in where the model, tokenizer and examples come from:
 
 Both then install the 2D positions (`pmbench.rope2d.patch_model`), run the shared loop,
 measure the held-out loss at #branch 1, 2, 4, 8 (and the trained #branch), and save
-the checkpoint with its `rope2d` section and the record `train.json`.
+the checkpoint with its `rope2d` section and the record `train.json`. The held-out loss
+packs its examples exactly as training does (the (t, b) layout and mask of the run);
+a context that several examples share is computed once, as inference prefills it once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pmbench.records import now_iso
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train import record as rec
-from pmbench.train.data import IGNORE, Example, collate, pack_example
+from pmbench.train.data import IGNORE, collate, pack_example
 from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
 from pmbench.train.model import SIZES
 from pmbench.train.sources import (
@@ -195,11 +197,6 @@ def _trainable(model: Any, s: TrainSettings, settings: Rope2DSettings) -> Any:
     return model
 
 
-def _batches(examples: list[Example], mask: str, pad_id: int, size: int) -> list[dict]:
-    packed = [pack_example(ex, mask) for ex in examples]
-    return [collate(packed[i:i + size], pad_id) for i in range(0, len(packed), size)]
-
-
 def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]:
     """Train as `s` says (or resume `s.resume`); return the final train.json record.
 
@@ -259,10 +256,10 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         return collate([pack_example(ex, s.mask) for ex in examples], pad)
 
     eval_sizes = sorted({*s.heldout_branches, s.branches})
-    heldout = {n: _batches(source.heldout(n), s.mask, pad, s.batch_size) for n in eval_sizes}
+    heldout = {n: [pack_example(ex, s.mask) for ex in source.heldout(n)] for n in eval_sizes}
 
     def heldout_fn(m) -> float:
-        return evaluate_loss(m, heldout[s.branches], accelerator.device)
+        return evaluate_loss(m, heldout[s.branches], accelerator.device, pad, s.batch_size)
 
     record: dict[str, Any] = previous or {}
     record.update({
@@ -307,7 +304,8 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
     )
 
     t0 = time.perf_counter()
-    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device) for n in eval_sizes}
+    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device, pad, s.batch_size)
+              for n in eval_sizes}
     eval_s = time.perf_counter() - t0
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -316,8 +314,8 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         record.update(_progress_fields(state))
         record.update({
             "heldout_loss": losses,
-            "heldout_tokens": {str(n): sum(int((b["targets"] != IGNORE).sum())
-                                           for b in heldout[n]) for n in eval_sizes},
+            "heldout_tokens": {str(n): sum(int((p.targets != IGNORE).sum())
+                                           for p in heldout[n]) for n in eval_sizes},
             "eval_s": eval_s,
             "checkpoint": str(checkpoint),
             "status": "complete",

@@ -35,7 +35,14 @@ from rich.progress import (
 )
 
 from pmbench.records import atomic_write_text
-from pmbench.train.data import IGNORE, branch_loss
+from pmbench.train.data import (
+    IGNORE,
+    PackedExample,
+    branch_loss,
+    collate,
+    shared_context_groups,
+    shared_context_loss,
+)
 
 PROGRESS_FILE = "progress.json"
 Batch = dict[str, torch.Tensor]
@@ -89,13 +96,22 @@ def cosine_with_warmup(cfg: LoopConfig) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, batches: list[Batch], device: torch.device) -> float:
-    """Token-weighted mean cross-entropy over `batches` (eval mode, restored after)."""
+def evaluate_loss(model: Any, packed: list[PackedExample], device: torch.device,
+                  pad_id: int = 0, batch_size: int = 8) -> float:
+    """Token-weighted mean cross-entropy of `packed` examples (eval mode, restored after).
+
+    Examples that share a context (the same questions at a small #branch come from few
+    paragraphs) compute it once (`shared_context_loss`); the others go through in batches.
+    """
     was_training = model.training
     model.eval()
+    groups, rest = shared_context_groups(packed)
     total, count = 0.0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for group in groups:
+        loss, n = shared_context_loss(model, group)
+        total, count = total + loss, count + n
+    for i in range(0, len(rest), batch_size):
+        batch = {k: v.to(device) for k, v in collate(rest[i:i + batch_size], pad_id).items()}
         total += float(branch_loss(model, batch, reduction="sum"))
         count += int((batch["targets"] != IGNORE).sum())
     model.train(was_training)
