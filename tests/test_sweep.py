@@ -293,17 +293,20 @@ def test_bad_staged_grids_are_bad_input(change, needle):
         expand_grid(grid, "f")
 
 
-def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path):
-    cells = expand_grid({**STAGED, "output_dir": str(tmp_path)}, "f")
+def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path, monkeypatch):
+    from pmbench import sweep
+
+    cells = expand_grid(STAGED, "f")
     train, evaluate = cells[0], cells[2]
     # the other shard's training was never started: fail, don't wait
     (result,) = run_sweep([evaluate], tmp_path, grid_cells=cells, wait_s=0.01)
     assert result.status == "failed" and "has not been started" in result.message
-    # this process ran the training and it did not complete: fail
+    # this process ran the training, which stopped half-way: fail, don't wait
     (tmp_path / train.id).mkdir()
     (tmp_path / train.id / "train.json").write_text(json.dumps({"status": "running"}))
-    (result,) = run_sweep([evaluate], tmp_path, grid_cells=[train, evaluate], wait_s=0.01)
-    assert result.status == "failed" and "did not complete" in result.message
+    monkeypatch.setattr(sweep, "run_cell", lambda cell, *a, **k: sweep.CellResult(cell, "failed"))
+    results = run_sweep([train, evaluate], tmp_path, grid_cells=cells, wait_s=0.01)
+    assert results[1].status == "failed" and "did not complete" in results[1].message
 
 
 def test_eval_cell_waits_while_another_process_trains(tmp_path, monkeypatch):
