@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pmbench.cli import app
@@ -35,6 +36,14 @@ def test_table2_has_every_setting_before_and_after_training():
     numbers = ["SQuAD F1 (%)", "SQuAD EM (%)", "MMLU (%)", "C-Eval (%)"]
     assert t2[numbers].notna().all().all()
     assert t2["Loss"][1:].notna().all()
+    # the 200-question run, not Table 3's newer 64-question run of the same cell
+    best = tuned[(tuned["Mask"] == "isolated") & (tuned["Ratio"] == 0.5)]
+    runs = [json.loads(p.read_text()) for p in FOLDER.glob("sweep-*/run.json")]
+    mmlu = [r for r in runs if r["suite"] == "mmlu" and r["branch"] == 4
+            and r["model"].endswith("ref-ft-isolated-r0.5/checkpoint")]
+    assert sorted(r["metrics"]["n"] for r in mmlu) == [64, 200]
+    full = next(r for r in mmlu if r["metrics"]["n"] == 200)
+    assert best["MMLU (%)"].item() == pytest.approx(100 * full["metrics"]["acc"])
 
 
 def test_table3_scales_the_ratio_half_checkpoint():

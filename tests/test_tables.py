@@ -94,7 +94,7 @@ Table 2: rope_2d_ratio ablation: held-out loss and accuracy before and after tra
 | smollm2-135m-instruct                                  | as shipped  | cross    |  0.50 | split/interleaved |       4 | 2.625 |         40.0 |         25.0 |     25.0 |          – |
 | results/20261121-080000-finetune-r0.50-ab03/checkpoint | fine-tuned  | cross    |  0.50 | split/interleaved |       4 | 2.000 |         52.5 |         37.5 |     31.2 |          – |
 
-Weights: as shipped is the base model before training (its sequential row, decoding one question at a time, is the reference); fine-tuned / pre-trained is the training run's checkpoint. Loss: held-out loss on the training run's held-out split at the trained #branch: for a checkpoint after training, for as shipped before the first step (heldout_loss_start: the base model at the same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at that #branch in accuracy runs (each suite's own stop strings and token budget), as shipped at the training run's ratio, mask and setting.
+Weights: as shipped is the base model before training (its sequential row, decoding one question at a time, is the reference); fine-tuned / pre-trained is the training run's checkpoint. Loss: held-out loss on the training run's held-out split at the trained #branch: for a checkpoint after training, for as shipped before the first step (heldout_loss_start: the base model at the same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at that #branch in accuracy runs (each suite's own stop strings and token budget), as shipped at the training run's ratio, mask and setting; of several runs, the one with the most questions.
 """  # noqa: E501
 
 TABLE3 = f"""\
