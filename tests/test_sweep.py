@@ -425,8 +425,10 @@ def test_interrupted_sweep_resumes_with_only_the_unfinished_cell(two_cell_grid, 
     cells = load_grid(two_cell_grid)
     cmd = [sys.executable, "-c", "from pmbench.cli import main; main()", "sweep",
            str(two_cell_grid), "--output-dir", str(tmp_path)]
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so: give the
+    # sweep the default disposition, as a terminal would
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 600
     while cell_state(tmp_path, cells[0]) != "done":
         assert proc.poll() is None, proc.communicate()
@@ -445,6 +447,10 @@ def test_interrupted_sweep_resumes_with_only_the_unfinished_cell(two_cell_grid, 
     assert _record(tmp_path, cells[0])["finished"] == finished_first  # not run again
     starts = [_starts(tmp_path, c) for c in cells]
     assert starts[0] == 1 and starts[1] >= 1, starts
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _starts(out: Path, cell) -> int:
