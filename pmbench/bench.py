@@ -58,6 +58,7 @@ class RunSettings:
     samples_per_task: int = 1
     apply_chat_template: bool = False
     allow_code_execution: bool = False
+    allow_unisolated_code_execution: bool = False  # run it even where isolation is partial
     rope2d: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     attn_implementation: str = "sdpa"
@@ -157,6 +158,7 @@ class PreparedRun:
     suite: Any
     store: RunStore | None
     previous: dict[str, Any] | None
+    code_execution: dict[str, Any] | None = None  # the sandbox's isolation, for run.json
 
 
 def prepare_run(s: RunSettings) -> PreparedRun:
@@ -192,17 +194,19 @@ def prepare_run(s: RunSettings) -> PreparedRun:
         apply_chat_template=s.apply_chat_template, samples_per_task=s.samples_per_task,
         seed=s.seed,
     )
+    code_execution = None
     if suite.requires_code_execution:
-        from pmbench.sandbox import code_execution_allowed
+        from pmbench.sandbox import check_isolation, code_execution_allowed
 
         if not code_execution_allowed(s.allow_code_execution):
             raise BadInput(
                 f"suite {s.suite} executes model-generated code: opt in with "
                 "--allow-code-execution or PMBENCH_ALLOW_CODE_EXECUTION=1 (it runs sandboxed)"
             )
+        code_execution = check_isolation(s.allow_unisolated_code_execution)
     if not suite.groups:
         raise BadInput(f"suite {s.suite} produced no questions (empty data or --limit)")
-    return PreparedRun(s, runner_cls, tokenizer, suite, store, previous)
+    return PreparedRun(s, runner_cls, tokenizer, suite, store, previous, code_execution)
 
 
 def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None,
@@ -263,6 +267,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
         "suite_info": suite.record_info(),
         "method_kind": runner_cls.kind,
         "linear_kernel": linear_kernel,
+        "code_execution": prepared.code_execution,
     })
     record["rope2d"] = None
     record.update(runner.record_options())
@@ -292,8 +297,9 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
             for _ in range(s.repeats):
                 outs.append(runner.run_group(group, gen))
             walls = [o.wall_s for o in outs]
-            scored = suite.score_all(group.questions, outs[0].outputs,
-                                     allow_code_execution=s.allow_code_execution)
+            scored = suite.score_all(
+                group.questions, outs[0].outputs, allow_code_execution=s.allow_code_execution,
+                allow_unisolated_code_execution=s.allow_unisolated_code_execution)
             samples = []
             for k, (q, out, extra) in enumerate(
                 zip(group.questions, outs[0].outputs, scored, strict=True)

@@ -89,6 +89,9 @@ def run(
         "--apply-chat-template", help="Wrap prompts in the model's chat template.")] = False,
     allow_code_execution: Annotated[bool, typer.Option(
         "--allow-code-execution", help="Run generated code (sandboxed).")] = False,
+    allow_unisolated_code_execution: Annotated[bool, typer.Option(
+        "--allow-unisolated-code-execution",
+        help="Run generated code even where the sandbox cannot fully isolate it.")] = False,
     rope_2d_ratio: Annotated[float | None, cli_options.ROPE_2D_RATIO] = None,
     rope_2d_mode: Annotated[str | None, cli_options.ROPE_2D_MODE] = None,
     branch_freqs: Annotated[str | None, cli_options.BRANCH_FREQS] = None,
@@ -117,6 +120,7 @@ def run(
         subjects=[x.strip() for x in subjects.split(",") if x.strip()] if subjects else None,
         samples_per_task=samples_per_task, apply_chat_template=apply_chat_template,
         allow_code_execution=allow_code_execution,
+        allow_unisolated_code_execution=allow_unisolated_code_execution,
         rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
                 "mask": mask},
         threads=threads, attn_implementation=attn_implementation, cpu_prepack=cpu_prepack,

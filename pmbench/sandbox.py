@@ -88,15 +88,26 @@ def code_execution_allowed(flag: bool) -> bool:
     return flag or os.environ.get(ENV_FLAG, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def check_isolation(allow_unisolated: bool = False) -> dict:
+    """The isolation programs will get here, for run.json; BadInput (one line naming what is
+    missing) when it is not full and the user did not pass --allow-unisolated-code-execution."""
+    if sys.platform != "linux":
+        raise BadInput("sandboxed code execution needs Linux (namespaces, rlimits, pidfd)")
+    iso = isolation()
+    if not iso.namespaces and not allow_unisolated:
+        raise BadInput(f"refusing to run generated code without full isolation ({iso.detail}); "
+                       "pass --allow-unisolated-code-execution to run it anyway")
+    return {"full": iso.namespaces, "user": iso.user, "missing": iso.detail}
+
+
 def run_programs(
-    programs: list[str], timeout_s: float = 10.0, workers: int | None = None
+    programs: list[str], timeout_s: float = 10.0, workers: int | None = None,
+    allow_unisolated: bool = False,
 ) -> list[ExecResult]:
     """Run each complete Python program in its own sandbox, `workers` at a time, in order."""
     if not programs:
         return []
-    if sys.platform != "linux":
-        raise BadInput("sandboxed code execution needs Linux (namespaces, rlimits, pidfd)")
-    namespaces = isolation().namespaces
+    namespaces = check_isolation(allow_unisolated)["full"]
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
     for slot in range(workers):

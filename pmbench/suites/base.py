@@ -194,7 +194,7 @@ class Suite:
 
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
-        allow_code_execution: bool = False,
+        allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
     ) -> list[dict[str, Any]]:
         return [
             self.score(q, o, allow_code_execution=allow_code_execution)

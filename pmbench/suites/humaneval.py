@@ -58,7 +58,7 @@ class HumanEvalSuite(Suite):
 
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
-        allow_code_execution: bool = False,
+        allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
     ) -> list[dict[str, Any]]:
         """Run every completion in the sandbox, in parallel."""
         check_code_execution(allow_code_execution)
@@ -66,7 +66,8 @@ class HumanEvalSuite(Suite):
 
         completions = [self.answer_text(o) for o in outputs]
         programs = [self.program(q, c) for q, c in zip(questions, completions, strict=True)]
-        results = run_programs(programs, timeout_s=float(self.config.get("timeout_s", 10.0)))
+        results = run_programs(programs, timeout_s=float(self.config.get("timeout_s", 10.0)),
+                               allow_unisolated=allow_unisolated_code_execution)
         return [
             {"target": q.target, "task_id": q.meta["task_id"], "completion": c,
              "passed": r.passed, "status": r.status, "detail": r.detail,
