@@ -2,18 +2,28 @@
 
 run.json is replaced atomically (temporary file + rename), so a reader never sees
 half of it. samples.jsonl (one line per question) and groups.jsonl (one line per
-group: its timings) only ever grow: each group's lines go out in a single
-`write()` on an append-mode file followed by fsync, so an interruption loses at
-most the group in flight. A group counts as done once its groups.jsonl line
-exists; `--resume` drops any sample lines of unfinished groups.
+group: its timings) only ever grow: each group's lines are written whole (a short
+write is continued until every byte is out) on an append-mode file and fsynced, so an
+interruption loses at most the group in flight. A group counts as done once its
+groups.jsonl line exists and samples.jsonl holds exactly its `n_questions` lines;
+`--resume` cuts off a half-written last line and drops the lines of unfinished groups.
+
+A write that fails (full disk, quota, I/O error) is one line of bad input naming the
+file, never a traceback, and never leaves a group marked done without its samples.
+While a process writes a run it holds an exclusive `flock` on `<run>/.lock`, which the
+OS releases when the process ends however it ends: a second writer is refused.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import re
 import secrets
 import tempfile
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,9 @@ from pmbench.errors import BadInput
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 GROUPS_FILE = "groups.jsonl"
+LOCK_FILE = ".lock"
+# a folder name on every OS: no separators, no "." or "..", not hidden
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 def new_run_id(method: str, suite: str, branch: int) -> str:
@@ -34,19 +47,59 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+def check_run_id(run_id: Any, option: str = "--run-id") -> str:
+    """`run_id` if it is a plain folder name; BadInput otherwise (it becomes a path
+    under the output folder: `../x`, `/abs` or `a/b` would write elsewhere)."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise BadInput(f"{option} {run_id!r} is not a valid run id: use letters, digits, "
+                       "'.', '_' and '-' (at most 200, not starting with '.'), no path separators")
+    return run_id
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd`: `os.write` may write only part of it."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[n:]
+
+
+def atomic_write_text(path: Path, text: str, hint: str = "") -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename.
+
+    An OSError (full disk, quota, permissions) becomes one line of bad input naming
+    `path`, with `hint` (what the user can do) after it; the old file stays as it was.
+    """
+    tmp: str | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            write_all(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise BadInput(f"cannot write {path}: {_reason(exc)}{hint}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise
+
+
+def _unlink_quietly(path: str | None) -> None:
+    if path is not None:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -54,7 +107,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
@@ -64,12 +117,61 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class _Lines:
+    """The complete lines of a JSON-lines file, with their byte spans, as written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data = path.read_bytes()
+        except FileNotFoundError:
+            self.data = b""
+        except OSError as exc:
+            raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
+        self.spans: list[tuple[int, int]] = []
+        self.rows: list[Any] = []  # the parsed line, None when it is not a JSON object
+        start = 0
+        while (end := self.data.find(b"\n", start)) >= 0:
+            line = self.data[start:end]
+            if line.strip():
+                try:
+                    row = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    row = None
+                self.spans.append((start, end + 1))
+                self.rows.append(row if isinstance(row, dict) else None)
+            start = end + 1
+        # bytes after the last newline: a line an interruption cut short
+
+    def keep(self, wanted: list[bool]) -> None:
+        """Leave only the lines `wanted` says, and no half-written last line.
+
+        Usually what goes is a tail (the group in flight and a torn line): the file is
+        cut there, which needs no free space; otherwise it is rewritten atomically.
+        """
+        kept = [span for span, ok in zip(self.spans, wanted, strict=True) if ok]
+        size = len(self.data)
+        prefix = all(wanted[: len(kept)])
+        if prefix:
+            end = kept[-1][1] if kept else 0
+            if end == size:
+                return
+            try:
+                os.truncate(self.path, end)
+            except OSError as exc:
+                raise BadInput(f"cannot repair {self.path}: {_reason(exc)}") from None
+            return
+        text = b"".join(self.data[a:b] for a, b in kept).decode("utf-8")
+        atomic_write_text(self.path, text)
+
+
 class RunStore:
-    """The folder of one run: create, append group results, finish, resume."""
+    """The folder of one run: create, lock, append group results, finish, resume."""
 
     def __init__(self, output_dir: str | Path, run_id: str):
         self.dir = Path(output_dir) / run_id
         self.run_id = run_id
+        self._lock_fd: int | None = None
 
     @property
     def run_path(self) -> Path:
@@ -78,41 +180,137 @@ class RunStore:
     def exists(self) -> bool:
         return self.run_path.exists()
 
+    @property
+    def _hint(self) -> str:
+        return (f"; the run keeps its completed groups: free space and "
+                f"--resume {self.run_id}")
+
     def write_run(self, record: dict[str, Any]) -> None:
-        atomic_write_text(self.run_path, json.dumps(record, indent=2, default=str) + "\n")
+        atomic_write_text(self.run_path, json.dumps(record, indent=2, default=str) + "\n",
+                          self._hint)
 
     def read_run(self) -> dict[str, Any]:
         try:
-            return json.loads(self.run_path.read_text(encoding="utf-8"))
+            record = json.loads(self.run_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BadInput(f"no run {self.run_id!r} in {self.dir.parent}") from None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadInput(f"corrupt run record: {self.run_path}") from None
+        except OSError as exc:
+            raise BadInput(f"cannot read {self.run_path}: {_reason(exc)}") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"corrupt run record: {self.run_path} (not a JSON object)")
+        return record
+
+    # ----------------------------------------------------------------- lock
+
+    def lock(self) -> None:
+        """Take the run folder's exclusive lock for as long as this process writes it.
+
+        Non-blocking: a run that another process is writing (the same --run-id, or a
+        --resume of it) is refused at once. The OS drops the lock when the process
+        exits, killed or not, so a crashed run never stays locked.
+        """
+        if self._lock_fd is not None:
+            return
+        path = self.dir / LOCK_FILE
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BadInput(f"cannot create {path}: {_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise BadInput(f"run {self.run_id} is being written by another process "
+                               f"(pid {holder})") from None
+            raise BadInput(f"cannot lock {path}: {_reason(exc)}") from None
+        try:  # who holds it, for the message above; informational only
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock (closing the file releases the flock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -------------------------------------------------------------- appends
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Append `rows` whole or raise BadInput; on failure the file is cut back to its
+        size before the call (best effort: an interruption is repaired by load_done)."""
         data = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self.dir / name
         try:
-            os.write(fd, data.encode("utf-8"))
-            os.fsync(fd)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                write_all(fd, data.encode("utf-8"))
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass
+                raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None
         finally:
             os.close(fd)
 
     def append_group(self, samples: list[dict[str, Any]], group_row: dict[str, Any]) -> None:
-        """Samples first, then the group line that marks them complete."""
+        """Samples first, then the group line that marks them complete: if the samples
+        cannot all be written, the group line is never written."""
         self._append(SAMPLES_FILE, samples)
         self._append(GROUPS_FILE, [group_row])
 
     def load_done(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(samples, groups) of completed groups; drops samples of unfinished groups."""
-        groups = read_jsonl(self.dir / GROUPS_FILE)
-        done = {g["group_id"] for g in groups}
-        samples = read_jsonl(self.dir / SAMPLES_FILE)
-        kept = [s for s in samples if s.get("group_id") in done]
-        if len(kept) != len(samples):
-            atomic_write_text(
-                self.dir / SAMPLES_FILE,
-                "".join(json.dumps(s, default=str, ensure_ascii=False) + "\n" for s in kept),
-            )
-        return kept, groups
+        """(samples, groups) of completed groups, and the files cut down to them.
+
+        A group is complete when its groups.jsonl line is whole and samples.jsonl holds
+        exactly `n_questions` lines of it; anything else (a half-written last line, the
+        samples of the group in flight, a group short of samples) is removed from the
+        files, since the next append would otherwise follow it, and the group runs again.
+        """
+        group_lines = _Lines(self.dir / GROUPS_FILE)
+        sample_lines = _Lines(self.dir / SAMPLES_FILE)
+        counts = Counter(_key(s.get("group_id")) for s in sample_lines.rows if s is not None)
+        done: set[str] = set()
+        keep_group = []
+        for g in group_lines.rows:
+            key = _key(g.get("group_id")) if g is not None else None
+            n = g.get("n_questions") if g is not None else None
+            ok = (key is not None and key not in done and isinstance(n, int)
+                  and not isinstance(n, bool) and counts[key] == n)
+            if ok:
+                done.add(key)
+            keep_group.append(ok)
+        keep_sample = [s is not None and _key(s.get("group_id")) in done
+                       for s in sample_lines.rows]
+        sample_lines.keep(keep_sample)
+        group_lines.keep(keep_group)
+        samples = [s for s, ok in zip(sample_lines.rows, keep_sample, strict=True) if ok]
+        groups = [g for g, ok in zip(group_lines.rows, keep_group, strict=True) if ok]
+        return samples, groups
+
+
+def _key(group_id: Any) -> str | None:
+    """A hashable key for a group id as JSON gives it (an int, a string...)."""
+    return None if group_id is None else json.dumps(group_id, sort_keys=True)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
