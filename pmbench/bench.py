@@ -17,15 +17,16 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 
 from pmbench.cpu_linear import MIN_ROWS, prepack_linears
 from pmbench.envinfo import env_fingerprint
-from pmbench.errors import BadInput, require_positive
-from pmbench.records import RunStore, new_run_id, now_iso
+from pmbench.errors import BadInput, check_device, parse_device, require_positive
+from pmbench.records import RunStore, check_run_id, new_run_id, now_iso
 from pmbench.roofline import machine_peaks, model_weights, roofline
 from pmbench.rope2d.settings import resolve_settings
 from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
@@ -68,9 +69,20 @@ class RunSettings:
     resume: str | None = None
 
     def validate(self) -> None:
+        """Cheap checks that need no model, data or device (a sweep runs them on every
+        cell of a grid before anything starts)."""
         require_positive(branch=self.branch, limit=self.limit, repeats=self.repeats,
                          max_new_tokens=self.max_new_tokens,
-                         samples_per_task=self.samples_per_task)
+                         samples_per_task=self.samples_per_task, threads=self.threads)
+        if self.run_id is not None:
+            check_run_id(self.run_id, "--run-id")
+        if self.resume is not None:
+            check_run_id(self.resume, "--resume")
+        parse_device(self.device)  # its availability is checked where the run runs
+        from pmbench.models import DTYPES
+
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
         from pmbench.runners.prefix import KV_MODES  # loads transformers: only when checking
 
@@ -80,6 +92,57 @@ class RunSettings:
 
 
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
+
+# Settings that the command line of a --resume gives, never the stored record: where the
+# records are, and the opt-ins to run generated code, which must be asked again.
+FROM_COMMAND_LINE = ("resume", "output_dir", "allow_code_execution",
+                     "allow_unisolated_code_execution")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a RunSettings field's annotation."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, UnionType):
+        return any(_has_type(value, arg) for arg in get_args(hint))
+    if hint is NoneType:
+        return value is None
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(_has_type(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def resumed_settings(previous: dict[str, Any], current: RunSettings,
+                     where: Any) -> RunSettings:
+    """The stored settings of a run being resumed, checked field by field, with the
+    FROM_COMMAND_LINE ones taken from `current` (the code-execution opt-ins are never
+    inherited). A field the record lacks takes its default (records of older versions);
+    an unknown field or a wrong type is a corrupt record, one line."""
+    stored = previous.get("settings")
+    if not isinstance(stored, dict):
+        raise BadInput(f"corrupt run record: {where} (no settings)")
+    hints = get_type_hints(RunSettings)
+    unknown = sorted(str(k) for k in stored if k not in hints)
+    if unknown:
+        raise BadInput(f"corrupt run record: {where} (unknown settings: {', '.join(unknown)})")
+    for name in ("method", "suite"):
+        if not isinstance(stored.get(name), str):
+            raise BadInput(f"corrupt run record: {where} (settings.{name} is missing)")
+    for name, value in stored.items():
+        if not _has_type(value, hints[name]):
+            raise BadInput(f"corrupt run record: {where} (settings.{name} = {value!r} is not "
+                           f"{str(hints[name]).replace('typing.', '')})")
+    names = {f.name for f in fields(RunSettings)}
+    given = {k: v for k, v in stored.items() if k in names and k not in FROM_COMMAND_LINE}
+    return RunSettings(**given, **{k: getattr(current, k) for k in FROM_COMMAND_LINE})
 
 
 def _median_range(values: list[float]) -> tuple[float, float, float]:
@@ -156,24 +219,29 @@ class PreparedRun:
     runner_cls: type[Runner]
     tokenizer: Any
     suite: Any
-    store: RunStore | None
+    store: RunStore  # locked: this process writes the run folder until execute_run ends
     previous: dict[str, Any] | None
     code_execution: dict[str, Any] | None = None  # the sandbox's isolation, for run.json
 
 
 def prepare_run(s: RunSettings) -> PreparedRun:
-    """Check everything that is cheap to check, so bad input fails before the model loads."""
+    """Check everything that is cheap to check, so bad input fails before the model loads,
+    then lock the run folder (a second writer of the same run is refused here)."""
     from pmbench.models import load_tokenizer
     from pmbench.suites import load_suite
 
-    store: RunStore | None = None
     previous: dict[str, Any] | None = None
     if s.resume:
-        store = RunStore(s.output_dir, s.resume)
-        previous = store.read_run()
-        s = RunSettings(**{**previous["settings"], "resume": s.resume,
-                           "output_dir": s.output_dir})
-    s.validate()
+        stored = RunStore(s.output_dir, check_run_id(s.resume, "--resume"))
+        previous = stored.read_run()
+        s = resumed_settings(previous, s, stored.run_path)
+        try:
+            s.validate()
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"corrupt run record: {stored.run_path} ({exc})") from None
+    else:
+        s.validate()
+    check_device(s.device)
     try:
         runner_cls = get_runner(s.method)
         runner_cls.check_available()
@@ -206,15 +274,33 @@ def prepare_run(s: RunSettings) -> PreparedRun:
         code_execution = check_isolation(s.allow_unisolated_code_execution)
     if not suite.groups:
         raise BadInput(f"suite {s.suite} produced no questions (empty data or --limit)")
+    run_id = check_run_id(s.resume or s.run_id or new_run_id(s.method, s.suite, s.branch),
+                          "--resume" if s.resume else "--run-id")
+    store = RunStore(s.output_dir, run_id)
+    store.lock()
+    if not s.resume and store.exists():  # checked under the lock: one process per run id
+        store.unlock()
+        raise BadInput(f"run {run_id} already exists in {s.output_dir} (use --resume {run_id})")
     return PreparedRun(s, runner_cls, tokenizer, suite, store, previous, code_execution)
 
 
 def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark described by `s`; return the run record (also written to disk)."""
+    """Run the benchmark described by `s`; return the run record (also written to disk).
+
+    The run folder's lock (taken by prepare_run) is released when this returns or raises.
+    """
+    prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
+    try:
+        return _execute(prepared, progress, log)
+    finally:
+        prepared.store.unlock()
+
+
+def _execute(prepared: PreparedRun, progress: ProgressFn | None,
+             log: Callable[[str], None] | None) -> dict[str, Any]:
     from pmbench.models import eos_token_ids, load_model
 
-    prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
     s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
     suite, store, previous = prepared.suite, prepared.store, prepared.previous
     log = log or (lambda msg: None)
@@ -238,10 +324,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
                             extra={"prefix_kv": s.prefix_kv})
     runner: Runner = runner_cls(model, tokenizer, options)
 
-    run_id = s.resume or s.run_id or new_run_id(s.method, s.suite, s.branch)
-    store = store or RunStore(s.output_dir, run_id)
-    if not s.resume and store.exists():
-        raise BadInput(f"run {run_id} already exists in {s.output_dir} (use --resume {run_id})")
+    run_id = store.run_id
     done_samples, done_groups = store.load_done() if s.resume else ([], [])
     done_ids = {g["group_id"] for g in done_groups}
     pending = [g for g in suite.groups if g.group_id not in done_ids]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -46,6 +48,20 @@ def run_args(model: str, out, *extra: str) -> list[str]:
         (["run", "--method", "prefix", "--suite", "squad", "--prefix-kv", "all"], "prefix-kv"),
         (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such/dir"], "model"),
         (["run", "--method", "batch", "--suite", "squad", "--data-dir", "/no/such"], "data"),
+        # issue 14: checked before the tokenizer (a missing model would be reported first)
+        (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", "--threads",
+          "-1"], "--threads must be >= 1"),
+        (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", "--threads",
+          "0"], "--threads must be >= 1"),
+        (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", "--device",
+          "foo"], "unknown --device 'foo'"),
+        (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", "--device",
+          "meta"], "not a device to run a model on"),
+        (["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", "--dtype",
+          "f8"], "unknown --dtype"),
+        *[(["run", "--method", "batch", "--suite", "squad", "--model", "/no/such", option, bad],
+           f"{option} {bad!r} is not a valid run id")
+          for option in ("--run-id", "--resume") for bad in ("../x", "/abs", "a/b", "..", "")],
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -124,3 +140,113 @@ def test_interrupted_run_resumes_without_redoing(tiny_model_dir, tmp_path, monke
     record = json.loads(res.stdout)
     assert record["metrics"]["n"] == 4 and record["resumed"]
     assert len((tmp_path / "r1" / "samples.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize(("device", "available", "count", "needle"), [
+    ("cuda", False, 0, "--device cuda: cuda is not available on this machine"),
+    ("cuda:0", False, 0, "--device cuda:0: cuda is not available on this machine"),
+    ("cuda:2", True, 1, "--device cuda:2: this machine has 1 cuda device(s)"),
+])
+def test_device_is_checked_before_the_model_loads(monkeypatch, device, available, count,
+                                                  needle):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    res = invoke("run", "--method", "batch", "--suite", "squad", "--model", "/no/such",
+                 "--device", device)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0].lower(), res.stderr
+
+
+def _hold_lock(folder) -> subprocess.Popen:
+    """Another process writing run `folder` (it holds the run folder's lock)."""
+    code = ("import sys, time; from pmbench.records import RunStore; "
+            "s = RunStore(sys.argv[1], sys.argv[2]); s.lock(); print('locked', flush=True); "
+            "time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder.parent), folder.name],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_run_being_written_is_refused_to_a_second_writer(tiny_model_dir, tmp_path):
+    args = run_args(tiny_model_dir, tmp_path, "--method", "batch", "--max-new-tokens", "1")
+    assert invoke(*args, "--run-id", "r1").exit_code == 0
+    holder = _hold_lock(tmp_path / "r1")
+    try:
+        for extra in (["--run-id", "r1"], ["--resume", "r1"], ["--run-id", "r1", "--json"]):
+            res = invoke(*args, *extra)
+            assert res.exit_code == 2, res.output
+            assert res.stderr.strip() == (f"error: run r1 is being written by another process "
+                                          f"(pid {holder.pid})"), res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    res = invoke(*args, "--run-id", "r1")  # not being written: the run exists, say so
+    assert res.exit_code == 2 and "already exists" in res.stderr and "--resume r1" in res.stderr
+
+
+def _stored_run(folder, **settings) -> None:
+    from dataclasses import asdict
+
+    from pmbench.bench import RunSettings
+
+    folder.mkdir(parents=True)
+    record = {"run_id": folder.name, "status": "running",
+              "settings": {**asdict(RunSettings(method="batch", suite="squad")), **settings}}
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_resume_asks_for_the_code_execution_opt_in_again(tiny_model_dir, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.delenv("PMBENCH_ALLOW_CODE_EXECUTION", raising=False)
+    _stored_run(tmp_path / "he", suite="humaneval", model=tiny_model_dir, limit=2,
+                allow_code_execution=True, allow_unisolated_code_execution=True)
+    res = invoke("run", "--resume", "he", "--output-dir", str(tmp_path))
+    assert res.exit_code == 2, res.output
+    assert "--allow-code-execution" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_resumed_settings_take_the_opt_ins_from_the_command_line():
+    from dataclasses import asdict
+
+    from pmbench.bench import RunSettings, resumed_settings
+
+    stored = asdict(RunSettings(method="batch", suite="humaneval", branch=4,
+                                allow_code_execution=True,
+                                allow_unisolated_code_execution=True))
+    now = RunSettings(method=None, suite=None, resume="r1", output_dir="elsewhere")
+    s = resumed_settings({"settings": stored}, now, "run.json")
+    assert (s.method, s.suite, s.branch, s.resume, s.output_dir) == (
+        "batch", "humaneval", 4, "r1", "elsewhere")
+    assert not s.allow_code_execution and not s.allow_unisolated_code_execution
+    given = RunSettings(method=None, suite=None, resume="r1", allow_code_execution=True)
+    assert resumed_settings({"settings": stored}, given, "run.json").allow_code_execution
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"branch": "4"}, "settings.branch = '4'"),
+    ({"threads": True}, "settings.threads = True"),
+    ({"subjects": ["a", 1]}, "settings.subjects"),
+    ({"no_such_option": 1}, "unknown settings: no_such_option"),
+    ({"method": None}, "settings.method is missing"),
+    ({"branch": 0}, "--branch must be >= 1"),
+])
+def test_a_corrupt_stored_record_is_one_line(tmp_path, settings, needle):
+    _stored_run(tmp_path / "bad", **settings)
+    res = invoke("run", "--resume", "bad", "--output-dir", str(tmp_path))
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("record", ['{"run_id": "x"}', "[1, 2]", '{"settings": [1]}', "{"])
+def test_a_record_without_usable_settings_is_one_line(tmp_path, record):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text(record)
+    res = invoke("run", "--resume", "bad", "--output-dir", str(tmp_path))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("error: corrupt run record") and res.stderr.count("\n") == 1
