@@ -24,6 +24,12 @@ better for all):
   conservative approximation. With ``exact_accuracy=True`` any change is flagged
   (greedy decoding on a fixed subset must reproduce exactly).
 
+A broken run never passes the gate. A figure of the candidate that is not finite (NaN,
+inf), a throughput or ratio that is zero or negative (or whose repeat minimum is), an
+accuracy outside [0, 1] are regressions whatever the other rules say, and so is every
+figure of the baseline that the candidate lacks (a cell or a metric: status ``missing``).
+The same faults in the baseline make it unusable: bad input (exit 2), not a verdict.
+
 Output: a Markdown table for CI logs, or JSON in the github-action-benchmark
 ``customBiggerIsBetter`` shape: a list of ``{"name": str, "unit": str, "value": float,
 "range": str, "extra": str}`` holding the *candidate's* values (accuracy in %), ``range``
@@ -57,7 +63,7 @@ RATIOS = (("rope2d", "prefix"), ("rope2d", "batch"), ("rope2d", "sequential"),
 # counts are left out, since their number of questions is not recorded.
 ACCURACY = ("acc", "exact_match", "exact_match_strict", "exact_match_flexible", "pass@1",
             "f1", "em", "f1a")
-FLAGS = ("REGRESSION", "CHANGED")
+FLAGS = ("REGRESSION", "CHANGED", "MISSING")
 
 
 @dataclass(frozen=True)
@@ -80,18 +86,43 @@ class Figure:
         return math.sqrt(p * (1 - p) / self.n)
 
 
+def fault(fig: Figure) -> str | None:
+    """Why `fig` cannot be a measurement (None when it can): not finite, a speed or ratio
+    that is not positive, an accuracy outside [0, 1], a range that excludes the value."""
+    values = {"value": fig.value, "range low": fig.low, "range high": fig.high}
+    for name, x in values.items():
+        if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+            return f"{name} {x!r} is not a finite number"
+    if fig.kind == "accuracy":
+        if not 0 <= fig.value <= 1:
+            return f"accuracy {fig.value:g} is outside [0, 1]"
+        if fig.n is not None and (not isinstance(fig.n, int) or fig.n < 0):
+            return f"question count n = {fig.n!r} is not a count"
+        return None
+    if fig.value <= 0:
+        return f"value {fig.value:g} is not positive"
+    if fig.low <= 0:
+        return f"repeat minimum {fig.low:g} is not positive"
+    slack = 1e-9 * fig.high
+    if not fig.low - slack <= fig.value <= fig.high + slack:
+        return f"value {fig.value:g} is outside its range [{fig.low:g}, {fig.high:g}]"
+    return None
+
+
 @dataclass(frozen=True)
 class Row:
     cell: str
     metric: str
     baseline: Figure
-    candidate: Figure
-    status: str  # ok | improved | info | REGRESSION | CHANGED
+    candidate: Figure | None  # None: the candidate lacks this figure (MISSING)
+    status: str  # ok | improved | info | REGRESSION | CHANGED | MISSING
     test: str  # what decided the status, for the log
 
     @property
     def ratio(self) -> float:
-        return self.candidate.value / self.baseline.value if self.baseline.value else math.nan
+        if self.candidate is None or not self.baseline.value:
+            return math.nan
+        return self.candidate.value / self.baseline.value
 
     @property
     def flagged(self) -> bool:
@@ -165,13 +196,22 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
                     continue
                 b = refs[0]
                 out[cell, f"output_tok_s {num}/{den}"] = Figure(
-                    "ratio", "×", a.value / b.value, a.low / b.high, a.high / b.low)
+                    "ratio", "×", _div(a.value, b.value), _div(a.low, b.high),
+                    _div(a.high, b.low))
     return out
+
+
+def _div(a: float, b: float) -> float:
+    """a / b, NaN where b is not positive (a broken figure, judged by :func:`fault`)."""
+    return a / b if b > 0 else math.nan
 
 
 def _judge(base: Figure, cand: Figure, threshold: float, machine_independent: bool,
            exact_accuracy: bool) -> tuple[str, str]:
     """(status, test) for one figure: see the module docstring for the rules."""
+    broken = fault(cand)
+    if broken:
+        return "REGRESSION", f"candidate {broken}"
     if base.kind == "accuracy":
         diff = cand.value - base.value
         if exact_accuracy:
@@ -197,13 +237,19 @@ def compare(baseline: Records, candidate: Records, threshold: float = 0.10,
     if not 0 <= threshold < 1:
         raise BadInput(f"--threshold must be in [0, 1), got {threshold}")
     base, cand = figures(baseline), figures(candidate)
-    shared = [k for k in base if k in cand]
-    if not shared:
+    broken = [(key, problem) for key, fig in base.items() if (problem := fault(fig))]
+    if broken:
+        (cell, metric), problem = broken[0]
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise BadInput(f"unusable baseline: {cell} {metric}: {problem}{more}")
+    if not any(k in cand for k in base):
         raise BadInput("baseline and candidate have no cell in common")
     rows = [Row(cell, metric, base[cell, metric], cand[cell, metric],
                 *_judge(base[cell, metric], cand[cell, metric], threshold,
                         machine_independent, exact_accuracy))
-            for cell, metric in shared]
+            if (cell, metric) in cand else
+            Row(cell, metric, base[cell, metric], None, "MISSING", "not in the candidate")
+            for cell, metric in base]
     base_cells, cand_cells = {c for c, _ in base}, {c for c, _ in cand}
     return Comparison(rows, sorted(base_cells - cand_cells), sorted(cand_cells - base_cells),
                       threshold)
@@ -215,6 +261,8 @@ def _shown(fig: Figure) -> float:
 
 def _num(x: float) -> str:
     """Four significant digits, without exponents for large throughputs."""
+    if not math.isfinite(x):
+        return str(x)
     return f"{x:.1f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
@@ -224,12 +272,16 @@ def to_markdown_report(result: Comparison) -> str:
         "Cell": [r.cell for r in result.rows], "Metric": [r.metric for r in result.rows],
         "Unit": [r.baseline.unit for r in result.rows],
         "Baseline": [_num(_shown(r.baseline)) for r in result.rows],
-        "Candidate": [_num(_shown(r.candidate)) for r in result.rows],
+        "Candidate": ["–" if r.candidate is None else _num(_shown(r.candidate))
+                      for r in result.rows],
         "Ratio": [r.ratio for r in result.rows], "Test": [r.test for r in result.rows],
         "Status": [r.status for r in result.rows]})
     flagged = len(result.regressions)
+    missing = sum(r.status == "MISSING" for r in result.rows)
     notes = [f"{flagged} regression(s) flagged (threshold {result.threshold:.0%}, "
-             "repeat ranges must not overlap; accuracy against the binomial SE)."]
+             "repeat ranges must not overlap; accuracy against the binomial SE"
+             + (f"; {missing} figure(s) of the baseline missing from the candidate" if missing
+                else "") + ")."]
     notes += [f"Only in baseline: {c}" for c in result.only_baseline]
     notes += [f"Only in candidate: {c}" for c in result.only_candidate]
     table = Table(None, "pmbench compare: baseline vs candidate", data,
@@ -238,10 +290,16 @@ def to_markdown_report(result: Comparison) -> str:
 
 
 def to_benchmark_json(result: Comparison) -> list[dict[str, Any]]:
-    """The candidate's figures in github-action-benchmark's customBiggerIsBetter shape."""
+    """The candidate's figures in github-action-benchmark's customBiggerIsBetter shape.
+
+    Figures the candidate lacks or that are not finite have no value to show: they are
+    left out here (JSON has no NaN) and named on stderr by the command (:func:`unshown`).
+    """
     entries = []
     for r in result.rows:
         c = r.candidate
+        if c is None or not all(math.isfinite(x) for x in (c.value, c.low, c.high)):
+            continue
         spread = (100 * c.se if c.se is not None else None) if c.kind == "accuracy" else max(
             c.value - c.low, c.high - c.value)
         entries.append({
@@ -250,6 +308,13 @@ def to_benchmark_json(result: Comparison) -> list[dict[str, Any]]:
             "extra": f"baseline {_num(_shown(r.baseline))}; ratio {r.ratio:.3f}; {r.status}",
         })
     return entries
+
+
+def unshown(result: Comparison) -> list[Row]:
+    """Flagged rows that :func:`to_benchmark_json` cannot hold (missing, not finite)."""
+    return [r for r in result.rows if r.flagged and (
+        r.candidate is None or not all(math.isfinite(x) for x in (
+            r.candidate.value, r.candidate.low, r.candidate.high)))]
 
 
 def resolve(spec: str, results_dir: str | Path = "results") -> Path:

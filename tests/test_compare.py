@@ -4,6 +4,7 @@ method ratios, exit codes and the github-action-benchmark JSON shape."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,106 @@ def test_rope2d_over_prefix_is_a_ratio_row(tmp_path):
 
 def _is_batch_squad_b4(rec: dict) -> bool:
     return rec["method"] == "batch" and rec["suite"] == "squad" and rec["branch"] == 4
+
+
+# ------------------------------------------- a gate a broken run cannot pass (issue 14)
+
+
+def gate(*args) -> tuple[int, str, str]:
+    """`pmbench compare ...` through the real CLI: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from pmbench.cli import app
+
+    result = CliRunner().invoke(app, ["compare", *map(str, args)])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _set_speed(values: list[float], median: float | None = None) -> Callable[[dict], None]:
+    def edit(rec: dict) -> None:
+        rec["throughput"]["repeats"]["output_tok_s"] = values
+        rec["throughput"]["output_tok_s"] = sorted(values)[1] if median is None else median
+    return edit
+
+
+def _flagged(stdout: str, cell: str) -> list[str]:
+    return [line for line in stdout.splitlines() if cell in line and "REGRESSION" in line]
+
+
+ROPE_B4 = "squad rope2d r=0 b4"
+BATCH_B4 = "squad batch b4"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_accuracy_in_the_candidate_is_a_regression(tmp_path, bad):
+    code, out, _ = gate(FIXTURES, candidate(tmp_path, _squad_f1(bad), _is_rope2d_squad_b4))
+    assert code == 1
+    rows = [line for line in _flagged(out, ROPE_B4) if "| f1 " in line]
+    assert rows and all("candidate value" in r and "is not a finite number" in r for r in rows)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_speed_in_the_candidate_is_a_regression(tmp_path, bad):
+    edit = _set_speed([bad, bad, bad], median=bad)
+    code, out, _ = gate(FIXTURES, candidate(tmp_path, edit, _is_rope2d_squad_b4),
+                        "--machine-independent")  # absolute speed is info-only there...
+    assert code == 1  # ...but a broken one still fails, and so do its ratios
+    assert any("| output_tok_s " in line for line in _flagged(out, ROPE_B4))
+    assert any("rope2d/batch" in line for line in _flagged(out, ROPE_B4))
+
+
+def test_missing_cells_of_the_baseline_are_regressions(tmp_path):
+    root = candidate(tmp_path)
+    batch = next(p for p in root.rglob("run.json") if _is_batch_squad_b4(json.loads(
+        p.read_text())))
+    shutil.rmtree(batch.parent)
+    code, out, err = gate(FIXTURES, root)
+    assert code == 1
+    missing = [line for line in out.splitlines() if "MISSING" in line]
+    assert {line.split("|")[2].strip() for line in missing if BATCH_B4 in line} == {
+        "output_tok_s", "total_tok_s", "q_s", "f1", "em", "output_tok_s batch/sequential"}
+    assert any(ROPE_B4 in line and "rope2d/batch" in line for line in missing)
+    assert "missing from the candidate" in out and "regression(s) flagged" in err
+
+
+def test_missing_figures_are_named_on_stderr_with_json(tmp_path):
+    root = candidate(tmp_path, _squad_f1(math.nan), _is_rope2d_squad_b4)
+    batch = next(p for p in root.rglob("run.json") if _is_batch_squad_b4(json.loads(
+        p.read_text())))
+    shutil.rmtree(batch.parent)
+    code, out, err = gate(FIXTURES, root, "--format", "json")
+    assert code == 1
+
+    def no_nan(name: str):
+        raise AssertionError(f"{name} in JSON output")
+
+    entries = json.loads(out, parse_constant=no_nan)  # strict JSON: no NaN, no Infinity
+    assert not any(BATCH_B4 in e["name"] for e in entries)
+    assert f"MISSING: {BATCH_B4}" in err and "REGRESSION: " + ROPE_B4 in err
+
+
+@pytest.mark.parametrize("repeats", [[0.0, 50.0, 52.0], [-1.0, 50.0, 52.0]])
+def test_a_zero_or_negative_repeat_minimum_in_the_candidate_is_a_regression(tmp_path, repeats):
+    code, out, _ = gate(FIXTURES, candidate(tmp_path, _set_speed(repeats), _is_batch_squad_b4),
+                        "--machine-independent")
+    assert code == 1  # no ZeroDivisionError: the broken speed and every ratio over it fail
+    assert any("repeat minimum" in line and "| output_tok_s " in line
+               for line in _flagged(out, BATCH_B4))
+    assert any("rope2d/batch" in line for line in _flagged(out, ROPE_B4))
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    (_squad_f1(math.nan), "f1: value nan is not a finite number"),
+    (_squad_f1(1.5), "f1: accuracy 1.5 is outside [0, 1]"),
+    (_set_speed([0.0, 0.0, 0.0], median=0.0), "output_tok_s: value 0 is not positive"),
+    (_set_speed([0.0, 70.0, 72.0]), "output_tok_s: repeat minimum 0 is not positive"),
+])
+def test_an_unusable_baseline_is_bad_input(tmp_path, edit, needle):
+    baseline = candidate(tmp_path, edit, _is_rope2d_squad_b4)
+    code, _, err = gate(baseline, FIXTURES)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unusable baseline: ")
+    assert needle in lines[0], lines[0]

@@ -126,7 +126,9 @@ def compare(
                                         help="Flag any accuracy change (fixed greedy subset)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
 ) -> None:
-    """Compare two sets of run records; exit 1 when a regression is flagged."""
+    """Compare two sets of run records; exit 1 when a regression is flagged (a figure of the
+    baseline missing from the candidate, or a broken one: NaN, inf, a speed <= 0, counts
+    too); exit 2 when the baseline itself has such a figure."""
     from pmbench import compare as cmp
 
     if fmt not in ("markdown", "json"):
@@ -137,6 +139,10 @@ def compare(
     text = (cmp.to_markdown_report(result) if fmt == "markdown" else
             json.dumps(cmp.to_benchmark_json(result), indent=2, ensure_ascii=False) + "\n")
     _write(text, output)
+    if fmt == "json":  # JSON has no place for a missing or non-finite figure: name them here
+        for row in cmp.unshown(result):
+            _stderr().print(f"{row.status}: {escape(row.cell)} {escape(row.metric)} "
+                            f"({escape(row.test)})", highlight=False)
     if result.regressions:
         _stderr().print(f"[red]{len(result.regressions)} regression(s) flagged[/]")
         raise typer.Exit(1)
