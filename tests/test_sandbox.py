@@ -1,9 +1,9 @@
 """Sandbox for generated code: hostile programs fail, change nothing outside, never stall.
 
 Each hostile program is shaped like a HumanEval problem whose check passes only if the
-hostile action succeeded, and the test checks on its own that the side effect did not
-happen. The targets outside the sandbox are world-writable, so only OS-level isolation
-(read-only mounts, namespaces, limits), not file permissions, protects them.
+hostile action succeeded (so pass@1 of the hostile set must be 0), and the tests check on
+their own that the side effect did not happen. The targets outside the sandbox are
+world-writable or listening for anyone, so only OS-level isolation protects them.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -21,9 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from pmbench import sandbox_cgroup
+from pmbench.errors import BadInput
 from pmbench.sandbox import (
     ENV_FLAG,
-    _hidden_dirs,
+    TEMP_PREFIX,
+    Isolation,
+    check_isolation,
     code_execution_allowed,
     isolation,
     run_programs,
@@ -33,17 +39,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5.0
 TAG = uuid.uuid4().hex[:12]
 NONCE = str(uuid.uuid4().int)[:9]
+SECRET = f"pmbench-secret-{uuid.uuid4().hex}"
 # `sleep 999.<n><nonce>`: a command line that only this test's hostile programs start.
-SLEEP_MARKERS = {name: f"999.{n}{NONCE}" for n, name in enumerate(["fork", "escape", "daemon"], 1)}
+SLEEP_MARKERS = {name: f"999.{n}{NONCE}" for n, name in
+                 enumerate(["fork", "escape", "daemon", "orphan"], 1)}
 TMP_TARGET = f"/tmp/pmbench-hostile-{TAG}"
 HOME_TARGET = str(Path.home() / f".pmbench-hostile-{TAG}")
+HOME_SECRET = Path.home() / f".pmbench-secret-{TAG}"
 SHM_TARGET = f"/dev/shm/pmbench-hostile-{TAG}"
+ABSTRACT_SOCKET = f"\0pmbench-hostile-{TAG}"
+GONE = ("Read-only file system", "No such file or directory")  # why a write outside fails
 
 
 def humaneval(completion: str) -> str:
     """Prompt + completion + test + check(entry_point), as the humaneval suite builds them."""
     return (
-        "import os, socket, subprocess, time\n\n\n"
+        "import ctypes, os, signal, socket, subprocess, sys, time\n\n\n"
         "def candidate():\n" + textwrap.indent(textwrap.dedent(completion).strip(), "    ")
         + "\n\n\ndef check(candidate):\n    assert candidate() is True\n\n\n"
         "check(candidate)\n"
@@ -52,8 +63,7 @@ def humaneval(completion: str) -> str:
 
 def world_writable_dir() -> Path:
     """A directory outside any sandbox that anyone may write to: only isolation protects it.
-    It lies in the checkout (git-ignored), which sandboxes see read-only, not under /tmp,
-    which they do not see at all."""
+    It lies in the checkout (git-ignored), which sandboxes do not see."""
     base = ROOT / ".pytest_cache"
     base.mkdir(exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="sandbox-outside-", dir=base))
@@ -69,35 +79,47 @@ def remove_world_writable_dir(path: Path) -> None:
         pass
 
 
-# Why a write to world_writable_dir() fails: read-only mount, or hidden if the checkout lies
-# under a directory the sandbox covers (the home directory, /tmp).
-OUTSIDE_REASON = (
-    "No such file or directory" if any(ROOT.is_relative_to(d) for d in _hidden_dirs())
-    else "Read-only file system"
-)
-
-
-def hostile_programs(outside: Path, port: int) -> dict[str, tuple[str, str, str]]:
-    """name -> (completion, expected status, expected piece of the detail)."""
-    sentinel, written = outside / "sentinel", outside / "written"
+def hostile_programs(outside: Path, ports: dict[str, int], victim: int) -> dict[str, tuple]:
+    """name -> (completion, expected status or statuses, pieces of the detail, one of which
+    must show)."""
+    sentinel, written, secret = outside / "sentinel", outside / "written", outside / "secret"
     marker = SLEEP_MARKERS
     return {
-        "write_tmp": (f"open({TMP_TARGET!r}, 'w').write('x')\nreturn True",
-                      "failed", "Read-only file system"),
-        "write_home": (f"open({HOME_TARGET!r}, 'w').write('x')\nreturn True",
-                       "failed", "Read-only file system"),
-        "write_outside": (f"open('{written}', 'w').write('x')\nreturn True",
-                          "failed", OUTSIDE_REASON),
-        "delete_sentinel": (f"os.remove('{sentinel}')\nreturn True",
-                            "failed", OUTSIDE_REASON),
+        # Writing and deleting outside the sandbox.
+        "write_tmp": (f"open({TMP_TARGET!r}, 'w').write('x')\nreturn True", "failed", GONE),
+        "write_home": (f"open({HOME_TARGET!r}, 'w').write('x')\nreturn True", "failed", GONE),
+        "write_outside": (f"open('{written}', 'w').write('x')\nreturn True", "failed", GONE),
+        "delete_sentinel": (f"os.remove('{sentinel}')\nreturn True", "failed", GONE),
+        "write_dev_shm": (f"open({SHM_TARGET!r}, 'w').write('x')\nreturn True", "failed", GONE),
         "os_system": (f"return os.system('rm -f {sentinel} && touch {TMP_TARGET}') == 0",
-                      "failed", "AssertionError"),
+                      "failed", ("AssertionError",)),
         "subprocess": (f"subprocess.run(['rm', '{sentinel}'], check=True)\n"
                        f"subprocess.run(['touch', '{written}'], check=True)\nreturn True",
-                       "failed", "CalledProcessError"),
-        "infinite_loop": ("while True:\n    pass", "timeout", f"{TIMEOUT:g} s"),
+                       "failed", ("CalledProcessError",)),
+        # Reading secrets: a planted file, the parent's environment, any process's.
+        "read_secret": (f"raise AssertionError(open('{secret}').read())", "failed", GONE),
+        "read_home_secret": (f"raise AssertionError(open('{HOME_SECRET}').read())",
+                             "failed", GONE),
+        "read_environ": (f"""
+            found = [p for p in os.listdir('/proc') if p.isdigit()
+                     and b'{SECRET}' in open('/proc/' + p + '/environ', 'rb').read()]
+            return bool(found) or '{SECRET}' in str(os.environ)""", "failed", ("AssertionError",)),
+        # Exhausting the host: CPU, memory, processes, files, terminals, output.
+        "infinite_loop": ("while True:\n    pass", "timeout", (f"{TIMEOUT:g} s",)),
         "allocate_8gb": ("block = bytearray(8 * 1024**3)\nreturn len(block) > 0",
-                         "failed", "MemoryError"),
+                         "failed", ("MemoryError",)),
+        "children_near_limit": ("""
+            pids = []
+            for _ in range(6):  # 6 x 512 MiB: each under the per-process limit, not together
+                pid = os.fork()
+                if pid == 0:
+                    block = b'\\x01' * (1 << 29)
+                    time.sleep(1.0)
+                    os._exit(0 if len(block) else 1)
+                pids.append(pid)
+            return all(os.waitpid(p, 0)[1] == 0 for p in pids)""",  # on a busy machine the
+                                ("failed", "timeout"),  # killed children may take longer
+                                ("AssertionError", "killed by SIGKILL", f"{TIMEOUT:g} s")),
         "fork_200": (f"""
             children = []
             for _ in range(200):
@@ -105,19 +127,65 @@ def hostile_programs(outside: Path, port: int) -> dict[str, tuple[str, str, str]
                 if pid == 0:
                     os.execvp('sleep', ['sleep', '{marker['fork']}'])
                 children.append(pid)
-            return len(children) == 200""", "failed", "Resource temporarily unavailable"),
-        "network": (f"socket.create_connection(('127.0.0.1', {port}), timeout=2)\nreturn True",
-                    "failed", "Network is unreachable"),
-        # Leaves the process group, so killing the group misses it; the PID namespace does not.
-        "escape_session": (f"os.setsid()\nos.execvp('sleep', ['sleep', '{marker['escape']}'])",
-                           "timeout", f"{TIMEOUT:g} s"),
+            return len(children) == 200""", "failed", ("Resource temporarily unavailable",)),
+        "open_files": ("return len([open('/dev/null') for _ in range(10000)]) == 10000",
+                       "failed", ("Too many open files",)),
+        "ptmx_loop": ("""
+            fds = []
+            while len(fds) < 1000:
+                fds.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))
+            return True""", "failed", ("No space left on device", "Too many open files")),
         "huge_file": ("open('big', 'wb').write(bytes(64 << 20))\nreturn True",
-                      "failed", "File too large"),
-        # Passes its check (its own /dev/shm is writable), but nothing reaches the host's.
-        "dev_shm": (f"open({SHM_TARGET!r}, 'w').write('x')\nreturn True", "passed", ""),
-        # Passes its check, but its background process must not outlive it.
+                      "failed", ("File too large",)),
+        "stderr_flood": ("""
+            chunk = b'x' * (1 << 20)
+            for _ in range(100):
+                os.write(2, chunk)
+            return False""", "failed", ("AssertionError",)),
+        "proof_flood": ("""
+            for _ in range(1000):
+                os.write(3, b'pass ' + b'0' * 32 + b'\\n' + b'x' * 10000)
+            return False""", "failed", ("AssertionError", "before its check completed")),
+        # Reaching out: TCP and IPv6 loopback, unix sockets planted or abstract.
+        "network": (f"socket.create_connection(('127.0.0.1', {ports['tcp']}), timeout=2)\n"
+                    "return True", "failed", ("Network is unreachable",)),
+        "network_ipv6": (f"socket.create_connection(('::1', {ports['tcp6']}), timeout=2)\n"
+                         "return True", "failed",
+                         ("Network is unreachable", "Cannot assign requested address",
+                          "Address family not supported")),
+        "unix_socket": (f"s = socket.socket(socket.AF_UNIX)\ns.connect('{outside}/sock')\n"
+                        "return True", "failed", GONE),
+        "abstract_socket": (f"s = socket.socket(socket.AF_UNIX)\ns.connect({ABSTRACT_SOCKET!r})"
+                            "\nreturn True", "failed", ("Connection refused",)),
+        # Leaving the walls: new namespaces, mounts, tracing, killing.
+        "nested_userns_tmpfs": ("""
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(0x10000000 | 0x00020000) != 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            return libc.mount(b'tmpfs', b'/sandbox', b'tmpfs', 0, b'size=4g') == 0""",
+                                "failed", ("Operation not permitted",)),
+        "unshare_binary": ("return os.system('unshare -Urm true') == 0", "failed",
+                           ("AssertionError",)),
+        "ptrace_parent": (f"""
+            libc = ctypes.CDLL(None, use_errno=True)
+            ok = [libc.ptrace(16, pid, 0, 0) == 0 for pid in (os.getppid(), {victim}, 1)]
+            return any(ok)""", "failed", ("AssertionError",)),
+        "kill_everything": ("os.kill(-1, signal.SIGKILL)\nreturn False", "failed",
+                            ("AssertionError", "No such process")),
+        # Leaving processes behind: a new session, a daemon.
+        "escape_session": (f"os.setsid()\nos.execvp('sleep', ['sleep', '{marker['escape']}'])",
+                           "timeout", (f"{TIMEOUT:g} s",)),
         "daemon": (f"subprocess.Popen(['sleep', '{marker['daemon']}'], "
-                   "start_new_session=True)\nreturn True", "passed", ""),
+                   "start_new_session=True)\nreturn False", "failed", ("AssertionError",)),
+        # Faking the pass: every way to end early with status 0, a guessed proof.
+        "sys_exit_0": ("sys.exit(0)", "failed", ("SystemExit",)),
+        "exit_builtin": ("exit()", "failed", ("SystemExit",)),
+        "os_exit_0": ("os._exit(0)", "failed", ("before its check completed",)),
+        "kill_harness": ("os.kill(os.getpid(), signal.SIGKILL)\nos._exit(0)", "failed",
+                         ("before its check completed", "killed by SIGKILL")),
+        "guessed_proof": ("os.write(3, b'pass ' + b'0' * 32 + b'\\n')\n"
+                          "print('pass ' + '0' * 32)\nos._exit(0)", "failed",
+                          ("before its check completed",)),
     }
 
 
@@ -132,49 +200,83 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def listener(family: int, address) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind(address)
+    sock.listen()
+    sock.setblocking(False)
+    return sock
+
+
 @pytest.fixture(scope="module")
 def hostile():
     """Run every hostile program in one parallel batch; yield what the checks need."""
     outside = world_writable_dir()
     (outside / "sentinel").write_text("keep me")
     (outside / "sentinel").chmod(0o666)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    cases = hostile_programs(outside, listener.getsockname()[1])
+    for secret in (outside / "secret", HOME_SECRET):
+        secret.write_text(SECRET)
+        secret.chmod(0o644)
+    listeners = {"tcp": listener(socket.AF_INET, ("127.0.0.1", 0)),
+                 "tcp6": listener(socket.AF_INET6, ("::1", 0)),
+                 "unix": listener(socket.AF_UNIX, str(outside / "sock")),
+                 "abstract": listener(socket.AF_UNIX, ABSTRACT_SOCKET)}
+    (outside / "sock").chmod(0o777)
+    ports = {name: listeners[name].getsockname()[1] for name in ("tcp", "tcp6")}
+    victim = subprocess.Popen(["sleep", "600"])
+    cases = hostile_programs(outside, ports, victim.pid)
+    os.environ["PMBENCH_TEST_SECRET"] = SECRET
     t0 = time.perf_counter()
-    results = run_programs([humaneval(completion) for completion, _, _ in cases.values()],
-                           timeout_s=TIMEOUT, workers=4)
+    try:
+        results = run_programs([humaneval(c) for c, _, _ in cases.values()],
+                               timeout_s=TIMEOUT, workers=4)
+    finally:
+        del os.environ["PMBENCH_TEST_SECRET"]
     wall = time.perf_counter() - t0
     yield {"cases": cases, "results": dict(zip(cases, results, strict=True)),
-           "outside": outside, "listener": listener, "wall": wall}
-    listener.close()
+           "outside": outside, "listeners": listeners, "wall": wall, "victim": victim}
+    victim.kill()
+    victim.wait()
+    for sock in listeners.values():
+        sock.close()
     remove_world_writable_dir(outside)
-    for target in (TMP_TARGET, HOME_TARGET, SHM_TARGET):
+    for target in (TMP_TARGET, HOME_TARGET, SHM_TARGET, HOME_SECRET):
         Path(target).unlink(missing_ok=True)
 
 
 def test_namespaces_are_available_here():
-    """The hostile tests below rely on namespaces; the probe checks them from the inside."""
+    """The hostile tests below rely on full isolation; the probe checks it from the inside."""
     iso = isolation()
-    assert iso.namespaces, iso.detail
+    assert iso.full, iso.missing
+    assert set(iso.namespaces) >= {"user", "mount", "network", "pid", "ipc"}
     if os.geteuid() == 0:
         assert "uid" in iso.user
+        assert iso.cgroup in ("v1", "v2"), iso.cgroup  # root: the cgroup tree is writable
 
 
-@pytest.mark.parametrize("name", list(hostile_programs(Path("/x"), 1)))
+@pytest.mark.parametrize("name", list(hostile_programs(Path("/x"), {"tcp": 1, "tcp6": 1}, 1)))
 def test_hostile_program_fails_and_changes_nothing(hostile, name):
-    _, status, detail = hostile["cases"][name]
+    _, status, details = hostile["cases"][name]
     result = hostile["results"][name]
-    assert result.status == status, result
-    assert result.passed is (status == "passed")
-    assert detail in result.detail, result
+    if name == "children_near_limit" and isolation().cgroup.startswith("none"):
+        pytest.skip("no writable cgroup tree: memory is bounded per process only")
+    assert result.status in ((status,) if isinstance(status, str) else status), result
+    assert result.passed is False
+    assert any(d in result.detail for d in details), result
     assert result.wall_s < TIMEOUT + 3, result
+    assert len(result.detail) <= 300 and SECRET not in result.detail
     outside = hostile["outside"]
-    assert sorted(os.listdir(outside)) == ["sentinel"]
+    assert sorted(os.listdir(outside)) == ["secret", "sentinel", "sock"]
     assert (outside / "sentinel").read_text() == "keep me"
     assert not any(map(os.path.exists, (TMP_TARGET, HOME_TARGET, SHM_TARGET)))
-    with pytest.raises(BlockingIOError):
-        hostile["listener"].accept()
+    for sock in hostile["listeners"].values():
+        with pytest.raises(BlockingIOError):
+            sock.accept()
+    assert hostile["victim"].poll() is None, "a host process was killed"
+
+
+def test_hostile_set_scores_zero(hostile):
+    assert sum(r.passed for r in hostile["results"].values()) == 0
 
 
 def test_no_process_outlives_its_program(hostile):
@@ -185,8 +287,8 @@ def test_no_process_outlives_its_program(hostile):
 
 
 def test_hostile_batch_does_not_stall(hostile):
-    # 14 programs on 4 workers, two of which run into the timeout.
-    assert hostile["wall"] < 2 * TIMEOUT + 5
+    # 37 programs on 4 workers, two of which run into the timeout.
+    assert hostile["wall"] < 3 * TIMEOUT + 20, hostile["wall"]
 
 
 def test_host_filesystem_stays_writable_for_us(hostile):
@@ -204,26 +306,31 @@ def test_correct_passes_wrong_fails_in_order():
     assert [r.status for r in results] == ["failed", "passed", "failed", "passed"]
     assert [r.passed for r in results] == [False, True, False, True]
     assert results[0].detail == "AssertionError"
-    assert results[2].detail == "bad completion"
+    assert results[2].detail == "SystemExit: bad completion"
     assert results[1].detail == "" and results[1].wall_s > 0
 
 
-def test_program_runs_isolated_unprivileged_in_fresh_dir():
+def test_program_runs_isolated_unprivileged_in_a_minimal_root():
     check_root = os.geteuid() == 0
     program = humaneval(f"""
-        import sys, tempfile
+        import tempfile
         assert sys.flags.isolated
         assert os.listdir('.') == ['program.py'], os.listdir('.')
-        assert tempfile.gettempdir() == os.getcwd() == os.environ['HOME']
+        assert tempfile.gettempdir() == os.getcwd() == os.environ['HOME'] == '/sandbox'
         open('scratch.txt', 'w').write('x' * 1000)
         tempfile.NamedTemporaryFile().close()
         assert not {check_root} or (os.getuid() != 0 and os.getgroups() == [])
+        assert set(os.listdir('/')) <= {{'bin', 'dev', 'lib', 'lib32', 'lib64', 'libx32',
+            'proc', 'root', 'sandbox', 'sbin', 'tmp', 'usr', 'etc', 'home', 'opt'}}, os.listdir('/')
+        assert os.listdir('/etc') == ['ld.so.cache']
+        assert not os.path.exists({str(ROOT)!r})
+        assert os.listdir('/tmp') == []
         return os.getpid() == 1""")
     (result,) = run_programs([program], timeout_s=TIMEOUT)
     assert result.passed, result
 
 
-def test_work_directory_is_fresh_and_removed(monkeypatch, tmp_path):
+def test_isolated_runs_leave_no_temp_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     leave = humaneval("open('left.txt', 'w').write('x')\nreturn os.listdir('.') != []")
     results = run_programs([leave, leave], timeout_s=TIMEOUT, workers=2)
@@ -244,6 +351,147 @@ def test_programs_run_in_parallel():
 
 def test_no_programs():
     assert run_programs([]) == []
+
+
+def test_partial_isolation_is_refused_unless_allowed(monkeypatch):
+    partial = Isolation(False, "uid 0", "sandbox setup failed: unshare: Operation not permitted")
+    monkeypatch.setattr("pmbench.sandbox.isolation", lambda: partial)
+    with pytest.raises(BadInput, match="refusing .* unshare: Operation not permitted.*"
+                                       "--allow-unisolated-code-execution"):
+        check_isolation()
+    monkeypatch.setattr("pmbench.sandbox._reachable_by_others", lambda path: True)
+    record = check_isolation(allow_unisolated=True)
+    assert record["full"] is False and record["missing"] == partial.missing
+    if os.geteuid() == 0:  # programs run as another uid, which must reach the interpreter
+        monkeypatch.setattr("pmbench.sandbox._reachable_by_others", lambda path: False)
+        with pytest.raises(BadInput, match="not reachable by an unprivileged user"):
+            check_isolation(allow_unisolated=True)
+
+
+# A wrapper that refuses namespaces to what it runs, as a container's default seccomp
+# profile does: the sandbox's own filter, installed before exec.
+NO_NAMESPACES = textwrap.dedent("""
+    import ctypes, os, runpy, sys
+    sys.path.insert(0, {pmbench!r})
+    sys.argv = sys.argv[1:]
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("runner", {runner!r})
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    runner.libc.prctl(38, 1, 0, 0, 0)
+    runner.install_seccomp()
+    runpy.run_path(sys.argv[0], run_name="__main__")
+""").format(pmbench=str(ROOT), runner=str(ROOT / "pmbench" / "sandbox_runner.py"))
+
+
+def run_without_namespaces(script: str, *args: str, python: str = sys.executable,
+                           env: dict | None = None) -> subprocess.CompletedProcess:
+    path = Path(tempfile.mkdtemp()) / "script.py"
+    path.write_text(script)
+    try:
+        return subprocess.run([python, "-c", NO_NAMESPACES, str(path), *args], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        shutil.rmtree(path.parent)
+
+
+def system_python() -> str:
+    """A Python that an unprivileged uid can run (this venv's may live in /root) and that
+    imports pmbench.sandbox from this checkout (stdlib only); skip the test if none."""
+    for python in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        probe = subprocess.run([python, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+                                "import pmbench.sandbox", str(ROOT)], capture_output=True)
+        if probe.returncode == 0:
+            return python
+    pytest.skip("no system python3 that imports pmbench.sandbox")
+
+
+def test_no_namespaces_refuses_then_runs_only_when_allowed():
+    """Where namespaces are refused, the probe says so, pmbench refuses, and the explicit
+    opt-in runs programs with limits and the pass proof still in force."""
+    script = textwrap.dedent(f"""
+        import json
+        from pmbench.errors import BadInput
+        from pmbench.sandbox import check_isolation, run_programs
+        try:
+            check_isolation()
+            print(json.dumps({{"refused": None}}))
+        except BadInput as exc:
+            programs = [{humaneval("return True")!r}, {humaneval("sys.exit(0)")!r},
+                        {humaneval("return False")!r}]
+            results = run_programs(programs, timeout_s=10, allow_unisolated=True)
+            print(json.dumps({{"refused": str(exc), "record": check_isolation(True),
+                              "status": [r.status for r in results]}}))
+    """)
+    out = run_without_namespaces(script, python=system_python())
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert "refusing to run generated code without full isolation" in report["refused"]
+    assert "unshare" in report["refused"] and "Operation not permitted" in report["refused"]
+    assert report["record"]["full"] is False and report["record"]["namespaces"] == []
+    assert report["status"] == ["passed", "failed", "failed"]
+
+
+def test_cli_refuses_humaneval_without_namespaces(tmp_path):
+    cli = "from pmbench.cli import main; main()"
+    out = run_without_namespaces(cli, "run", "--method", "oracle", "--suite", "humaneval",
+                                 "--limit", "2", "--allow-code-execution",
+                                 "--output-dir", str(tmp_path))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "--allow-unisolated-code-execution" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+ORPHAN_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from pmbench.sandbox import run_programs
+    program = "import os\\nos.execvp('sleep', ['sleep', '{marker}'])\\n"
+    run_programs([program, program], timeout_s=60, workers=2,
+                 allow_unisolated={unisolated})
+""")
+
+
+@pytest.mark.parametrize("unisolated", [False, True], ids=["isolated", "unisolated"])
+def test_kill_9_of_pmbench_leaves_no_process_and_no_temp_folder(tmp_path, unisolated):
+    marker = f"{SLEEP_MARKERS['orphan']}{int(unisolated)}"
+    script = ORPHAN_SCRIPT.format(root=str(ROOT), marker=marker, unisolated=unisolated)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    if unisolated:  # namespaces refused, so the programs run in a work folder on the host
+        path = tmp_path / "script.py"
+        path.write_text(script)
+        command = [system_python(), "-c", NO_NAMESPACES, str(path)]
+    else:
+        command = [sys.executable, "-c", script]
+    pmbench = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 30
+    sleeping = lambda: [p for p in processes_with(marker) if p != pmbench.pid]  # noqa: E731
+    while len(sleeping()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sleeping()) == 2, "the programs never started"
+    os.kill(pmbench.pid, signal.SIGKILL)
+    pmbench.wait()
+    deadline = time.monotonic() + 5
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runners = [p for p in processes_with("sandbox_runner.py") if p != os.getpid()]
+    assert not processes_with(marker) and not runners
+    tree, _ = sandbox_cgroup.tree()
+    if tree is not None:  # pmbench's cgroups, empty now, go at the next start-up
+        sandbox_cgroup.cleanup_stale(tree)
+        assert not [e for parent in tree.parents for e in os.listdir(parent)
+                    if e.startswith(f"{sandbox_cgroup.PREFIX}{pmbench.pid}-")]
+    left = [p.name for p in tmp_path.iterdir() if p.name != "script.py"]
+    if unisolated:  # a work folder on the host: removed by the next pmbench's start-up
+        assert all(n.startswith(f"{TEMP_PREFIX}{pmbench.pid}-") for n in left), left
+        assert left, "the unisolated programs had no work folder"
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+                        "from pmbench.sandbox import _remove_stale_temp_dirs as r; r()",
+                        str(ROOT)], env=env, check=True)
+        left = [p.name for p in tmp_path.iterdir() if p.name != "script.py"]
+    assert left == []
 
 
 def test_opt_in(monkeypatch):
@@ -296,7 +544,7 @@ def test_unprivileged_caller_gets_the_same_isolation():
         from pmbench.sandbox import isolation, run_programs
         programs = {json.dumps(programs)}
         results = run_programs(list(programs.values()), timeout_s={TIMEOUT})
-        print(json.dumps({{"namespaces": isolation().namespaces,
+        print(json.dumps({{"full": isolation().full,
                           "status": dict(zip(programs, [r.status for r in results]))}}))
     """)
     try:
@@ -304,7 +552,7 @@ def test_unprivileged_caller_gets_the_same_isolation():
                              env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
-        assert report["namespaces"] is True
+        assert report["full"] is True
         expected = {name: "failed" for name in programs} | {"correct": "passed"}
         assert report["status"] == expected
         assert not os.path.exists(f"{TMP_TARGET}-nobody") and list(outside.iterdir()) == []
