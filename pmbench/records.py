@@ -182,7 +182,7 @@ class RunStore:
 
     @property
     def _hint(self) -> str:
-        return (f"; the run keeps its completed groups: free space and "
+        return (f"; the run keeps its completed groups, free space and "
                 f"--resume {self.run_id}")
 
     def write_run(self, record: dict[str, Any]) -> None:
