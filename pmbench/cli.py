@@ -215,6 +215,23 @@ def suites() -> None:
         out.print(f"{name}: {desc}", highlight=False, markup=False)
 
 
+def _last_resort(exc: BaseException) -> str | None:
+    """One line for a file-system or file-format failure that no command turned into a
+    PmbenchError (commands give more specific messages where they can), else None."""
+    import yaml
+
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    if isinstance(exc, yaml.YAMLError):
+        return f"invalid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc}"
+    return None
+
+
 def _guard(fn):
     """Turn expected failures into one line and exit 2; Ctrl-C into exit 130."""
 
@@ -224,6 +241,12 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except PmbenchError as exc:
             err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:  # a last line of defence; anything unexpected re-raises
+            message = _last_resort(exc)
+            if message is None:
+                raise
+            err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished groups are saved; continue with --resume RUN_ID")

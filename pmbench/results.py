@@ -109,10 +109,47 @@ def _problem(kind: str, record: Any) -> str | None:
             return f"field {key!r} has the wrong type ({type(record[key]).__name__})"
     if kind in _KINDS and record["kind"] not in _KINDS[kind]:
         return f"kind {record['kind']!r} is not one of {', '.join(_KINDS[kind])}"
+    if problem := _bad_figures(kind, record):
+        return problem
     try:
         datetime.fromisoformat(record["created"])
     except ValueError:
         return f"created {record['created']!r} is not an ISO time"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
+    """Why the figures tables and compare read are unusable (None when they are fine):
+    each must be a number or null, ``metrics.n`` a count. (NaN is a number here: compare
+    judges it; a string would break every sum and division downstream.)"""
+    if kind == "run":
+        metrics = record["metrics"]
+        n = metrics.get("n")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+            return f"metrics.n {n!r} is not a count of questions"
+        for key, value in metrics.items():
+            if value is not None and not _is_number(value) and not isinstance(value, dict):
+                return f"metrics.{key} {value!r} is not a number"
+        for block in ("throughput", "latency"):
+            values = record.get(block) or {}
+            if not isinstance(values, dict):
+                return f"field {block!r} has the wrong type ({type(values).__name__})"
+            for key, value in values.items():
+                if key == "repeats":
+                    if not isinstance(value, dict) or not all(
+                            isinstance(v, list) and all(x is None or _is_number(x) for x in v)
+                            for v in value.values()):
+                        return f"{block}.repeats is not lists of numbers"
+                elif value is not None and not _is_number(value):
+                    return f"{block}.{key} {value!r} is not a number"
+    elif kind == "train":
+        for key, value in record["heldout_loss"].items():
+            if not _is_number(value):
+                return f"heldout_loss.{key} {value!r} is not a number"
     return None
 
 

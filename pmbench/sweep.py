@@ -103,6 +103,7 @@ from typing import Any, ClassVar, NamedTuple
 import yaml
 
 from pmbench.errors import BadInput
+from pmbench.records import check_run_id
 from pmbench.train.record import CHECKPOINT_DIR
 
 KINDS = ("run", "train")
@@ -601,6 +602,7 @@ def _expand_run(raw: Mapping[str, Any], grid: str,
         raise BadInput("the grid has no cells (everything excluded?)")
     _check_names(unique)
     for cell in unique:
+        check_run_id(cell.id, f"grid cell {cell.label()}: its id")
         check_argv(("run",), cell.run_args(), f"grid cell {cell.label()}")
         _check_settings(cell)
     return unique
@@ -614,17 +616,21 @@ def _expand_train(raw: Mapping[str, Any], grid: str,
     if not isinstance(runs, list) or not runs:
         raise BadInput("a train grid needs `runs`: a list of {id, command, options...}")
     commands = ("pretrain", "finetune")
+    shared = raw.get("options") or {}
+    if not isinstance(shared, Mapping):
+        raise BadInput(f"grid options: options must be a mapping, got {type(shared).__name__}")
     cells: list[TrainCell] = []
     for entry in runs:
         if not isinstance(entry, Mapping) or "id" not in entry:
             raise BadInput(f"grid runs: each entry is a mapping with an 'id', got {entry!r}")
-        merged = {**(raw.get("options") or {}), **entry}
+        merged = {**shared, **entry}
         run_id, command = str(merged.pop("id")), merged.pop("command", None)
         if command not in commands:
             raise BadInput(f"grid run {run_id}: command must be one of {commands}, "
                            f"got {command!r}")
         if _safe_name(run_id) != run_id:
             raise BadInput(f"grid run id {run_id!r}: use letters, digits, '.', '_' and '-'")
+        check_run_id(run_id, "grid run id")
         flags = command_flags("train", command)
         where = f"grid run {run_id}"
         options = normalize_options(merged, where, flags, SWEEP_SET)
@@ -666,8 +672,19 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise BadInput(f"--set {item!r}: the value is not valid YAML "
+                           f"({_yaml_problem(exc)})") from None
     return out
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The gist of a YAML error in a few words (its first line and where)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0] or "invalid YAML"
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[AnyCell]:
@@ -690,9 +707,13 @@ def read_grid(path: str | Path) -> Any:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise BadInput(f"grid file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"grid file {path} is not UTF-8 text ({exc.reason} at byte "
+                       f"{exc.start})") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read grid file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise BadInput(f"grid file {path} is not valid YAML: {first}") from None
+        raise BadInput(f"grid file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     return raw
 
 
@@ -803,14 +824,23 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
     if state == "done":
         return CellResult(cell, "skipped", record=read_record(output_dir, cell))
     folder = output_dir / cell.id
-    folder.mkdir(parents=True, exist_ok=True)
     log = folder / LOG_FILE
     cmd = cell_command(cell, output_dir, state)
     total = cell.total
     t0 = time.perf_counter()
-    with log.open("a", encoding="utf-8") as fh:
+    fh = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = log.open("a", encoding="utf-8")
         fh.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[3:])}\n")
         fh.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if fh is not None:
+                fh.close()
+        raise BadInput(f"cannot write {log}: {exc.strerror or exc}; finished cells are "
+                       "saved, free space and run the same command again") from None
+    with fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL,
                                 env=dict(env) if env is not None else None)
         try:

@@ -62,7 +62,12 @@ def register(app: typer.Typer) -> None:
 
         from pmbench.attention import TB_STEP, AttnSettings, run_attention
         from pmbench.cli import _quiet_libraries
+        from pmbench.errors import check_device
+        from pmbench.records import check_run_id
 
+        check_device(device)  # before the model loads, not after
+        if run_id is not None:
+            check_run_id(run_id, "--run-id")
         _quiet_libraries()
         err, out = Console(stderr=True), Console()
         settings = AttnSettings(

@@ -44,8 +44,11 @@ def _write(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot write {output}: {exc.strerror or exc}") from None
     _stderr().print(f"wrote {escape(str(output))}")
 
 
@@ -105,7 +108,12 @@ def plot(
     if kind not in plots.KINDS:
         raise BadInput(f"unknown plot {kind!r}; kinds are {', '.join(plots.KINDS)}")
     fig = plots.plot(kind, _load(results), model, suite)
-    for path in plots.save(fig, output or Path("figures") / f"{kind}.png"):
+    target = output or Path("figures") / f"{kind}.png"
+    try:
+        paths = plots.save(fig, target)
+    except OSError as exc:
+        raise BadInput(f"cannot write {exc.filename or target}: {exc.strerror or exc}") from None
+    for path in paths:
         typer.echo(f"wrote {path}")
 
 
@@ -126,9 +134,9 @@ def compare(
                                         help="Flag any accuracy change (fixed greedy subset)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
 ) -> None:
-    """Compare two sets of run records; exit 1 when a regression is flagged (a figure of the
-    baseline missing from the candidate, or a broken one: NaN, inf, a speed <= 0, counts
-    too); exit 2 when the baseline itself has such a figure."""
+    """Compare two sets of run records; exit 1 when a regression is flagged, which includes
+    a figure of the baseline missing from the candidate and a broken one (NaN, inf, a
+    speed <= 0); exit 2 when the baseline itself has a broken figure."""
     from pmbench import compare as cmp
 
     if fmt not in ("markdown", "json"):

@@ -67,10 +67,25 @@ def _int_list(text: str, option: str) -> list[int]:
         raise BadInput(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
+def _check(settings) -> None:
+    """Options torch or the file system would reject with a traceback, or silently
+    ignore, checked before any data or model loads."""
+    from pmbench.errors import check_device, require_positive
+    from pmbench.records import check_run_id
+
+    require_positive(threads=settings.threads)
+    check_device(settings.device)
+    if settings.run_id is not None:
+        check_run_id(settings.run_id, "--run-id")
+    if settings.resume is not None:
+        check_run_id(settings.resume, "--resume")
+
+
 def _execute(settings, json_out: bool, quiet: bool) -> None:
     from pmbench.cli import _quiet_libraries
     from pmbench.train.job import run_training
 
+    _check(settings)
     _quiet_libraries()
     record = run_training(settings, show_progress=not (quiet or json_out))
     if record.get("status") != "complete":

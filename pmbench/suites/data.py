@@ -121,8 +121,30 @@ def load_hub(path: str, name: str | None = None, split: str | None = None):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a JSON-lines data file; a line that is not a JSON object, bytes that
+    are not UTF-8 or an unreadable file are bad input naming the file (and line)."""
+    rows = []
+    try:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    row = json.loads(line.strip())
+                except UnicodeDecodeError as exc:
+                    raise BadInput(f"{path}, line {number}: not UTF-8 text ({exc.reason})"
+                                   ) from None
+                except json.JSONDecodeError as exc:
+                    raise BadInput(f"{path}, line {number}: not valid JSON ({exc.msg} at "
+                                   f"column {exc.colno})") from None
+                if not isinstance(row, dict):
+                    raise BadInput(f"{path}, line {number}: expected a JSON object, got "
+                                   f"{type(row).__name__}")
+                rows.append(row)
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    return rows
 
 
 def write_text(path: Path, text: str) -> None:
