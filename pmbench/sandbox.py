@@ -142,19 +142,30 @@ def run_programs(
         return []
     isolated = check_isolation(allow_unisolated)["full"]
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs)))
-    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(workers):
-        slots.put(slot)
+    slots: queue.SimpleQueue[tuple[int, list[str]]] = queue.SimpleQueue()
+    made: list[list[str]] = []
+    try:
+        for slot in range(workers):  # a cgroup per slot, emptied after each program
+            made.append(_slot_cgroup())
+            slots.put((slot, made[-1]))
 
-    def run(source: str) -> ExecResult:
-        slot = slots.get()
-        try:
-            return _run_one(source, timeout_s, slot, isolated)
-        finally:
-            slots.put(slot)
+        def run(source: str) -> ExecResult:
+            slot, cgroups = slots.get()
+            try:
+                return _run_one(source, timeout_s, slot, isolated, cgroups)
+            finally:
+                slots.put((slot, cgroups))
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(run, programs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+            return list(pool.map(run, programs))
+    finally:
+        for cgroups in made:
+            sandbox_cgroup.remove(cgroups)
+
+
+def _slot_cgroup() -> list[str]:
+    cgroup_tree, _ = sandbox_cgroup.tree()
+    return sandbox_cgroup.create(cgroup_tree, MEMORY_BYTES, PROCESSES) if cgroup_tree else []
 
 
 @functools.cache
@@ -175,7 +186,11 @@ def isolation() -> Isolation:
               "open_files": OPEN_FILES, "workdir_bytes": WORKDIR_BYTES}
     result = None
     for timeout in PROBE_TIMEOUTS:
-        result = _run_one(_probe_source(), timeout, slot=0, isolated=True)
+        cgroups = _slot_cgroup()
+        try:
+            result = _run_one(_probe_source(), timeout, 0, True, cgroups)
+        finally:
+            sandbox_cgroup.remove(cgroups)
         if result.status not in ("timeout", "error"):
             break
         log.info("sandbox probe: %s (retrying)", result.detail)
@@ -280,12 +295,11 @@ def _config(uid: int, gid: int, timeout_s: float, isolated: bool, workdir: str,
     }
 
 
-def _run_one(source: str, timeout_s: float, slot: int, isolated: bool) -> ExecResult:
+def _run_one(source: str, timeout_s: float, slot: int, isolated: bool,
+             cgroups: list[str]) -> ExecResult:
     t0 = time.perf_counter()
     nonce = secrets.token_hex(16)
     uid, gid = _identity(slot)
-    cgroup_tree, _ = sandbox_cgroup.tree()
-    cgroups = sandbox_cgroup.create(cgroup_tree, MEMORY_BYTES, PROCESSES) if cgroup_tree else []
     workdir = "" if isolated else _make_workdir(uid, gid)
     proof_r, proof_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -315,7 +329,7 @@ def _run_one(source: str, timeout_s: float, slot: int, isolated: bool) -> ExecRe
         for fd in (proof_r, status_r, proof_w, status_w):
             if fd >= 0:
                 os.close(fd)
-        sandbox_cgroup.remove(cgroups)
+        sandbox_cgroup.empty(cgroups)
         if workdir:
             shutil.rmtree(os.path.dirname(workdir), ignore_errors=True)
     return _outcome(proof, status, timed_out, nonce, timeout_s, time.perf_counter() - t0)

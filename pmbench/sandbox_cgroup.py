@@ -133,21 +133,30 @@ def _write(directory: str, name: str, value: int, optional: bool = False) -> Non
     Path(path).write_text(str(value))
 
 
-def remove(dirs: list[str]) -> None:
-    """Kill whatever is left in the cgroup, then remove it (retrying while the kernel frees
-    the dead processes)."""
+def empty(dirs: list[str]) -> None:
+    """Kill whatever is left in the cgroup and wait until it is gone (normally nothing is:
+    a program's PID namespace dies with its first process)."""
+    deadline = time.monotonic() + 5
     for directory in dirs:
-        kill_file = os.path.join(directory, "cgroup.kill")
-        with contextlib.suppress(OSError):
-            if os.path.exists(kill_file):
-                Path(kill_file).write_text("1")
+        while time.monotonic() < deadline:
+            try:
+                pids = Path(directory, "cgroup.procs").read_text().split()
+            except OSError:
+                break
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.01)
+
+
+def remove(dirs: list[str]) -> None:
+    """Empty the cgroup, then remove it (retrying while the kernel frees dead processes)."""
+    empty(dirs)
     deadline = time.monotonic() + 5
     for directory in dirs:
         while os.path.isdir(directory):
-            with contextlib.suppress(OSError):
-                for pid in Path(directory, "cgroup.procs").read_text().split():
-                    with contextlib.suppress(OSError):
-                        os.kill(int(pid), signal.SIGKILL)
             try:
                 os.rmdir(directory)
             except OSError:
