@@ -203,17 +203,32 @@ def isolation() -> Isolation:
 NAMESPACES = ("user", "mount", "network", "pid", "ipc", "uts", "cgroup")
 
 
+def _hidden_paths() -> dict[str, list[str]]:
+    """Host folders the sandbox must not show (home, the working folder, pmbench's own
+    tree), each with the entries it may show: the way down to the interpreter. Folders
+    inside the system directories the sandbox binds read-only are not secret."""
+    _, keep = _interpreter()
+    system = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", *keep)
+    out = {}
+    for path in (Path.home(), Path.cwd(), Path(__file__).resolve().parents[1]):
+        p = os.path.realpath(path)
+        if p == "/" or any(p == s or p.startswith(s + "/") for s in system):
+            continue
+        out[p] = sorted({k[len(p) + 1:].split("/")[0] for k in keep if k.startswith(p + "/")})
+    return out
+
+
 def _probe_source() -> str:
     """A program that returns only if the sandbox isolates it as intended."""
-    hidden = [str(Path.home()), os.getcwd(), str(Path(__file__).resolve().parents[1])]
+    hidden = _hidden_paths()
     return f"""
 import ctypes, errno, os, resource, socket
 assert os.getpid() == 1, "no PID namespace"
 assert [name for _, name in socket.if_nameindex()] == ["lo"], "no network namespace"
 if {os.geteuid() == 0}:
     assert os.geteuid() != 0 and os.getgroups() == [], "still root"
-for path in {hidden!r}:
-    if os.path.isdir(path) and os.listdir(path) not in ([], [".pyenv"]):
+for path, allowed in {hidden!r}.items():
+    if os.path.isdir(path) and sorted(os.listdir(path)) != allowed:
         raise AssertionError("can see " + path)
 for outside in ("/", "/tmp", "/usr", "/dev"):
     try:
