@@ -251,7 +251,8 @@ def test_namespaces_are_available_here():
     assert set(iso.namespaces) >= {"user", "mount", "network", "pid", "ipc"}
     if os.geteuid() == 0:
         assert "uid" in iso.user
-        assert iso.cgroup in ("v1", "v2"), iso.cgroup  # root: the cgroup tree is writable
+    # A cgroup needs a writable tree; without one the fallback (rlimits) is documented.
+    assert iso.cgroup in ("v1", "v2") or iso.cgroup.startswith("none: "), iso.cgroup
 
 
 @pytest.mark.parametrize("name", list(hostile_programs(Path("/x"), {"tcp": 1, "tcp6": 1}, 1)))
