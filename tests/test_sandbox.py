@@ -474,11 +474,12 @@ def test_kill_9_of_pmbench_leaves_no_process_and_no_temp_folder(tmp_path, unisol
     assert len(sleeping()) == 2, "the programs never started"
     os.kill(pmbench.pid, signal.SIGKILL)
     pmbench.wait()
-    deadline = time.monotonic() + 5
-    while processes_with(marker) and time.monotonic() < deadline:
+    runners = lambda: [p for p in processes_with("sandbox_runner.py")  # noqa: E731
+                       if p != os.getpid()]
+    deadline = time.monotonic() + 5  # the runners see pmbench die, kill, reap, then exit
+    while (processes_with(marker) or runners()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    runners = [p for p in processes_with("sandbox_runner.py") if p != os.getpid()]
-    assert not processes_with(marker) and not runners
+    assert not processes_with(marker) and not runners()
     tree, _ = sandbox_cgroup.tree()
     if tree is not None:  # pmbench's cgroups, empty now, go at the next start-up
         sandbox_cgroup.cleanup_stale(tree)
