@@ -93,7 +93,7 @@ def matmul_rate(dtype: torch.dtype, threads: int | None, n: int = 1024) -> float
 
 
 def count_parameters(model: str | None, dtype: str) -> int:
-    from pmbench.models import load_model
+    from pmbench.engine.models import load_model
 
     loaded = load_model(model, device="cpu", dtype=dtype)
     return sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-cpu-prepack", action="store_true",
-                    help="plain torch Linear kernels (see pmbench/cpu_linear.py)")
+                    help="plain torch Linear kernels (see pmbench/engine/cpu_linear.py)")
     ap.add_argument("--prefix-kv", default="auto", choices=("auto", "shared", "copy"),
                     help="prefix: the context's KV shared by reference or copied per row")
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")

@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pmbench import __version__, cli_options
+from pmbench import __version__
+from pmbench.commands import options as cli_options
 from pmbench.errors import BadInput, PmbenchError
 
 app = typer.Typer(
@@ -107,7 +108,7 @@ def run(
     """Run one method on one suite and write results/<run_id>/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from pmbench.bench import RunSettings, execute_run, prepare_run
+    from pmbench.jobs.run import RunSettings, execute_run, prepare_run
 
     _quiet_libraries()
     if resume is None and (method is None or suite is None):
@@ -185,7 +186,7 @@ def _print_summary(record: dict[str, Any]) -> None:
             table.add_row(key, _fmt(tel[key]))
     out.print(table)
     if roof:
-        from pmbench.roofline import format_roofline
+        from pmbench.measure.roofline import format_roofline
 
         out.print(format_roofline(roof), highlight=False)
     out.print(f"record: {record['settings']['output_dir']}/{record['run_id']}/run.json")
@@ -194,7 +195,7 @@ def _print_summary(record: dict[str, Any]) -> None:
 @app.command()
 def methods() -> None:
     """List the installed decoding methods (runner plugins)."""
-    from pmbench.runners.base import RunnerUnavailable, available_runners
+    from pmbench.engine.runners.base import RunnerUnavailable, available_runners
 
     for name, cls in available_runners().items():
         note = ""

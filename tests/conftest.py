@@ -31,7 +31,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from pmbench.models import load_tokenizer
+    from pmbench.engine.models import load_tokenizer
 
     tok = load_tokenizer()
     if tok.pad_token_id is None:
@@ -133,6 +133,6 @@ def tiny_qwen2(tokenizer):
 @pytest.fixture(scope="session")
 def smollm2():
     """The real default model (integration tests)."""
-    from pmbench.models import load_model
+    from pmbench.engine.models import load_model
 
     return load_model(device="cpu", dtype="float32")

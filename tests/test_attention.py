@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from pmbench import attention_plots
-from pmbench.attention import (
+from pmbench.attention.analysis import (
     MIN_KL,
     AttentionRecorder,
     GridAccumulator,
@@ -22,10 +21,11 @@ from pmbench.attention import (
     summarize,
     tb_summary,
 )
+from pmbench.attention import plots as attention_plots
+from pmbench.engine.runners.base import RunnerOptions
+from pmbench.engine.runners.rope2d import Rope2DRunner
 from pmbench.errors import BadInput
 from pmbench.rope2d import additive, dense_mask, pack, positions, rope2d_positions
-from pmbench.runners.base import RunnerOptions
-from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.types import GenerationConfig, Group, Question
 
 
@@ -448,8 +448,8 @@ def test_attn_command_writes_records_table4_reads(tokenizer, tmp_path):
 
     from typer.testing import CliRunner
 
-    from pmbench import results, tables
     from pmbench.cli import app
+    from pmbench.report import results, tables
 
     for name, seed in (("tiny-a", 3), ("tiny-b", 4)):
         make_tiny_model("llama", len(tokenizer), seed=seed).save_pretrained(tmp_path / name)

@@ -109,7 +109,7 @@ def test_json_record_has_design_keys(tiny_model_dir, tmp_path):
 
 
 def test_interrupted_run_resumes_without_redoing(tiny_model_dir, tmp_path, monkeypatch):
-    from pmbench.runners.sequential import SequentialRunner
+    from pmbench.engine.runners.sequential import SequentialRunner
 
     calls = {"n": 0}
     original = SequentialRunner.run_group
@@ -162,7 +162,7 @@ def test_device_is_checked_before_the_model_loads(monkeypatch, device, available
 
 def _hold_lock(folder) -> subprocess.Popen:
     """Another process writing run `folder` (it holds the run folder's lock)."""
-    code = ("import sys, time; from pmbench.records import RunStore; "
+    code = ("import sys, time; from pmbench.records.store import RunStore; "
             "s = RunStore(sys.argv[1], sys.argv[2]); s.lock(); print('locked', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder.parent), folder.name],
@@ -191,7 +191,7 @@ def test_a_run_being_written_is_refused_to_a_second_writer(tiny_model_dir, tmp_p
 def _stored_run(folder, **settings) -> None:
     from dataclasses import asdict
 
-    from pmbench.bench import RunSettings
+    from pmbench.jobs.run import RunSettings
 
     folder.mkdir(parents=True)
     record = {"run_id": folder.name, "status": "running",
@@ -212,7 +212,7 @@ def test_resume_asks_for_the_code_execution_opt_in_again(tiny_model_dir, tmp_pat
 def test_resumed_settings_take_the_opt_ins_from_the_command_line():
     from dataclasses import asdict
 
-    from pmbench.bench import RunSettings, resumed_settings
+    from pmbench.jobs.run import RunSettings, resumed_settings
 
     stored = asdict(RunSettings(method="batch", suite="humaneval", branch=4,
                                 allow_code_execution=True,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_tables import FIXTURES, invoke
 
-from pmbench.compare import figures
 from pmbench.errors import BadInput
-from pmbench.results import load
+from pmbench.report.compare import figures
+from pmbench.report.results import load
 
 SPEEDS = ("output_tok_s", "total_tok_s", "q_s")
 

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from conftest import make_tiny_model
 from pmbench.cli import app
-from pmbench.cpu_linear import MIN_ROWS, PrepackedLinear, prepack_linears
-from pmbench.runners.base import RunnerOptions
-from pmbench.runners.batch import BatchRunner
-from pmbench.runners.prefix import PrefixRunner
-from pmbench.runners.rope2d import Rope2DRunner
-from pmbench.runners.sequential import SequentialRunner
+from pmbench.engine.cpu_linear import MIN_ROWS, PrepackedLinear, prepack_linears
+from pmbench.engine.runners.base import RunnerOptions
+from pmbench.engine.runners.batch import BatchRunner
+from pmbench.engine.runners.prefix import PrefixRunner
+from pmbench.engine.runners.rope2d import Rope2DRunner
+from pmbench.engine.runners.sequential import SequentialRunner
 from pmbench.types import GenerationConfig, Group, Question
 
 

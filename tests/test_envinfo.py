@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import pmbench
-from pmbench import envinfo
-from pmbench.envinfo import env_fingerprint
+from pmbench.measure import envinfo
+from pmbench.measure.envinfo import env_fingerprint
 
 DESIGN_KEYS = {
     "git_commit",

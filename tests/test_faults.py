@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from conftest import make_tiny_model
 from pmbench.cli import _last_resort, app
 from pmbench.errors import BadInput
-from pmbench.results import load
+from pmbench.report.results import load
 from pmbench.suites import data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"

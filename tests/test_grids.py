@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pmbench.sweep import Cell, load_grid
+from pmbench.sweep.grid import Cell, load_grid
 
 FOLDER = Path(__file__).resolve().parents[1] / "suites" / "grids"
 GRIDS = sorted(FOLDER.glob("*.yaml"))
@@ -21,7 +21,7 @@ HUB_MODELS = ["smollm2-135m-instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2
 @pytest.fixture(autouse=True)
 def prefix_method(monkeypatch):
     """The `prefix` runner is a separate plugin: stand in for it where it is not registered."""
-    from pmbench.runners import base
+    from pmbench.engine.runners import base
 
     runners = base.available_runners()
     if "prefix" not in runners:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, LlamaConfig, MistralConfig
 
-from pmbench.decoding import cache_nbytes
-from pmbench.kvcache import ReservedLayer, reserved_cache
+from pmbench.engine.decoding import cache_nbytes
+from pmbench.engine.kvcache import ReservedLayer, reserved_cache
 
 CONFIG = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      num_key_value_heads=2, intermediate_size=64, vocab_size=100)

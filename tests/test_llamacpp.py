@@ -20,8 +20,8 @@ MARGIN = 0.5
 
 def test_missing_llama_cpp_gives_the_install_hint(monkeypatch):
     from pmbench.cli import app
-    from pmbench.runners.base import RunnerUnavailable
-    from pmbench.runners.llamacpp import LlamaCppRunner
+    from pmbench.engine.runners.base import RunnerUnavailable
+    from pmbench.engine.runners.llamacpp import LlamaCppRunner
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp -> ImportError
     with pytest.raises(RunnerUnavailable, match=r"pip install 'pmbench\[llamacpp\]'"):
@@ -59,9 +59,9 @@ def one_thread():
 @pytest.mark.slow
 def test_agrees_with_one_question_at_a_time_greedy(tokenizer, one_thread):
     llama_cpp = pytest.importorskip("llama_cpp")
-    from pmbench.models import default_gguf
-    from pmbench.runners.base import RunnerOptions
-    from pmbench.runners.llamacpp import LlamaCppRunner
+    from pmbench.engine.models import default_gguf
+    from pmbench.engine.runners.base import RunnerOptions
+    from pmbench.engine.runners.llamacpp import LlamaCppRunner
     from pmbench.suites import load_suite
 
     suite = load_suite("squad", tokenizer, branch=N_BRANCH, limit=N_QUESTIONS)

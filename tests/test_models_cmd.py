@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pmbench.cli import app
-from pmbench.models import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
+from pmbench.engine.models import DEFAULT_MODEL, KNOWN_MODELS, KnownModel
 
 
 @pytest.fixture

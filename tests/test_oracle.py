@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pmbench.runners import get_runner
-from pmbench.runners.oracle import OracleRunner
+from pmbench.engine.runners import get_runner
+from pmbench.engine.runners.oracle import OracleRunner
 from pmbench.suites import load_suite
 
 FIXTURES = Path(__file__).parent / "fixtures"

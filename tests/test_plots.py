@@ -10,9 +10,9 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from test_tables import FIXTURES, invoke
 
-from pmbench import plots
 from pmbench.errors import BadInput
-from pmbench.results import load
+from pmbench.report import plots
+from pmbench.report.results import load
 
 LABELS = {
     "throughput": ("#branch (questions per group)", "Output throughput (tokens/s)"),

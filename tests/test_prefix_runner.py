@@ -11,14 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_family_model, make_tiny_model, random_group, real_squad_group
-from pmbench.attention_kernels import shared_prefix_attention
+from pmbench.engine.attention_kernels import shared_prefix_attention
+from pmbench.engine.kvcache import SharedPrefixLayer
+from pmbench.engine.runners.base import RunnerOptions
+from pmbench.engine.runners.prefix import PrefixRunner, kv_sharing
+from pmbench.engine.runners.rope2d import Rope2DRunner
+from pmbench.engine.runners.sequential import SequentialRunner
 from pmbench.errors import BadInput
-from pmbench.kvcache import SharedPrefixLayer
-from pmbench.results import method_label
-from pmbench.runners.base import RunnerOptions
-from pmbench.runners.prefix import PrefixRunner, kv_sharing
-from pmbench.runners.rope2d import Rope2DRunner
-from pmbench.runners.sequential import SequentialRunner
+from pmbench.report.results import method_label
 from pmbench.types import GenerationConfig
 
 
@@ -201,7 +201,7 @@ def test_real_squad_questions_with_early_stops(smollm2, data_dir):
 
 def test_shared_prefix_attention_without_the_fused_cpu_kernel(monkeypatch):
     """The portable path (CUDA, or a torch without the fused CPU kernel) gives the same."""
-    from pmbench import attention_kernels
+    from pmbench.engine import attention_kernels
 
     monkeypatch.setattr(attention_kernels, "_FLASH_CPU", None)
     test_shared_prefix_attention_equals_sdpa_over_copied_keys(4, 2, 3)

@@ -11,10 +11,9 @@ import sys
 
 import pytest
 
-from pmbench import records
-from pmbench.bench import summarize_groups
 from pmbench.errors import BadInput
-from pmbench.records import (
+from pmbench.jobs.run import summarize_groups
+from pmbench.records.store import (
     GROUPS_FILE,
     SAMPLES_FILE,
     RunStore,
@@ -22,6 +21,7 @@ from pmbench.records import (
     check_run_id,
     read_jsonl,
 )
+from pmbench.records import store as records
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -214,7 +214,7 @@ def test_a_second_writer_is_refused(tmp_path):
 
 
 def test_the_lock_of_a_killed_writer_is_released(tmp_path):
-    code = ("import sys, time; from pmbench.records import RunStore; "
+    code = ("import sys, time; from pmbench.records.store import RunStore; "
             "s = RunStore(sys.argv[1], 'r1'); s.lock(); print('locked', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],

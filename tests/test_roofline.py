@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from pmbench import roofline as rl
 from pmbench.errors import BadInput
-from pmbench.roofline import (
+from pmbench.measure import roofline as rl
+from pmbench.measure.roofline import (
     attention_flops,
     format_roofline,
     machine_peaks,

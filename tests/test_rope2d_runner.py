@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import make_family_model, make_tiny_model, random_group, real_squad_group
+from pmbench.engine.runners.base import RunnerOptions
+from pmbench.engine.runners.rope2d import Rope2DRunner
+from pmbench.engine.runners.sequential import SequentialRunner
 from pmbench.errors import BadInput
-from pmbench.runners.base import RunnerOptions
-from pmbench.runners.rope2d import Rope2DRunner
-from pmbench.runners.sequential import SequentialRunner
 from pmbench.types import GenerationConfig
 
 EXACT = {"ratio": 0.0, "mask": "isolated"}

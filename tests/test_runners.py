@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pmbench.runners.batch import BatchRunner, left_pad
-from pmbench.runners.sequential import SequentialRunner
+from pmbench.engine.runners.batch import BatchRunner, left_pad
+from pmbench.engine.runners.sequential import SequentialRunner
 from pmbench.types import GenerationConfig, Group, Question
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from pmbench import sandbox_cgroup
 from pmbench.errors import BadInput
 from pmbench.sandbox import (
     ENV_FLAG,
@@ -34,6 +33,7 @@ from pmbench.sandbox import (
     isolation,
     run_programs,
 )
+from pmbench.sandbox import cgroup as sandbox_cgroup
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5.0
@@ -382,7 +382,7 @@ NO_NAMESPACES = textwrap.dedent("""
     runner.libc.prctl(38, 1, 0, 0, 0)
     runner.install_seccomp()
     runpy.run_path(sys.argv[0], run_name="__main__")
-""").format(pmbench=str(ROOT), runner=str(ROOT / "pmbench" / "sandbox_runner.py"))
+""").format(pmbench=str(ROOT), runner=str(ROOT / "pmbench" / "sandbox" / "runner.py"))
 
 
 def run_without_namespaces(script: str, *args: str, python: str = sys.executable,
@@ -474,7 +474,7 @@ def test_kill_9_of_pmbench_leaves_no_process_and_no_temp_folder(tmp_path, unisol
     assert len(sleeping()) == 2, "the programs never started"
     os.kill(pmbench.pid, signal.SIGKILL)
     pmbench.wait()
-    runners = lambda: [p for p in processes_with("sandbox_runner.py")  # noqa: E731
+    runners = lambda: [p for p in processes_with("pmbench/sandbox/runner.py")  # noqa: E731
                        if p != os.getpid()]
     deadline = time.monotonic() + 5  # the runners see pmbench die, kill, reap, then exit
     while (processes_with(marker) or runners()) and time.monotonic() < deadline:

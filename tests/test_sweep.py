@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from conftest import make_tiny_model
 from pmbench.cli import app
 from pmbench.errors import BadInput
-from pmbench.sweep import (
+from pmbench.sweep.grid import (
     cell_state,
     expand_grid,
     load_grid,
@@ -253,7 +253,7 @@ STAGED = {
 
 
 def test_staged_grid_runs_its_stages_in_order_with_one_name():
-    from pmbench.sweep import grid_output_dir, needed_training, pick_stage, stage_names
+    from pmbench.sweep.grid import grid_output_dir, needed_training, pick_stage, stage_names
 
     cells = expand_grid(STAGED, "file", overrides={"limit": 4})
     assert [c.stage for c in cells] == ["train", "train", "eval", "again"]
@@ -285,7 +285,7 @@ def test_staged_grid_runs_its_stages_in_order_with_one_name():
     ],
 )
 def test_bad_staged_grids_are_bad_input(change, needle):
-    from pmbench.sweep import grid_output_dir
+    from pmbench.sweep.grid import grid_output_dir
 
     with pytest.raises(BadInput, match=needle):
         grid = {**STAGED, **change}
@@ -294,7 +294,7 @@ def test_bad_staged_grids_are_bad_input(change, needle):
 
 
 def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path, monkeypatch):
-    from pmbench import sweep
+    from pmbench.sweep import grid as sweep
 
     cells = expand_grid(STAGED, "f")
     train, evaluate = cells[0], cells[2]
@@ -310,7 +310,7 @@ def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path
 
 
 def test_eval_cell_waits_while_another_process_trains(tmp_path, monkeypatch):
-    from pmbench import sweep
+    from pmbench.sweep import grid as sweep
 
     cells = expand_grid(STAGED, "f")
     train, evaluate = cells[0], cells[2]

@@ -19,8 +19,8 @@ from test_tables import EXPECTED, FIXTURES, invoke
 from typer.testing import CliRunner
 
 from conftest import make_tiny_model
-from pmbench import tables
-from pmbench.results import load, method_label, run_purpose
+from pmbench.report import tables
+from pmbench.report.results import load, method_label, run_purpose
 
 SQUAD_INFO = {"suite": "squad", "data_files": ["squad/dev-v1.1.json"]}
 DEFAULT_ROPE2D = {"ratio": 0.0, "mode": "split", "branch_freqs": "interleaved",

@@ -32,10 +32,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pmbench import tables
 from pmbench.commands.tables import register
 from pmbench.errors import BadInput
-from pmbench.results import RecordWarning, load
+from pmbench.report import tables
+from pmbench.report.results import RecordWarning, load
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 CK25 = "results/20261120-090000-pretrain-r0.25-ab01/checkpoint"

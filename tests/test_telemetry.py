@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from pmbench import telemetry
-from pmbench.telemetry import TelemetrySampler, counter_total, integrate, nvml_index
+from pmbench.measure import telemetry
+from pmbench.measure.telemetry import TelemetrySampler, counter_total, integrate, nvml_index
 
 DESIGN_KEYS = {
     "device",

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
+from pmbench.engine.runners.base import RunnerOptions
+from pmbench.engine.runners.rope2d import Rope2DRunner
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
-from pmbench.runners.base import RunnerOptions
-from pmbench.runners.rope2d import Rope2DRunner
 from pmbench.train.data import IGNORE, Branch, Example, branch_loss, collate, pack_example
 from pmbench.types import GenerationConfig, Group, Question
 

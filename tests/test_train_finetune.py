@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import make_tiny_model
 from pmbench.cli import app
-from pmbench.models import load_model
+from pmbench.engine.models import load_model
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train.data import Branch, Example, collate, pack_example

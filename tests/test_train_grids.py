@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pmbench.sweep import load_grid
+from pmbench.sweep.grid import load_grid
 
 GRIDS = sorted(p for p in (Path(__file__).resolve().parents[1] / "suites" / "grids").glob(
     "*.yaml") if yaml.safe_load(p.read_text()).get("kind") == "train")

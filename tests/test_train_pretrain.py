@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from pmbench.cli import app
-from pmbench.models import load_model
+from pmbench.engine.models import load_model
 from pmbench.rope2d.patch import patch_model
 from pmbench.train.data import pack_example
 from pmbench.train.loop import evaluate_loss

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pmbench import cli_options
+from pmbench.commands import options as cli_options
 
 
 def register(app: typer.Typer) -> None:
@@ -60,10 +60,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from pmbench.attention import TB_STEP, AttnSettings, run_attention
+        from pmbench.attention.analysis import TB_STEP, AttnSettings, run_attention
         from pmbench.cli import _quiet_libraries
         from pmbench.errors import check_device
-        from pmbench.records import check_run_id
+        from pmbench.records.store import check_run_id
 
         check_device(device)  # before the model loads, not after
         if run_id is not None:

@@ -25,8 +25,8 @@ def _gb(n: int) -> str:
 
 def _where(model_id: str) -> str:
     """Whether a known model loads here without a download, and how to make it so."""
+    from pmbench.engine.models import DEFAULT_MODEL, default_gguf
     from pmbench.errors import PmbenchError
-    from pmbench.models import DEFAULT_MODEL, default_gguf
 
     if model_id == DEFAULT_MODEL:
         try:
@@ -44,7 +44,7 @@ def _where(model_id: str) -> str:
 
 def known_model_lines() -> list[str]:
     """One line per known model: id, parameters, bf16 weights, GPU memory, availability."""
-    from pmbench.models import GPU_MEMORY_RULE, KNOWN_MODELS
+    from pmbench.engine.models import GPU_MEMORY_RULE, KNOWN_MODELS
 
     rows = [("model", "params", "bf16 weights", "GPU bf16", "available")]
     for m in KNOWN_MODELS:
@@ -62,8 +62,8 @@ def known_model_lines() -> list[str]:
 def models() -> None:
     """List the models: the default and converted ones, then the known models with their
     size, the GPU memory they need in bfloat16 and whether they are available here."""
+    from pmbench.engine.models import DEFAULT_MODEL, cache_dir, default_gguf
     from pmbench.errors import PmbenchError
-    from pmbench.models import DEFAULT_MODEL, cache_dir, default_gguf
 
     def say(text: str) -> None:
         out.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -25,7 +25,7 @@ def _stderr() -> Console:
 
 def _load(path: Path):
     """Records under `path`; each skipped file is reported on stderr, naming it."""
-    from pmbench.results import RecordWarning, load
+    from pmbench.report.results import RecordWarning, load
 
     if not path.exists():
         raise BadInput(f"results folder {path} does not exist")
@@ -70,7 +70,7 @@ def table(
     --output; in CSV each table's rows follow a "# Table N" line. Notes go to stderr in
     CSV, which has no room for them.
     """
-    from pmbench import tables
+    from pmbench.report import tables
 
     if standalone and fmt != "latex":
         raise BadInput("--standalone applies to --format latex")
@@ -103,7 +103,7 @@ def plot(
     suite: list[str] | None = SUITES,
 ) -> None:
     """Draw a figure from the records under --results, as PNG and PDF."""
-    from pmbench import plots
+    from pmbench.report import plots
 
     if kind not in plots.KINDS:
         raise BadInput(f"unknown plot {kind!r}; kinds are {', '.join(plots.KINDS)}")
@@ -137,7 +137,7 @@ def compare(
     """Compare two sets of run records; exit 1 when a regression is flagged, which includes
     a figure of the baseline missing from the candidate and a broken one (NaN, inf, a
     speed <= 0); exit 2 when the baseline itself has a broken figure."""
-    from pmbench import compare as cmp
+    from pmbench.report import compare as cmp
 
     if fmt not in ("markdown", "json"):
         raise BadInput(f"unknown format {fmt!r}; use markdown or json")

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pmbench import cli_options
+from pmbench.commands import options as cli_options
 from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HELDOUT_BRANCHES
 
 train_app = typer.Typer(help="Train with 2D RoPE: pretrain a MiniMind-size model or fine-tune "
@@ -71,7 +71,7 @@ def _check(settings) -> None:
     """Options torch or the file system would reject with a traceback, or silently
     ignore, checked before any data or model loads."""
     from pmbench.errors import check_device, require_positive
-    from pmbench.records import check_run_id
+    from pmbench.records.store import check_run_id
 
     require_positive(threads=settings.threads)
     check_device(settings.device)

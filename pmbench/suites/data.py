@@ -25,7 +25,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def cache_data_dir() -> Path:
     """Where hub copies go when no data folder is named."""
-    from pmbench.models import cache_dir
+    from pmbench.engine.models import cache_dir
 
     return cache_dir() / "data"
 

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from pmbench.errors import BadInput, require_positive
-from pmbench.records import now_iso
+from pmbench.records.store import now_iso
+from pmbench.records import train as rec
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
-from pmbench.train import record as rec
 from pmbench.train.data import IGNORE, collate, pack_example
 from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
 from pmbench.train.model import SIZES
@@ -170,7 +170,7 @@ def _pretrain_parts(s: TrainSettings, run_dir: Path, accelerator):
 
 
 def _finetune_parts(s: TrainSettings):
-    from pmbench.models import load_model
+    from pmbench.engine.models import load_model
 
     loaded = load_model(s.model, device="cpu", dtype="float32")
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -280,7 +280,7 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         "mixed_precision": accelerator.mixed_precision,
         "processes": world,
     })
-    from pmbench.envinfo import env_fingerprint
+    from pmbench.measure.envinfo import env_fingerprint
 
     dtype = "float32" if accelerator.mixed_precision == "no" else \
         f"float32 ({accelerator.mixed_precision} autocast)"

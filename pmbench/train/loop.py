@@ -34,7 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pmbench.records import atomic_write_text
+from pmbench.records.store import atomic_write_text
 from pmbench.train.data import (
     IGNORE,
     PackedExample,

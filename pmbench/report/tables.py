@@ -2,7 +2,7 @@
 
 Conventions, the same in every table:
 
-- a cell has two kinds of run (:func:`pmbench.results.run_purpose`): the *throughput
+- a cell has two kinds of run (:func:`pmbench.report.results.run_purpose`): the *throughput
   run* (``--ignore-eos``, a fixed token budget, repeats) gives tok/s and speedups from
   tok/s; the *accuracy run* (the suite's own stopping and budget) gives accuracy and
   Table 5's Q/s. A cell never shows a figure from the other kind of run: without its
@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.results import (
+from pmbench.report.results import (
     Records,
     accuracy_metric,
     canonical_model,

@@ -1,7 +1,7 @@
 """The runner interface and the plugin registry.
 
 A runner answers one `Group` at a time. Runners are found through the entry-point
-group `pmbench.runners`, so another package can add one without touching pmbench:
+group `pmbench.engine.runners`, so another package can add one without touching pmbench:
 
     [project.entry-points."pmbench.runners"]
     mymethod = "mypkg.runner:MyRunner"

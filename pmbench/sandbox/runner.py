@@ -1,6 +1,6 @@
 """Child side of pmbench.sandbox: isolate, limit, drop privileges, then run one program.
 
-Launched as `python -I -S sandbox_runner.py CONFIG_JSON` by pmbench.sandbox, never imported
+Launched as `python -I -S pmbench/sandbox/runner.py CONFIG_JSON` by pmbench.sandbox, never imported
 (stdlib only). It is a process of its own because unshare(CLONE_NEWUSER) refuses
 multi-threaded callers and subprocess's preexec_fn is unsafe next to the parent's worker
 threads. Why by hand: bubblewrap/nsjail are not Python packages and may be missing; the

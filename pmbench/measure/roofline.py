@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from pmbench.decoding import device_sync
+from pmbench.engine.decoding import device_sync
+from pmbench.engine.models import DTYPES, cache_dir
 from pmbench.errors import BadInput
-from pmbench.models import DTYPES, cache_dir
 
 # Micro-benchmark sizes per device type: big enough to leave caches and hit the roof,
 # small enough for a fraction of a second.
@@ -86,7 +86,7 @@ def _dtype(dtype: str) -> torch.dtype:
 
 
 def _machine_key(device: str, dtype: str) -> dict[str, Any]:
-    from pmbench.envinfo import cpu_model, gpu_name
+    from pmbench.measure.envinfo import cpu_model, gpu_name
 
     dev = torch.device(device)
     return {

@@ -1,7 +1,7 @@
 """Run untrusted generated programs (HumanEval completions) under OS-level isolation.
 
 Generated code is hostile. It runs only after an explicit opt-in, each program through
-pmbench/sandbox_runner.py, which gives it (SECURITY.md has the threat model):
+pmbench/sandbox/runner.py, which gives it (SECURITY.md has the threat model):
 
 - new user, mount, network, PID, IPC, UTS and cgroup namespaces: no network device but a
   loopback that is down, its own process tree (when its first process dies, every process
@@ -47,11 +47,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pmbench import sandbox_cgroup
 from pmbench.errors import BadInput
+from pmbench.sandbox import cgroup as sandbox_cgroup
 
 ENV_FLAG = "PMBENCH_ALLOW_CODE_EXECUTION"
-RUNNER = str(Path(__file__).with_name("sandbox_runner.py"))
+RUNNER = str(Path(__file__).with_name("runner.py"))
 
 # Limits per program, besides CPU seconds = ceil(timeout) + 1. Memory: plain Python needs
 # < 100 MiB; 2 GiB leaves room for big test inputs while an 8 GB allocation fails. With a
@@ -210,7 +210,7 @@ def _hidden_paths() -> dict[str, list[str]]:
     _, keep = _interpreter()
     system = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", *keep)
     out = {}
-    for path in (Path.home(), Path.cwd(), Path(__file__).resolve().parents[1]):
+    for path in (Path.home(), Path.cwd(), Path(__file__).resolve().parents[2]):
         p = os.path.realpath(path)
         if p == "/" or any(p == s or p.startswith(s + "/") for s in system):
             continue

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
+from pmbench.engine.runners.base import Runner
 from pmbench.errors import BadInput
-from pmbench.runners.base import Runner
 from pmbench.types import GenerationConfig, Group, GroupOutput, QuestionOutput
 
 

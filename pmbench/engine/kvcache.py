@@ -10,7 +10,7 @@ the filled part, so `cache_nbytes` reports the cache's contents, not the reserva
 
 `rows_after_prefix` builds the cache of the `prefix` method: N rows that all start
 with one shared prefix, whose keys and values are either referenced once per layer
-(`SharedPrefixLayer`, read by `pmbench.attention_kernels.shared_prefix_attention`)
+(`SharedPrefixLayer`, read by `pmbench.engine.attention_kernels.shared_prefix_attention`)
 or copied into every row.
 """
 

@@ -103,8 +103,8 @@ from typing import Any, ClassVar, NamedTuple
 import yaml
 
 from pmbench.errors import BadInput
-from pmbench.records import check_run_id
-from pmbench.train.record import CHECKPOINT_DIR
+from pmbench.records.store import check_run_id
+from pmbench.records.train import CHECKPOINT_DIR
 
 KINDS = ("run", "train")
 STAGED_KEYS = {"name", "description", "output_dir", "stages"}
@@ -304,7 +304,7 @@ def _check_settings(cell: Cell) -> None:
     """Range checks of `pmbench run` itself (RunSettings.validate), before anything runs."""
     from dataclasses import fields
 
-    from pmbench.bench import RunSettings
+    from pmbench.jobs.run import RunSettings
 
     known = {f.name for f in fields(RunSettings)}
     opts = {k: v for k, v in cell.options.items() if k in known}
@@ -647,7 +647,7 @@ def _expand_train(raw: Mapping[str, Any], grid: str,
 
 def _check_names(cells: Iterable[Cell]) -> None:
     """Unknown or uninstalled methods, unknown suites: bad input before anything runs."""
-    from pmbench.runners.base import RunnerUnavailable, available_runners
+    from pmbench.engine.runners.base import RunnerUnavailable, available_runners
 
     runners = available_runners()
     for method in sorted({c.method for c in cells}):

@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
-from pmbench.results import PRIMARY_METRIC, Records, repeat_range, trained_by
-from pmbench.tables import METRIC_NAMES, col, newest_runs, run_frame, suite_name
+from pmbench.report.results import PRIMARY_METRIC, Records, repeat_range, trained_by
+from pmbench.report.tables import METRIC_NAMES, col, newest_runs, run_frame, suite_name
 
 SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
 DPI = 200  # PNG pixels per inch: 1280 x 800

@@ -14,7 +14,7 @@ practitioner would use instead of it, not only with a padded batch:
    leave the batch, as in `batch`.
 
 The context's keys and values are shared by reference where the attention allows it
-(`pmbench.attention_kernels.shared_prefix_attention` reads them once for all rows)
+(`pmbench.engine.attention_kernels.shared_prefix_attention` reads them once for all rows)
 and copied into every row otherwise (`--prefix-kv copy`, or attention features the
 shared kernel does not implement). run.json records which (`prefix_kv`), and
 `kv_cache_bytes` counts the context once when shared, N times when copied.
@@ -27,13 +27,13 @@ from typing import Any
 
 import torch
 
-from pmbench.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
-from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.engine.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
+from pmbench.engine.decoding import cache_nbytes, decode_loop
+from pmbench.engine.kvcache import reserved_cache, rows_after_prefix
+from pmbench.engine.runners.base import Runner, RunnerOptions
+from pmbench.engine.runners.batch import drop_finished_rows, left_pad, pad_token_id
 from pmbench.errors import BadInput
-from pmbench.kvcache import reserved_cache, rows_after_prefix
 from pmbench.rope2d.masks import additive
-from pmbench.runners.base import Runner, RunnerOptions
-from pmbench.runners.batch import drop_finished_rows, left_pad, pad_token_id
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 KV_MODES = ("auto", "shared", "copy")

@@ -47,8 +47,8 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.results import Records, method_label, newest, repeat_range
-from pmbench.tables import Table, to_markdown
+from pmbench.report.results import Records, method_label, newest, repeat_range
+from pmbench.report.tables import Table, to_markdown
 
 # Settings of one method only (they tell its runs apart, not the cell they measure).
 METHOD_KEYS = ["rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask", "prefix_kv"]

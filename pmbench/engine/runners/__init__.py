@@ -1,5 +1,5 @@
 """Decoding methods as plugins (see `base.Runner`)."""
 
-from pmbench.runners.base import Runner, RunnerOptions, available_runners, get_runner
+from pmbench.engine.runners.base import Runner, RunnerOptions, available_runners, get_runner
 
 __all__ = ["Runner", "RunnerOptions", "available_runners", "get_runner"]

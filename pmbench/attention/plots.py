@@ -48,7 +48,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pmbench.attention import CONTEXT_SHARE, FOCUS_MARGIN
+from pmbench.attention.analysis import CONTEXT_SHARE, FOCUS_MARGIN
 
 DPI = 200
 WIDTH = 7.0  # inches: the full text width of a two-column paper
@@ -561,7 +561,7 @@ def write_figures(analyses: Sequence[dict[str, Any]], folder: Path) -> list[str]
     return names
 
 
-if __name__ == "__main__":  # python -m pmbench.attention_plots RUN_FOLDER...
+if __name__ == "__main__":  # python -m pmbench.attention.plots RUN_FOLDER...
     import sys
 
     for arg in sys.argv[1:]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
-from pmbench.records import atomic_write_text
+from pmbench.records.store import atomic_write_text
 from pmbench.rope2d.patch import unpatch_model
 from pmbench.rope2d.settings import CONFIG_KEY, Rope2DSettings
 

@@ -6,7 +6,7 @@ runners use that for two things its built-in kernels do not do:
 - `gqa_sdpa`: sdpa with grouped-query heads matched inside the kernel when a mask is
   given (transformers copies the keys and values once per query head instead);
 - `shared_prefix_attention`: N rows whose keys start with one prefix stored once
-  (`pmbench.kvcache.SharedPrefixLayer`). This is the "cascade" or shared-prefix
+  (`pmbench.engine.kvcache.SharedPrefixLayer`). This is the "cascade" or shared-prefix
   attention of FlashInfer and vLLM: the prefix is read once for all rows, not once
   per row. No library here offers it for transformers models on CPU and CUDA alike
   (FlashInfer is CUDA-only and not a transformers attention backend), so it is

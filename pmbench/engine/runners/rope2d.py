@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from pmbench.attention_kernels import GQA_SDPA, swapped_attention
-from pmbench.decoding import cache_nbytes, decode_loop
+from pmbench.engine.attention_kernels import GQA_SDPA, swapped_attention
+from pmbench.engine.decoding import cache_nbytes, decode_loop
+from pmbench.engine.kvcache import reserved_cache
+from pmbench.engine.runners.base import Runner, RunnerOptions
 from pmbench.errors import BadInput
-from pmbench.kvcache import reserved_cache
 from pmbench.rope2d import (
     BranchMask,
     PackedLayout,
@@ -32,7 +33,6 @@ from pmbench.rope2d import (
     positions,
     rope2d_positions,
 )
-from pmbench.runners.base import Runner, RunnerOptions
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 

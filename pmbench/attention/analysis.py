@@ -562,9 +562,9 @@ class AttnSettings:
 
 def analyze_model(s: AttnSettings, model_id: str | None, log=lambda msg: None) -> dict[str, Any]:
     """Run the suite's groups through rope2d on one model and reduce its attention."""
-    from pmbench.models import eos_token_ids, load_model, load_tokenizer
-    from pmbench.runners.base import RunnerOptions
-    from pmbench.runners.rope2d import Rope2DRunner
+    from pmbench.engine.models import eos_token_ids, load_model, load_tokenizer
+    from pmbench.engine.runners.base import RunnerOptions
+    from pmbench.engine.runners.rope2d import Rope2DRunner
     from pmbench.suites import load_suite
 
     tokenizer = load_tokenizer(model_id)
@@ -618,7 +618,7 @@ def _record(s: AttnSettings, run_id: str, created: str, analysis: dict[str, Any]
             "context_share": CONTEXT_SHARE, "focus_margin": FOCUS_MARGIN, "min_kl": MIN_KL,
             "time_edges": list(TIME_EDGES),
             "scores": "time_focus = KL(H_T||U_T)/KL(H||U), branch_focus = KL(H_B||U_B)/KL(H||U)"
-                      " (pmbench.attention)",
+                      " (pmbench.attention.analysis)",
         },
         "figures": figures,
         "settings": asdict(s),
@@ -634,8 +634,8 @@ def run_attention(s: AttnSettings, log=lambda msg: None) -> dict[str, Any]:
     """
     import json
 
-    from pmbench import attention_plots
-    from pmbench.records import atomic_write_text, new_run_id, now_iso
+    from pmbench.attention import plots as attention_plots
+    from pmbench.records.store import atomic_write_text, new_run_id, now_iso
 
     s.validate()
     run_id = s.run_id or new_run_id("attn", s.suite, s.branch)
@@ -650,7 +650,7 @@ def run_attention(s: AttnSettings, log=lambda msg: None) -> dict[str, Any]:
     figures = attention_plots.write_figures(analyses, folder)
     record = _record(s, run_id, created, analyses[0], figures)
     try:
-        from pmbench.envinfo import env_fingerprint
+        from pmbench.measure.envinfo import env_fingerprint
 
         record["env"] = env_fingerprint(analyses[0]["device"], analyses[0]["dtype"], "eager")
     except ImportError:

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from pmbench.decoding import cache_nbytes, decode_loop
-from pmbench.kvcache import reserved_cache
-from pmbench.runners.base import Runner
+from pmbench.engine.decoding import cache_nbytes, decode_loop
+from pmbench.engine.kvcache import reserved_cache
+from pmbench.engine.runners.base import Runner
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pmbench.decoding import decode_loop
+from pmbench.engine.decoding import decode_loop
+from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable
 from pmbench.errors import BadInput
-from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 INSTALL_HINT = "pip install 'pmbench[llamacpp]'"
@@ -49,7 +49,7 @@ def find_gguf(tokenizer: Any, options: RunnerOptions) -> Path:
     pmbench loads a GGUF's tokenizer from its converted cache folder, which records the
     source file in SOURCE; an HF folder without one cannot be run by llama.cpp.
     """
-    from pmbench.models import default_gguf
+    from pmbench.engine.models import default_gguf
 
     explicit = options.extra.get("model")
     if explicit and str(explicit).endswith(".gguf"):
@@ -194,7 +194,7 @@ class LlamaCppRunner(Runner):
     def record_options(self) -> dict[str, Any]:
         import llama_cpp
 
-        from pmbench.models import DEFAULT_MODEL, default_gguf
+        from pmbench.engine.models import DEFAULT_MODEL, default_gguf
 
         try:
             is_default = self.gguf.resolve() == default_gguf().resolve()

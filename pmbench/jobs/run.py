@@ -23,14 +23,14 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 
-from pmbench.cpu_linear import MIN_ROWS, prepack_linears
-from pmbench.envinfo import env_fingerprint
+from pmbench.engine.cpu_linear import MIN_ROWS, prepack_linears
+from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
 from pmbench.errors import BadInput, check_device, parse_device, require_positive
-from pmbench.records import RunStore, check_run_id, new_run_id, now_iso
-from pmbench.roofline import machine_peaks, model_weights, roofline
+from pmbench.measure.envinfo import env_fingerprint
+from pmbench.measure.roofline import machine_peaks, model_weights, roofline
+from pmbench.measure.telemetry import TelemetrySampler
+from pmbench.records.store import RunStore, check_run_id, new_run_id, now_iso
 from pmbench.rope2d.settings import resolve_settings
-from pmbench.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
-from pmbench.telemetry import TelemetrySampler
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 
@@ -63,7 +63,7 @@ class RunSettings:
     rope2d: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
     attn_implementation: str = "sdpa"
-    cpu_prepack: bool = True  # see pmbench/cpu_linear.py; same for every method
+    cpu_prepack: bool = True  # see pmbench/engine/cpu_linear.py; same for every method
     prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
     run_id: str | None = None
     resume: str | None = None
@@ -79,12 +79,12 @@ class RunSettings:
         if self.resume is not None:
             check_run_id(self.resume, "--resume")
         parse_device(self.device)  # its availability is checked where the run runs
-        from pmbench.models import DTYPES
+        from pmbench.engine.models import DTYPES
 
         if self.dtype is not None and self.dtype not in DTYPES:
             raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
-        from pmbench.runners.prefix import KV_MODES  # loads transformers: only when checking
+        from pmbench.engine.runners.prefix import KV_MODES  # loads transformers: only when checking
 
         if self.prefix_kv not in KV_MODES:
             raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
@@ -227,7 +227,7 @@ class PreparedRun:
 def prepare_run(s: RunSettings) -> PreparedRun:
     """Check everything that is cheap to check, so bad input fails before the model loads,
     then lock the run folder (a second writer of the same run is refused here)."""
-    from pmbench.models import load_tokenizer
+    from pmbench.engine.models import load_tokenizer
     from pmbench.suites import load_suite
 
     previous: dict[str, Any] | None = None
@@ -299,7 +299,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
 
 def _execute(prepared: PreparedRun, progress: ProgressFn | None,
              log: Callable[[str], None] | None) -> dict[str, Any]:
-    from pmbench.models import eos_token_ids, load_model
+    from pmbench.engine.models import eos_token_ids, load_model
 
     s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
     suite, store, previous = prepared.suite, prepared.store, prepared.previous
