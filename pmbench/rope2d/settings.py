@@ -96,3 +96,14 @@ def resolve_settings(
     if unknown:
         raise BadInput(f"unknown rope-2d options: {sorted(unknown)}")
     return replace(settings, **given)
+
+
+# Every other form of the settings derives from the dataclass above, so a new setting or a
+# new default is written once: the names, the command-line options (and grid keys) that set
+# them, and the record columns (`rope2d.<name>`) the tables and compare group by.
+NAMES: tuple[str, ...] = tuple(Rope2DSettings.__dataclass_fields__)
+OPTIONS: dict[str, str] = {"ratio": "rope_2d_ratio", "mode": "rope_2d_mode",
+                           "branch_freqs": "branch_freqs", "mask": "mask"}
+RECORD_COLUMNS: tuple[str, ...] = tuple(f"{CONFIG_KEY}.{name}" for name in NAMES)
+DEFAULTS: dict[str, Any] = Rope2DSettings().as_dict()
+assert tuple(OPTIONS) == NAMES, "one option per setting"
