@@ -490,7 +490,7 @@ def test_kill_9_of_pmbench_leaves_no_process_and_no_temp_folder(tmp_path, unisol
         assert all(n.startswith(f"{TEMP_PREFIX}{pmbench.pid}-") for n in left), left
         assert left, "the unisolated programs had no work folder"
         subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-                        "from pmbench.sandbox import _remove_stale_temp_dirs as r; r()",
+                        "from pmbench.sandbox.process import remove_stale_temp_dirs as r; r()",
                         str(ROOT)], env=env, check=True)
         left = [p.name for p in tmp_path.iterdir() if p.name != "script.py"]
     assert left == []
