@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from pmbench.measure import telemetry
-from pmbench.measure.telemetry import TelemetrySampler, counter_total, integrate, nvml_index
+from pmbench.measure.power import counter_total, nvml_index
+from pmbench.measure.telemetry import TelemetrySampler, integrate
 
 DESIGN_KEYS = {
     "device",

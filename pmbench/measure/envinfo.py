@@ -71,7 +71,7 @@ def gpu_name(device: str) -> str | None:
 
 
 def _nvml_driver() -> str | None:
-    from pmbench.measure.telemetry import open_nvml
+    from pmbench.measure.power import open_nvml
 
     try:
         nvml = open_nvml()
