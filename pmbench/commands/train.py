@@ -16,14 +16,19 @@ from rich.console import Console
 from rich.table import Table
 
 from pmbench.commands import options as cli_options
+from pmbench.rope2d.settings import DEFAULTS
+from pmbench.train.settings import TRAIN_RATIO
 from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HELDOUT_BRANCHES
 
 train_app = typer.Typer(help="Train with 2D RoPE: pretrain a MiniMind-size model or fine-tune "
                         "an HF model.", no_args_is_help=True)
 
-Steps = Annotated[int, typer.Option(help="Optimizer steps.")]
+Steps = Annotated[int | None, typer.Option(
+    help="Optimizer steps (default: 300 pretrain, 100 finetune).")]
 Branches = Annotated[int, typer.Option(help="#branch: questions / segments per example.")]
 Ratio = Annotated[float, cli_options.ROPE_2D_RATIO]
+# The defaults are TrainSettings' own (pmbench/train/job.py: KIND_DEFAULTS, TRAIN_RATIO and the
+# rope2d DEFAULTS): None here means "not given".
 Mode = Annotated[str, cli_options.ROPE_2D_MODE]
 Freqs = Annotated[str, cli_options.BRANCH_FREQS]
 Mask = Annotated[str, cli_options.MASK]
@@ -35,7 +40,9 @@ BatchSize = Annotated[int, typer.Option(help="Examples per micro-batch (per proc
 GradAccum = Annotated[int, typer.Option(help="Micro-batches per optimizer step.")]
 Resume = Annotated[str | None, typer.Option(
     help="Continue the interrupted run RUN_ID from its last saved state.")]
-MaxLen = Annotated[int, typer.Option(help="Longest packed example; branches beyond are dropped.")]
+MaxLen = Annotated[int | None, typer.Option(
+    help="Longest packed example; branches beyond are dropped "
+         "(default: 4096 pretrain, 2048 finetune).")]
 DataDir = Annotated[str | None, typer.Option(help="Benchmark data folder.")]
 EvalEvery = Annotated[int, typer.Option(help="Held-out loss every K steps (0: only at the end).")]
 SaveEvery = Annotated[int, typer.Option(help="Save the resumable state every K steps.")]
@@ -82,7 +89,7 @@ def _check(settings) -> None:
 
 
 def _execute(settings, json_out: bool, quiet: bool) -> None:
-    from pmbench.cli import _quiet_libraries
+    from pmbench.commands.common import _quiet_libraries
     from pmbench.train.job import run_training
 
     _check(settings)
@@ -111,19 +118,19 @@ def _execute(settings, json_out: bool, quiet: bool) -> None:
 @train_app.command()
 def pretrain(
     size: Annotated[str, typer.Option(help="cpu-tiny | minimind2-small | minimind2.")] = "cpu-tiny",
-    steps: Steps = 300,
+    steps: Steps = None,
     branches: Branches = 4,
-    rope_2d_ratio: Ratio = 0.5,
-    rope_2d_mode: Mode = "split",
-    branch_freqs: Freqs = "interleaved",
-    mask: Mask = "isolated",
+    rope_2d_ratio: Ratio = TRAIN_RATIO,
+    rope_2d_mode: Mode = DEFAULTS["mode"],
+    branch_freqs: Freqs = DEFAULTS["branch_freqs"],
+    mask: Mask = DEFAULTS["mask"],
     lr: Lr = None,
     seed: Seed = 0,
     output_dir: OutputDir = "results",
     batch_size: BatchSize = 8,
     grad_accum: GradAccum = 1,
     resume: Resume = None,
-    max_len: MaxLen = 4096,
+    max_len: MaxLen = None,
     context_len: Annotated[int, typer.Option(help="Tokens of the shared context chunk.")] = 64,
     segment_len: Annotated[int, typer.Option(help="Tokens per branch segment.")] = 64,
     corpus: Annotated[str | None, typer.Option(
@@ -148,7 +155,7 @@ def pretrain(
     quiet: Quiet = False,
 ) -> None:
     """Pretrain a MiniMind-style model from scratch with 2D RoPE."""
-    from pmbench.train.job import TrainSettings
+    from pmbench.train.settings import TrainSettings
 
     settings = TrainSettings(
         kind="pretrain", size=size, steps=steps, branches=branches, ratio=rope_2d_ratio,
@@ -169,12 +176,12 @@ def pretrain(
 def finetune(
     model: Annotated[str | None, typer.Option(
         help="HF folder, .gguf file or hub id (default: SmolLM2-135M-Instruct).")] = None,
-    steps: Steps = 100,
+    steps: Steps = None,
     branches: Branches = 4,
-    rope_2d_ratio: Ratio = 0.5,
-    rope_2d_mode: Mode = "split",
-    branch_freqs: Freqs = "interleaved",
-    mask: Mask = "isolated",
+    rope_2d_ratio: Ratio = TRAIN_RATIO,
+    rope_2d_mode: Mode = DEFAULTS["mode"],
+    branch_freqs: Freqs = DEFAULTS["branch_freqs"],
+    mask: Mask = DEFAULTS["mask"],
     lr: Lr = None,
     seed: Seed = 0,
     output_dir: OutputDir = "results",
@@ -188,7 +195,7 @@ def finetune(
         help=f"Comma-separated QA sources: {', '.join(FINETUNE_SOURCES)}.")
     ] = ",".join(FINETUNE_SOURCES),
     resume: Resume = None,
-    max_len: MaxLen = 2048,
+    max_len: MaxLen = None,
     data_dir: DataDir = None,
     heldout_articles: HeldoutArticles = DEFAULT_HELDOUT_ARTICLES,
     heldout_branches: HeldoutBranches = _HELDOUT_DEFAULT,
@@ -205,7 +212,7 @@ def finetune(
     quiet: Quiet = False,
 ) -> None:
     """Fine-tune an HF model (LoRA or full) on shared-context QA with 2D RoPE."""
-    from pmbench.train.job import TrainSettings
+    from pmbench.train.settings import TrainSettings
 
     settings = TrainSettings(
         kind="finetune", model=model, steps=steps, branches=branches, ratio=rope_2d_ratio,

@@ -19,24 +19,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pmbench.errors import BadInput, require_positive
-from pmbench.records.store import now_iso
+from pmbench.errors import BadInput
 from pmbench.records import train as rec
+from pmbench.records.store import now_iso
 from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train.data import IGNORE, collate, pack_example
 from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
-from pmbench.train.model import SIZES
+from pmbench.train.settings import TrainSettings
 from pmbench.train.sources import (
-    DEFAULT_HELDOUT_ARTICLES,
-    FINETUNE_SOURCES,
-    HELDOUT_BRANCHES,
     ExampleSource,
     PretrainSource,
     SuiteQASource,
@@ -46,85 +43,7 @@ from pmbench.train.sources import (
     tokenizer_texts,
 )
 
-KINDS = ("pretrain", "finetune")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class TrainSettings:
-    """Everything `pmbench train` was asked to do (recorded in train.json `settings`)."""
-
-    kind: str
-    size: str = "cpu-tiny"  # pretrain
-    model: str | None = None  # finetune (None: the default model)
-    steps: int = 200
-    branches: int = 4
-    ratio: float = 0.5
-    mode: str = "split"
-    branch_freqs: str = "interleaved"
-    mask: str = "isolated"
-    lr: float | None = None  # None: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full fine-tuning
-    seed: int = 0
-    output_dir: str = "results"
-    batch_size: int = 8
-    grad_accum: int = 1
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    warmup_steps: int | None = None  # None: 10% of the steps, at most 100
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    max_len: int = 2048
-    context_len: int = 64  # pretrain: context chunk tokens
-    segment_len: int = 64  # pretrain: tokens per branch segment
-    vocab_size: int = 6400
-    tokenizer_chars: int | None = None  # pretrain: BPE training text cap (None: all)
-    corpus: str | None = None  # pretrain: file / hf:NAME (None: the benchmark data)
-    sources: list[str] = field(default_factory=lambda: ["squad", "gsm8k", "mmlu"])
-    heldout_articles: int = DEFAULT_HELDOUT_ARTICLES
-    heldout_branches: list[int] = field(default_factory=lambda: list(HELDOUT_BRANCHES))
-    data_dir: str | None = None
-    eval_every: int = 0
-    save_every: int = 100
-    device: str | None = None  # None: what accelerate picks (CUDA when present)
-    mixed_precision: str | None = None  # None: bf16 on CUDA when supported, else no
-    gradient_checkpointing: bool = False
-    threads: int | None = None
-    run_id: str | None = None
-    resume: str | None = None
-
-    def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise BadInput(f"unknown training kind {self.kind!r}")
-        require_positive(**{name: getattr(self, name) for name in (
-            "steps", "branches", "batch_size", "grad_accum", "max_len", "context_len",
-            "segment_len", "lora_r")})
-        if self.segment_len < 3:
-            raise BadInput("--segment-len must be >= 3 (BOS, a token, room for EOS)")
-        if self.lr is not None and self.lr <= 0:
-            raise BadInput("--lr must be > 0")
-        if self.eval_every < 0 or self.save_every < 0:
-            raise BadInput("--eval-every and --save-every must be >= 0")
-        if any(n < 1 for n in self.heldout_branches):
-            raise BadInput("held-out #branch values must be >= 1")
-        if self.kind == "pretrain" and self.size not in SIZES:
-            raise BadInput(f"unknown model size {self.size!r}; valid: {', '.join(SIZES)}")
-        unknown = [x for x in self.sources if x not in FINETUNE_SOURCES]
-        if self.kind == "finetune" and (unknown or not self.sources):
-            raise BadInput(f"unknown fine-tuning source(s) {unknown}; valid: "
-                           f"{', '.join(FINETUNE_SOURCES)}")
-        self.rope2d()  # validates ratio, mode, branch_freqs, mask
-
-    def rope2d(self) -> Rope2DSettings:
-        return Rope2DSettings(self.ratio, self.mode, self.branch_freqs, self.mask)
-
-    @property
-    def learning_rate(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.kind == "pretrain":
-            return 1e-3
-        return 2e-4 if self.lora else 5e-5
 
 
 def _accelerator(s: TrainSettings):
