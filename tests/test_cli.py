@@ -191,7 +191,7 @@ def test_a_run_being_written_is_refused_to_a_second_writer(tiny_model_dir, tmp_p
 def _stored_run(folder, **settings) -> None:
     from dataclasses import asdict
 
-    from pmbench.jobs.run import RunSettings
+    from pmbench.jobs.spec import RunSettings
 
     folder.mkdir(parents=True)
     record = {"run_id": folder.name, "status": "running",
@@ -212,7 +212,7 @@ def test_resume_asks_for_the_code_execution_opt_in_again(tiny_model_dir, tmp_pat
 def test_resumed_settings_take_the_opt_ins_from_the_command_line():
     from dataclasses import asdict
 
-    from pmbench.jobs.run import RunSettings, resumed_settings
+    from pmbench.jobs.spec import RunSettings, resumed_settings
 
     stored = asdict(RunSettings(method="batch", suite="humaneval", branch=4,
                                 allow_code_execution=True,
@@ -250,3 +250,38 @@ def test_a_record_without_usable_settings_is_one_line(tmp_path, record):
     res = invoke("run", "--resume", "bad", "--output-dir", str(tmp_path))
     assert res.exit_code == 2, res.output
     assert res.stderr.startswith("error: corrupt run record") and res.stderr.count("\n") == 1
+
+
+def test_to_argv_is_the_command_line_of_its_spec(monkeypatch):
+    """Every field of a run spec survives `to_argv` and `pmbench run`'s own parser (a sweep
+    runs its cells through it); a spec of defaults is its naming fields only."""
+    from dataclasses import MISSING, fields
+
+    from pmbench.errors import BadInput
+    from pmbench.jobs import run as jobs_run
+    from pmbench.jobs.spec import RunSettings, to_argv
+
+    spec = RunSettings(
+        method="batch", suite="mmlu", branch=4, model="m", limit=3, max_new_tokens=5,
+        ignore_eos=True, repeats=2, warmup=False, seed=7, dtype="float32", device="cpu",
+        device_map="auto", data_dir="d", output_dir="o", num_fewshot=2, split="test",
+        subjects=["a", "b"], samples_per_task=2, apply_chat_template=True,
+        allow_code_execution=True, allow_unisolated_code_execution=True,
+        rope2d={"ratio": 0.5, "mode": "additive", "branch_freqs": "high", "mask": "cross"},
+        threads=2, attn_implementation="eager", cpu_prepack=False, prefix_kv="copy",
+        run_id="r1", resume="r0")
+    for f in fields(spec):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        assert getattr(spec, f.name) != default, f"{f.name}: give it a value of its own"
+    seen = []
+
+    def stop(settings):
+        seen.append(settings)
+        raise BadInput("stop")
+
+    monkeypatch.setattr(jobs_run, "prepare_run", stop)
+    res = invoke("run", *to_argv(spec))
+    assert res.exit_code == 2 and "stop" in res.stderr, res.output
+    assert seen == [spec]
+    assert to_argv(RunSettings(method="batch", suite="squad")) == [
+        "--method", "batch", "--suite", "squad", "--branch", "1"]

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from pmbench.attention.analysis import TB_STEP, AttnSettings, run_attention
-        from pmbench.cli import _quiet_libraries
+        from pmbench.commands.common import _quiet_libraries
         from pmbench.errors import check_device
         from pmbench.records.store import check_run_id
 

@@ -17,132 +17,22 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from types import NoneType, UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from pmbench.engine.cpu_linear import MIN_ROWS, prepack_linears
 from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
-from pmbench.errors import BadInput, check_device, parse_device, require_positive
+from pmbench.errors import BadInput, check_device
+from pmbench.jobs.spec import RunSettings, resumed_settings
 from pmbench.measure.envinfo import env_fingerprint
 from pmbench.measure.roofline import machine_peaks, model_weights, roofline
 from pmbench.measure.telemetry import TelemetrySampler
 from pmbench.records.store import RunStore, check_run_id, new_run_id, now_iso
-from pmbench.rope2d.settings import resolve_settings
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
-
-@dataclass
-class RunSettings:
-    """Everything `pmbench run` was asked to do (recorded in run.json)."""
-
-    method: str | None
-    suite: str | None
-    branch: int = 1
-    model: str | None = None
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    ignore_eos: bool = False
-    repeats: int = 1
-    warmup: bool = True
-    seed: int = 0
-    dtype: str | None = None
-    device: str | None = None
-    device_map: str | None = None
-    data_dir: str | None = None
-    output_dir: str = "results"
-    num_fewshot: int | None = None
-    split: str | None = None
-    subjects: list[str] | None = None
-    samples_per_task: int = 1
-    apply_chat_template: bool = False
-    allow_code_execution: bool = False
-    allow_unisolated_code_execution: bool = False  # run it even where isolation is partial
-    rope2d: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    attn_implementation: str = "sdpa"
-    cpu_prepack: bool = True  # see pmbench/engine/cpu_linear.py; same for every method
-    prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
-    run_id: str | None = None
-    resume: str | None = None
-
-    def validate(self) -> None:
-        """Cheap checks that need no model, data or device (a sweep runs them on every
-        cell of a grid before anything starts)."""
-        require_positive(branch=self.branch, limit=self.limit, repeats=self.repeats,
-                         max_new_tokens=self.max_new_tokens,
-                         samples_per_task=self.samples_per_task, threads=self.threads)
-        if self.run_id is not None:
-            check_run_id(self.run_id, "--run-id")
-        if self.resume is not None:
-            check_run_id(self.resume, "--resume")
-        parse_device(self.device)  # its availability is checked where the run runs
-        from pmbench.engine.models import DTYPES
-
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
-        resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
-        from pmbench.engine.runners.prefix import KV_MODES  # loads transformers: only when checking
-
-        if self.prefix_kv not in KV_MODES:
-            raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
-                           f"valid: {', '.join(KV_MODES)}")
-
-
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
-
-# Settings that the command line of a --resume gives, never the stored record: where the
-# records are, and the opt-ins to run generated code, which must be asked again.
-FROM_COMMAND_LINE = ("resume", "output_dir", "allow_code_execution",
-                     "allow_unisolated_code_execution")
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a RunSettings field's annotation."""
-    origin = get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (Union, UnionType):
-        return any(_has_type(value, arg) for arg in get_args(hint))
-    if hint is NoneType:
-        return value is None
-    if origin is list:
-        (item,) = get_args(hint)
-        return isinstance(value, list) and all(_has_type(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if isinstance(value, bool):
-        return hint is bool
-    if hint is float:
-        return isinstance(value, int | float)
-    return isinstance(hint, type) and isinstance(value, hint)
-
-
-def resumed_settings(previous: dict[str, Any], current: RunSettings,
-                     where: Any) -> RunSettings:
-    """The stored settings of a run being resumed, checked field by field, with the
-    FROM_COMMAND_LINE ones taken from `current` (the code-execution opt-ins are never
-    inherited). A field the record lacks takes its default (records of older versions);
-    an unknown field or a wrong type is a corrupt record, one line."""
-    stored = previous.get("settings")
-    if not isinstance(stored, dict):
-        raise BadInput(f"corrupt run record: {where} (no settings)")
-    hints = get_type_hints(RunSettings)
-    unknown = sorted(str(k) for k in stored if k not in hints)
-    if unknown:
-        raise BadInput(f"corrupt run record: {where} (unknown settings: {', '.join(unknown)})")
-    for name in ("method", "suite"):
-        if not isinstance(stored.get(name), str):
-            raise BadInput(f"corrupt run record: {where} (settings.{name} is missing)")
-    for name, value in stored.items():
-        if not _has_type(value, hints[name]):
-            raise BadInput(f"corrupt run record: {where} (settings.{name} = {value!r} is not "
-                           f"{str(hints[name]).replace('typing.', '')})")
-    names = {f.name for f in fields(RunSettings)}
-    given = {k: v for k, v in stored.items() if k in names and k not in FROM_COMMAND_LINE}
-    return RunSettings(**given, **{k: getattr(current, k) for k in FROM_COMMAND_LINE})
 
 
 def _median_range(values: list[float]) -> tuple[float, float, float]:

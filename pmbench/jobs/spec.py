@@ -1,0 +1,208 @@
+"""The run spec: everything `pmbench run` is asked to do, in one typed record.
+
+The command line builds it (`from_options`), a sweep builds it from a grid cell and
+turns it back into a command line (`to_argv`), run.json stores it (`settings`) and
+`--resume` reads it back (`resumed_settings`). Its `validate` is the one check of
+a run's settings, whoever made them, and it needs no model, data or device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from pmbench.errors import BadInput, parse_device, require_positive
+from pmbench.records.store import check_run_id
+from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
+from pmbench.rope2d.settings import resolve_settings
+
+
+@dataclass
+class RunSettings:
+    """Everything `pmbench run` was asked to do (recorded in run.json)."""
+
+    method: str | None
+    suite: str | None
+    branch: int = 1
+    model: str | None = None
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    ignore_eos: bool = False
+    repeats: int = 1
+    warmup: bool = True
+    seed: int = 0
+    dtype: str | None = None
+    device: str | None = None
+    device_map: str | None = None
+    data_dir: str | None = None
+    output_dir: str = "results"
+    num_fewshot: int | None = None
+    split: str | None = None
+    subjects: list[str] | None = None
+    samples_per_task: int = 1
+    apply_chat_template: bool = False
+    allow_code_execution: bool = False
+    allow_unisolated_code_execution: bool = False  # run it even where isolation is partial
+    rope2d: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    attn_implementation: str = "sdpa"
+    cpu_prepack: bool = True  # see pmbench/engine/cpu_linear.py; same for every method
+    prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
+    run_id: str | None = None
+    resume: str | None = None
+
+    def validate(self) -> None:
+        """Cheap checks that need no model, data or device (a sweep runs them on every
+        cell of a grid before anything starts)."""
+        hints = get_type_hints(RunSettings)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not fits(value, hints[f.name]):
+                raise BadInput(f"{f.name} = {value!r} is not {type_name(hints[f.name])}")
+        require_positive(branch=self.branch, limit=self.limit, repeats=self.repeats,
+                         max_new_tokens=self.max_new_tokens,
+                         samples_per_task=self.samples_per_task, threads=self.threads)
+        if self.run_id is not None:
+            check_run_id(self.run_id, "--run-id")
+        if self.resume is not None:
+            check_run_id(self.resume, "--resume")
+        parse_device(self.device)  # its availability is checked where the run runs
+        from pmbench.engine.models import DTYPES
+
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
+        from pmbench.engine.runners.prefix import KV_MODES  # loads transformers: only when checking
+
+        if self.prefix_kv not in KV_MODES:
+            raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
+                           f"valid: {', '.join(KV_MODES)}")
+
+
+# ------------------------------------------------------------ the command line
+
+# `pmbench run` options (by python name) that are not a field of the same name.
+NEGATED = {"no_warmup": "warmup"}  # --no-warmup sets warmup = False
+NAMING = ("method", "suite", "branch")  # always on a command line: they name the run
+
+
+def option_names() -> list[str]:
+    """Every `pmbench run` option that sets a spec field, by python name, in field order."""
+    negated = {f: o for o, f in NEGATED.items()}
+    names: list[str] = []
+    for f in fields(RunSettings):
+        if f.name == "rope2d":
+            names += ROPE2D_OPTIONS.values()
+        else:
+            names.append(negated.get(f.name, f.name))
+    return names
+
+
+def option_hint(name: str) -> Any:
+    """The type an option's value has (a rope-2d option: that of its setting)."""
+    if name in ROPE2D_OPTIONS.values():
+        return get_type_hints(RunSettings)["rope2d"]
+    return get_type_hints(RunSettings)[NEGATED.get(name, name)]
+
+
+def from_options(**options: Any) -> RunSettings:
+    """The spec that `pmbench run` options describe, as the command line gives them:
+    `no_warmup`, `subjects` as comma-separated text (or a list), the rope-2d options,
+    numbers for text options (a grid's `split: 1`). Unknown names: TypeError."""
+    given = dict(options)
+    for option, name in NEGATED.items():
+        if option in given:
+            given[name] = not given.pop(option)
+    if isinstance(given.get("subjects"), str):
+        given["subjects"] = [x.strip() for x in given["subjects"].split(",") if x.strip()] or None
+    given["rope2d"] = {name: given.pop(option, None) for name, option in ROPE2D_OPTIONS.items()}
+    hints = get_type_hints(RunSettings)
+    for name, value in given.items():
+        if (isinstance(value, int | float) and not isinstance(value, bool)
+                and name in hints and fits("", hints[name])):
+            given[name] = str(value)
+    return RunSettings(**given)
+
+
+def to_argv(spec: RunSettings) -> list[str]:
+    """The `pmbench run` arguments that make `spec`: the naming fields, then every
+    field that differs from its default (unset ones left out)."""
+    argv: list[str] = []
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if value is None or (value == default and f.name not in NAMING):
+            continue
+        if f.name == "rope2d":
+            for name, option in ROPE2D_OPTIONS.items():
+                if value.get(name) is not None:
+                    argv += [_flag(option), str(value[name])]
+        elif isinstance(value, bool):
+            argv.append(_flag(f.name) if value else _flag(f"no_{f.name}"))
+        elif isinstance(value, list):
+            argv += [_flag(f.name), ",".join(map(str, value))]
+        else:
+            argv += [_flag(f.name), str(value)]
+    return argv
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --------------------------------------------------------------- stored specs
+
+# Settings that the command line of a --resume gives, never the stored record: where the
+# records are, and the opt-ins to run generated code, which must be asked again.
+FROM_COMMAND_LINE = ("resume", "output_dir", "allow_code_execution",
+                     "allow_unisolated_code_execution")
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a dataclass field's annotation."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, UnionType):
+        return any(fits(value, arg) for arg in get_args(hint))
+    if hint is NoneType:
+        return value is None
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(fits(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float)
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+def resumed_settings(previous: dict[str, Any], current: RunSettings,
+                     where: Any) -> RunSettings:
+    """The stored settings of a run being resumed, checked field by field, with the
+    FROM_COMMAND_LINE ones taken from `current` (the code-execution opt-ins are never
+    inherited). A field the record lacks takes its default (records of older versions);
+    an unknown field or a wrong type is a corrupt record, one line."""
+    stored = previous.get("settings")
+    if not isinstance(stored, dict):
+        raise BadInput(f"corrupt run record: {where} (no settings)")
+    hints = get_type_hints(RunSettings)
+    unknown = sorted(str(k) for k in stored if k not in hints)
+    if unknown:
+        raise BadInput(f"corrupt run record: {where} (unknown settings: {', '.join(unknown)})")
+    for name in ("method", "suite"):
+        if not isinstance(stored.get(name), str):
+            raise BadInput(f"corrupt run record: {where} (settings.{name} is missing)")
+    for name, value in stored.items():
+        if not fits(value, hints[name]):
+            raise BadInput(f"corrupt run record: {where} (settings.{name} = {value!r} is not "
+                           f"{type_name(hints[name])})")
+    given = {k: v for k, v in stored.items() if k not in FROM_COMMAND_LINE}
+    return RunSettings(**given, **{k: getattr(current, k) for k in FROM_COMMAND_LINE})
