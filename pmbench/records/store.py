@@ -38,9 +38,44 @@ LOCK_FILE = ".lock"
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
-def new_run_id(method: str, suite: str, branch: int) -> str:
+# The JSON records (run.json, train.json, attention.json) carry `schema_version`. 1: written
+# before the version was stored; such records read exactly as version 2 ones do.
+SCHEMA_VERSION = 2
+
+
+def new_id(*parts: str) -> str:
+    """A record id: UTC time, what it is, and 4 random hex digits (two starts per second)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{method}-{suite}-b{branch}-{secrets.token_hex(2)}"
+    return "-".join([stamp, *parts, secrets.token_hex(2)])
+
+
+def new_run_id(method: str, suite: str, branch: int) -> str:
+    return new_id(method, suite, f"b{branch}")
+
+
+def write_record(path: Path, record: dict[str, Any], hint: str = "") -> None:
+    """Write a JSON record atomically, stamped with the schema version."""
+    record.setdefault("schema_version", SCHEMA_VERSION)
+    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n", hint)
+
+
+def read_record(path: Path, what: str = "record") -> dict[str, Any]:
+    """A JSON record, or BadInput naming what is wrong with it (missing, corrupt, newer)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"no {what} at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadInput(f"corrupt {what}: {path}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
+    if not isinstance(record, dict):
+        raise BadInput(f"corrupt {what}: {path} (not a JSON object)")
+    version = record.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise BadInput(f"{path}: schema version {version!r} is newer than this pmbench's "
+                       f"({SCHEMA_VERSION}); upgrade pmbench to read it")
+    return record
 
 
 def now_iso() -> str:
@@ -186,21 +221,12 @@ class RunStore:
                 f"--resume {self.run_id}")
 
     def write_run(self, record: dict[str, Any]) -> None:
-        atomic_write_text(self.run_path, json.dumps(record, indent=2, default=str) + "\n",
-                          self._hint)
+        write_record(self.run_path, record, self._hint)
 
     def read_run(self) -> dict[str, Any]:
-        try:
-            record = json.loads(self.run_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BadInput(f"no run {self.run_id!r} in {self.dir.parent}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadInput(f"corrupt run record: {self.run_path}") from None
-        except OSError as exc:
-            raise BadInput(f"cannot read {self.run_path}: {_reason(exc)}") from None
-        if not isinstance(record, dict):
-            raise BadInput(f"corrupt run record: {self.run_path} (not a JSON object)")
-        return record
+        if not self.run_path.exists():
+            raise BadInput(f"no run {self.run_id!r} in {self.dir.parent}")
+        return read_record(self.run_path, "run record")
 
     # ----------------------------------------------------------------- lock
 

@@ -9,14 +9,11 @@ HF folder (safetensors, tokenizer) whose config.json carries the `rope2d` sectio
 
 from __future__ import annotations
 
-import json
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
-from pmbench.records.store import atomic_write_text
+from pmbench.records.store import new_id, read_record, write_record
 from pmbench.rope2d.patch import unpatch_model
 from pmbench.rope2d.settings import CONFIG_KEY, Rope2DSettings
 
@@ -27,23 +24,19 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def new_train_id(kind: str, name: str, ratio: float, branches: int) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-." else "-" for c in name)[-40:]
-    return f"{stamp}-{kind}-{safe}-r{ratio:g}-b{branches}-{secrets.token_hex(2)}"
+    return new_id(kind, safe, f"r{ratio:g}", f"b{branches}")
 
 
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(record, indent=2, default=str) + "\n")
+def write_train_record(run_dir: Path, record: dict[str, Any]) -> None:
+    write_record(run_dir / TRAIN_FILE, record)
 
 
-def read_record(output_dir: str | Path, run_id: str) -> dict[str, Any]:
+def read_train_record(output_dir: str | Path, run_id: str) -> dict[str, Any]:
     path = Path(output_dir) / run_id / TRAIN_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"no training run {run_id!r} in {output_dir}") from None
-    except json.JSONDecodeError:
-        raise BadInput(f"corrupt training record: {path}") from None
+    if not path.exists():
+        raise BadInput(f"no training run {run_id!r} in {output_dir}")
+    return read_record(path, "training record")
 
 
 def save_checkpoint(model: Any, tokenizer: Any, settings: Rope2DSettings, path: Path) -> Path:

@@ -131,7 +131,7 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
 def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
     previous: dict[str, Any] | None = None
     if s.resume:
-        previous = rec.read_record(s.output_dir, s.resume)
+        previous = rec.read_train_record(s.output_dir, s.resume)
         if previous.get("status") == "complete":
             raise BadInput(f"training run {s.resume} is already complete")
         kept = {f.name for f in fields(TrainSettings)}
@@ -207,10 +207,10 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
 
     def on_save(state: TrainState) -> None:
         record.update(_progress_fields(state))
-        rec.write_record(run_dir, record)
+        rec.write_train_record(run_dir, record)
 
     if accelerator.is_main_process:
-        rec.write_record(run_dir, record)
+        rec.write_train_record(run_dir, record)
     cfg = LoopConfig(
         steps=s.steps, lr=s.learning_rate, grad_accum=s.grad_accum,
         warmup_steps=s.warmup_steps if s.warmup_steps is not None else min(100, s.steps // 10),
@@ -240,7 +240,7 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
             "status": "complete",
             "finished": now_iso(),
         })
-        rec.write_record(run_dir, record)
+        rec.write_train_record(run_dir, record)
     accelerator.wait_for_everyone()
     return record
 
