@@ -121,14 +121,18 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     return out.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(GQA_SDPA, gqa_sdpa)
-AttentionInterface.register(SHARED_PREFIX, shared_prefix_attention)
+KERNELS = {GQA_SDPA: gqa_sdpa, SHARED_PREFIX: shared_prefix_attention}
 
 
 @contextmanager
 def swapped_attention(model, name: str | None) -> Iterator[None]:
-    """Run the block with attention function `name` (None: leave the model as it is)."""
+    """Run the block with attention function `name` (None: leave the model as it is).
+
+    Ours are registered here, when first used, not at import: importing pmbench changes
+    nothing in transformers' global attention registry."""
     before = model.config._attn_implementation
+    if name in KERNELS:
+        AttentionInterface.register(name, KERNELS[name])  # idempotent
     if name is not None:
         model.config._attn_implementation = name
     try:
