@@ -32,10 +32,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from pmbench.measure.roofline import matmul_rate
 
 METHODS = ("sequential", "batch", "prefix", "rope2d")
 DEFAULT_CELLS = ",".join(f"{m}:{n}" for n in (4, 8, 16) for m in METHODS)
@@ -72,24 +73,6 @@ def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) 
     if done.returncode != 0:
         sys.exit(f"{method} N={branch} failed:\n{done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout)
-
-
-def matmul_rate(dtype: torch.dtype, threads: int | None, n: int = 1024) -> float:
-    """Best FLOP per CPU-second of an n x n x n torch.matmul over ~1 s (the compute roof).
-
-    CPU seconds, not wall seconds, so the roof holds on a shared machine too; the step
-    it is compared with is converted the same way.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best, deadline = 0.0, time.perf_counter() + 1.0
-    while time.perf_counter() < deadline:
-        t0 = time.process_time()
-        a @ b
-        best = max(best, 2 * n**3 / max(time.process_time() - t0, 1e-9))
-    return best
 
 
 def count_parameters(model: str | None, dtype: str) -> int:
@@ -178,7 +161,9 @@ def main() -> None:
               f"(per CPU-second {tok_s(a, True) / tok_s(b, True):.2f}x)")
     if rope:
         n = 8 if 8 in rope else rope[-1]
-        rate = matmul_rate(getattr(torch, dtype_name), threads)
+        if threads:
+            torch.set_num_threads(threads)
+        rate = matmul_rate("cpu", dtype_name, budget_s=1.0, per_cpu_second=True)
         params = count_parameters(args.model, dtype_name)
         rec = records[("rope2d", n)]
         step_s = rec["latency"]["tpot_s"] * cpu_util(rec)  # CPU-seconds per decoding step
