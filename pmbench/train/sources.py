@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pmbench.errors import BadInput
-from pmbench.suites.data import DATA_ENV, local_roots
+from pmbench.suites.data import DATA_ENV, local_roots, read_jsonl
 from pmbench.train.data import Branch, Example
 
 DEFAULT_HELDOUT_ARTICLES = 8
@@ -76,10 +76,6 @@ class Corpus:
     split: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus:
     """SQuAD paragraphs + questions, GSM8K train, MultiRC passages + questions.
 
@@ -101,7 +97,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
     }
     gsm = root / "gsm8k" / "train.jsonl"
     if gsm.exists():
-        rows = _read_jsonl(gsm)
+        rows = read_jsonl(gsm)
         docs = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
         cut = gsm8k_cut(len(docs))
         train.extend(docs[:cut])
@@ -111,7 +107,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
     for name, docs in (("train", train), ("val", heldout)):
         path = root / "multirc" / f"{name}.jsonl"
         if path.exists():
-            for row in _read_jsonl(path):
+            for row in read_jsonl(path):
                 docs.append(row["passage"]["text"])
                 docs.extend(q["question"] for q in row["passage"]["questions"])
             split.setdefault("multirc", {})["train" if name == "train" else "heldout"] = (
@@ -139,7 +135,7 @@ def file_corpus(spec: str, heldout_fraction: float = 0.02) -> Corpus:
             raise BadInput(f"corpus file not found: {spec}")
         if path.suffix == ".jsonl":
             try:
-                docs = [r["text"] for r in _read_jsonl(path) if r.get("text")]
+                docs = [r["text"] for r in read_jsonl(path) if r.get("text")]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise BadInput(f"{spec}: expected one JSON object with a 'text' field per line"
                                ) from None
@@ -277,7 +273,7 @@ class SuiteQASource:
         root = data_root(data_dir)
         self.heldout_titles = squad_heldout_titles(root, heldout_articles)
         gsm = root / "gsm8k" / "train.jsonl"
-        self.gsm8k_cut = gsm8k_cut(len(_read_jsonl(gsm))) if "gsm8k" in names else None
+        self.gsm8k_cut = gsm8k_cut(len(read_jsonl(gsm))) if "gsm8k" in names else None
         self.n_branches = n_branches
 
     @cached_property
