@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import make_tiny_model
 from pmbench.cli import app
-from pmbench.sweep.grid import expand_grid, grid_output_dir, run_sweep
+from pmbench.sweep.grid import expand_grid, grid_output_dir
+from pmbench.sweep.supervise import run_sweep
 
 GRID = Path(__file__).resolve().parents[1] / "suites" / "grids" / "reference-cpu.yaml"
 ENV = {"PMBENCH_NO_ROOFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

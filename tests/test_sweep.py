@@ -18,15 +18,9 @@ from typer.testing import CliRunner
 from conftest import make_tiny_model
 from pmbench.cli import app
 from pmbench.errors import BadInput
-from pmbench.sweep.grid import (
-    cell_state,
-    expand_grid,
-    load_grid,
-    parse_set,
-    parse_shard,
-    run_sweep,
-    shard,
-)
+from pmbench.sweep.grid import expand_grid, load_grid, parse_shard, shard
+from pmbench.sweep.options import parse_set
+from pmbench.sweep.supervise import cell_state, run_sweep
 
 GRID = {
     "name": "t",
@@ -253,7 +247,8 @@ STAGED = {
 
 
 def test_staged_grid_runs_its_stages_in_order_with_one_name():
-    from pmbench.sweep.grid import grid_output_dir, needed_training, pick_stage, stage_names
+    from pmbench.sweep.grid import grid_output_dir, pick_stage, stage_names
+    from pmbench.sweep.supervise import needed_training
 
     cells = expand_grid(STAGED, "file", overrides={"limit": 4})
     assert [c.stage for c in cells] == ["train", "train", "eval", "again"]
@@ -294,7 +289,7 @@ def test_bad_staged_grids_are_bad_input(change, needle):
 
 
 def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path, monkeypatch):
-    from pmbench.sweep import grid as sweep
+    from pmbench.sweep import supervise as sweep
 
     cells = expand_grid(STAGED, "f")
     train, evaluate = cells[0], cells[2]
@@ -310,7 +305,7 @@ def test_eval_cell_fails_at_once_when_its_training_is_missing_or_failed(tmp_path
 
 
 def test_eval_cell_waits_while_another_process_trains(tmp_path, monkeypatch):
-    from pmbench.sweep import grid as sweep
+    from pmbench.sweep import supervise as sweep
 
     cells = expand_grid(STAGED, "f")
     train, evaluate = cells[0], cells[2]
@@ -457,3 +452,18 @@ def _starts(out: Path, cell) -> int:
     """How many times the sweep started this cell (one header line per start in its log)."""
     log = (out / cell.id / "sweep.log").read_text()
     return sum(1 for line in log.splitlines() if line.startswith("# "))
+
+
+def test_grid_options_are_the_commands_own():
+    """A grid names `pmbench run` / `pmbench train` options; the sweep knows them from the
+    run spec and the training settings, which must list exactly the commands' options."""
+    import typer.main
+
+    from pmbench.jobs.spec import option_types
+    from pmbench.sweep.train_cells import train_options
+
+    command = typer.main.get_command(app)
+    assert set(option_types()) | {"json_out"} == {p.name for p in command.commands["run"].params}
+    train = command.commands["train"]
+    for kind in ("pretrain", "finetune"):
+        assert set(train_options(kind)) == {p.name for p in train.commands[kind].params}

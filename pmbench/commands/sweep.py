@@ -1,4 +1,5 @@
-"""`pmbench sweep GRID.yaml`: run a grid of `pmbench run` cells (see pmbench.sweep.grid)."""
+"""`pmbench sweep GRID.yaml`: run a grid of `pmbench run` cells (see pmbench.sweep.grid
+for the format, pmbench.sweep.supervise for how they run)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _headline(record: dict[str, Any] | None) -> tuple[str, str]:
 
 
 def _plan_table(cells, output_dir: str) -> Table:
-    from pmbench.sweep.grid import cell_state
+    from pmbench.sweep.supervise import cell_state
 
     table = Table(title=f"{len(cells)} cells", show_header=True)
     table.add_column("#", justify="right")
@@ -86,18 +87,10 @@ def sweep(
     """Run a grid of cells (models x methods x branches x suites x rope2d), each in its own
     process, skipping cells whose record is complete; rerun the same command to resume.
     With a `throughput:` block each cell is an accuracy run and a throughput run."""
-    from pmbench.sweep.grid import (
-        env_for_cells,
-        expand_grid,
-        grid_output_dir,
-        parse_set,
-        parse_shard,
-        pick_stage,
-        read_grid,
-        run_sweep,
-        sigterm_as_interrupt,
-    )
+    from pmbench.sweep.grid import expand_grid, grid_output_dir, parse_shard, pick_stage, read_grid
     from pmbench.sweep.grid import shard as pick_shard
+    from pmbench.sweep.options import parse_set
+    from pmbench.sweep.supervise import env_for_cells, run_sweep, sigterm_as_interrupt
 
     which = parse_shard(shard)
     raw = read_grid(grid)

@@ -15,7 +15,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from pmbench.errors import BadInput, parse_device, require_positive
 from pmbench.records.store import check_run_id
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
-from pmbench.rope2d.settings import resolve_settings
+from pmbench.rope2d.settings import Rope2DSettings, resolve_settings
 
 
 @dataclass
@@ -87,23 +87,17 @@ NEGATED = {"no_warmup": "warmup"}  # --no-warmup sets warmup = False
 NAMING = ("method", "suite", "branch")  # always on a command line: they name the run
 
 
-def option_names() -> list[str]:
-    """Every `pmbench run` option that sets a spec field, by python name, in field order."""
-    negated = {f: o for o, f in NEGATED.items()}
-    names: list[str] = []
-    for f in fields(RunSettings):
-        if f.name == "rope2d":
-            names += ROPE2D_OPTIONS.values()
+def option_types() -> dict[str, Any]:
+    """Every `pmbench run` option that sets a spec field (python name) -> its value's type."""
+    rope = get_type_hints(Rope2DSettings)
+    negated = {name: option for option, name in NEGATED.items()}
+    types: dict[str, Any] = {}
+    for name, hint in get_type_hints(RunSettings).items():
+        if name == "rope2d":
+            types.update({option: rope[setting] for setting, option in ROPE2D_OPTIONS.items()})
         else:
-            names.append(negated.get(f.name, f.name))
-    return names
-
-
-def option_hint(name: str) -> Any:
-    """The type an option's value has (a rope-2d option: that of its setting)."""
-    if name in ROPE2D_OPTIONS.values():
-        return get_type_hints(RunSettings)["rope2d"]
-    return get_type_hints(RunSettings)[NEGATED.get(name, name)]
+            types[negated.get(name, name)] = hint
+    return types
 
 
 def from_options(**options: Any) -> RunSettings:

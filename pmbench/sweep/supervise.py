@@ -1,0 +1,242 @@
+"""Running a sweep: each cell in its own `pmbench` process, one after another.
+
+A cell whose record is complete is skipped, one left "running" is resumed, and every
+cell's output goes to `<output-dir>/<id>/sweep.log`. A cell that evaluates the
+checkpoint of one of the grid's training runs waits while another process (another
+shard) trains it. Ctrl-C or SIGTERM stops the cell in flight the way Ctrl-C stops
+`pmbench run`, so running the same sweep again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmbench.errors import BadInput
+from pmbench.records.train import CHECKPOINT_DIR
+from pmbench.sweep.grid import AnyCell
+from pmbench.sweep.train_cells import TrainCell
+
+COMPLETE_STATUS = "complete"
+LOG_FILE = "sweep.log"
+
+
+def cell_state(output_dir: str | Path, cell: AnyCell) -> str:
+    """'done' (complete record), 'partial' (interrupted: resume it) or 'new'."""
+    path = Path(output_dir) / cell.id / cell.record_file
+    try:
+        status = json.loads(path.read_text(encoding="utf-8")).get("status")
+    except FileNotFoundError:
+        return "new"
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return "partial"  # unreadable record: `--resume` reports it precisely
+    return "done" if status == COMPLETE_STATUS else "partial"
+
+
+def cell_command(cell: AnyCell, output_dir: str | Path, state: str) -> list[str]:
+    """The subprocess command line for a cell: a fresh run, or `--resume` of its record."""
+    base = [sys.executable, "-c", "from pmbench.cli import main; main()"]
+    return base + cell.command_args(state) + ["--output-dir", str(output_dir)]
+
+
+@dataclass
+class CellResult:
+    cell: AnyCell
+    status: str  # "skipped" (already done), "ran", "resumed", "failed"
+    wall_s: float = 0.0
+    message: str = ""
+    record: dict[str, Any] | None = None
+
+
+# (event, cell, result-or-None, questions done, questions total)
+EventFn = Callable[[str, AnyCell, CellResult | None, int, int | None], None]
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = [x.strip() for x in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except FileNotFoundError:
+        return ""
+    errors = [x for x in lines if x.startswith("error:")]
+    tail = errors[-1] if errors else next((x for x in reversed(lines) if x), "")
+    return tail[:300]
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop a cell like Ctrl-C does (it saves its finished groups), then insist.
+
+    A Ctrl-C in a terminal reaches the cell too (same process group): give it a moment
+    to finish on its own before sending SIGINT, so its clean-up is not interrupted twice.
+    """
+    for sig, wait_s in ((None, 2.0), (signal.SIGINT, grace_s), (signal.SIGKILL, None)):
+        if proc.poll() is not None:
+            return
+        if sig is not None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = None,
+             env: Mapping[str, str] | None = None, poll_s: float = 0.5,
+             grace_s: float = 30.0) -> CellResult:
+    """Run one cell in its own process, unless its record is complete already."""
+    output_dir = Path(output_dir)
+    state = cell_state(output_dir, cell)
+    if state == "done":
+        return CellResult(cell, "skipped", record=read_record(output_dir, cell))
+    folder = output_dir / cell.id
+    log = folder / LOG_FILE
+    cmd = cell_command(cell, output_dir, state)
+    total = cell.total
+    t0 = time.perf_counter()
+    fh = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = log.open("a", encoding="utf-8")
+        fh.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[3:])}\n")
+        fh.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if fh is not None:
+                fh.close()
+        raise BadInput(f"cannot write {log}: {exc.strerror or exc}; finished cells are "
+                       "saved, free space and run the same command again") from None
+    with fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL,
+                                env=dict(env) if env is not None else None)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    if on_event:
+                        on_event("progress", cell, None,
+                                 _count_lines(folder / "samples.jsonl"), total)
+        except BaseException:
+            _stop(proc, grace_s)
+            raise
+    wall = time.perf_counter() - t0
+    if proc.returncode == 0 and cell_state(output_dir, cell) == "done":
+        status = "resumed" if state == "partial" else "ran"
+        return CellResult(cell, status, wall, record=read_record(output_dir, cell))
+    msg = _last_error(log) or f"exit code {proc.returncode}"
+    return CellResult(cell, "failed", wall, f"{msg} (log: {log})")
+
+
+def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
+    try:
+        path = Path(output_dir) / cell.id / cell.record_file
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def needed_training(cell: AnyCell, trainings: Mapping[str, TrainCell]) -> str | None:
+    """The id of the grid's training run whose checkpoint `cell` evaluates, if any: its
+    model is `<folder>/<train id>/checkpoint`."""
+    if cell.kind != "run" or not cell.model:
+        return None
+    parts = Path(cell.model).parts
+    if len(parts) >= 2 and parts[-1] == CHECKPOINT_DIR and parts[-2] in trainings:
+        return parts[-2]
+    return None
+
+
+def _wait_for_training(training: TrainCell, output_dir: str | Path, ran_here: bool,
+                       on_event: EventFn | None, cell: AnyCell, wait_s: float) -> str:
+    """'' once `training` is complete; an error message when it cannot become so.
+
+    A training run of this process that is not complete has failed; one that another
+    process (another shard) has started is waited for; one nobody has started is missing.
+    """
+    while (state := cell_state(output_dir, training)) != "done":
+        if ran_here or state == "new":
+            why = "did not complete" if ran_here else "has not been started (run its stage first)"
+            return f"needs the checkpoint of training run {training.id}, which {why}"
+        if on_event:
+            on_event("waiting", cell, None, 0, None)
+        time.sleep(wait_s)
+    return ""
+
+
+def run_sweep(cells: list[AnyCell], output_dir: str | Path, on_event: EventFn | None = None,
+              env: Mapping[str, str] | None = None, fail_fast: bool = False,
+              grid_cells: list[AnyCell] | None = None, wait_s: float = 10.0) -> list[CellResult]:
+    """Run `cells` one after another, each in its own process; finished cells are skipped.
+
+    A cell that evaluates the checkpoint of one of the grid's training runs
+    (`grid_cells`: the whole grid, when `cells` is a shard or a stage of it) waits while
+    another process trains it, and fails at once when that training failed here or was
+    never started.
+
+    Ctrl-C (KeyboardInterrupt) or SIGTERM stops the cell in flight the way Ctrl-C stops
+    `pmbench run` (its finished groups are kept) and propagates; running the same sweep
+    again resumes that cell and skips every complete one.
+    """
+    trainings = {c.id: c for c in (grid_cells or cells) if c.kind == "train"}
+    mine = {c.id for c in cells}
+    results: list[CellResult] = []
+    for cell in cells:
+        if on_event:
+            on_event("start", cell, None, 0, cell.total)
+        needed = needed_training(cell, trainings)
+        missing = needed and _wait_for_training(trainings[needed], output_dir, needed in mine,
+                                                on_event, cell, wait_s)
+        if missing:
+            result = CellResult(cell, "failed", message=missing)
+        else:
+            result = run_cell(cell, output_dir, on_event, env)
+        results.append(result)
+        if on_event:
+            on_event("end", cell, result, 0, None)
+        if fail_fast and result.status == "failed":
+            break
+    return results
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (Slurm's cancel, `kill`) raises KeyboardInterrupt, so it stops a sweep
+    the way Ctrl-C does (main thread only; elsewhere a no-op)."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def env_for_cells() -> dict[str, str]:
+    """The environment of the cell processes: this one, with quiet tokenizers."""
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
