@@ -49,9 +49,10 @@ import pandas as pd
 from pmbench.errors import BadInput
 from pmbench.report.results import Records, method_label, newest, repeat_range
 from pmbench.report.tables import Table, to_markdown
+from pmbench.rope2d.settings import RECORD_COLUMNS
 
 # Settings of one method only (they tell its runs apart, not the cell they measure).
-METHOD_KEYS = ["rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask", "prefix_kv"]
+METHOD_KEYS = [*RECORD_COLUMNS, "prefix_kv"]
 CELL_KEYS = ["model", "suite", "method", *METHOD_KEYS, "branch", "limit", "max_new_tokens",
              "ignore_eos", "dtype"]
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}

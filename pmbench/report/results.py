@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pmbench.rope2d.settings import Rope2DSettings
+from pmbench.rope2d.settings import DEFAULTS, NAMES, RECORD_COLUMNS
 
 RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
 
@@ -87,7 +87,7 @@ class Records:
         rows = [{**r, "rope2d": r.get("rope2d") or {}} for r in records]
         df = pd.json_normalize(rows, sep=".") if rows else pd.DataFrame()
         df["record"] = pd.Series(records, index=df.index, dtype=object)
-        for col in ("rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask"):
+        for col in RECORD_COLUMNS:
             if col not in df:
                 df[col] = None
         if "created" in df:
@@ -247,15 +247,11 @@ def suite_version(record: pd.Series | dict[str, Any]) -> str | None:
     return None
 
 
-# 2D RoPE settings a label leaves out when they have these values: the runner's defaults.
-_ROPE2D_DEFAULTS = {f.name: f.default for f in fields(Rope2DSettings)}
-
-
 def method_label(row: pd.Series | dict[str, Any]) -> str:
     """`method`, and for rope2d its ratio plus each setting that differs from the default.
 
     `row` is a record (``rope2d`` a dict) or a row of :meth:`Records.frame` (flat
-    ``rope2d.mode`` ... columns). Defaults are the runner's own (:class:`Rope2DSettings`),
+    ``rope2d.mode`` ... columns). Defaults are the runner's own (``rope2d.settings.DEFAULTS``),
     so a run made with default options reads "rope2d r=0". A prefix run whose context
     was copied into every row (not shared, the default) reads "prefix copied".
     """
@@ -265,10 +261,10 @@ def method_label(row: pd.Series | dict[str, Any]) -> str:
         return row["method"]
     nested = row.get("rope2d")
     settings = nested if isinstance(nested, dict) and nested else {
-        name: row.get(f"rope2d.{name}") for name in _ROPE2D_DEFAULTS}
+        name: row.get(column) for name, column in zip(NAMES, RECORD_COLUMNS, strict=True)}
     ratio = settings.get("ratio")
     label = "rope2d" if ratio is None or pd.isna(ratio) else f"rope2d r={ratio:g}"
-    extras = [settings.get(name) for name, default in _ROPE2D_DEFAULTS.items()
+    extras = [settings.get(name) for name, default in DEFAULTS.items()
               if name != "ratio" and isinstance(settings.get(name), str)
               and settings.get(name) != default]
     return " ".join([label, *extras])

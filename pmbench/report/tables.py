@@ -43,6 +43,7 @@ from pmbench.report.results import (
     suite_version,
     trained_by,
 )
+from pmbench.rope2d.settings import RECORD_COLUMNS
 
 DASH = "–"
 FORMATS = ("markdown", "latex", "csv")
@@ -56,7 +57,6 @@ METRIC_WORDS = {"acc": "accuracy", "exact_match": "exact match", "pass@1": "pass
 METHOD_ORDER = ("sequential", "batch", "prefix", "rope2d")
 CORE_SUITES = ("mmlu", "ceval", "gsm8k", "humaneval")  # Table 1's columns, always shown
 SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
-ROPE_COLS = ["rope2d.ratio", "rope2d.mode", "rope2d.branch_freqs", "rope2d.mask"]
 TRAINING_GROUPS = {"pretrain": "pre-trained from scratch", "finetune": "fine-tuned",
                    None: "as shipped"}  # Tables 2 and 3's row groups, in this order
 TRAINED_WEIGHTS = {"pretrain": "pre-trained", "finetune": "fine-tuned"}  # Table 2's Weights
@@ -144,8 +144,9 @@ def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         columns=[f"_rank_{k}" for k in ranks], errors="ignore")
 
 
-def _setting(row: pd.Series, cols: Sequence[str] = ROPE_COLS[1:]) -> str:
-    """2D RoPE settings in one short cell: mode/branch_freqs/mask (or the `cols` given)."""
+def _setting(row: pd.Series, cols: Sequence[str] = RECORD_COLUMNS[1:]) -> str:
+    """2D RoPE settings but the ratio in one short cell, mode/branch_freqs/mask (or the
+    `cols` given)."""
     parts = [row.get(c) for c in cols]
     return "/".join(str(p) for p in parts if isinstance(p, str)) or DASH
 
@@ -273,7 +274,7 @@ def _trained_cells(records: Records, models) -> pd.DataFrame:
     if models:
         train = train[train["model"].isin(models)]
         _require(train, "training")
-    cells = newest(train, ["kind", "model", *ROPE_COLS, "branches"])
+    cells = newest(train, ["kind", "model", *RECORD_COLUMNS, "branches"])
     cells = cells.assign(_kind=cells["kind"].map(_training_rank))
     return _sorted(cells, ["_kind", "model", "rope2d.mask", "rope2d.ratio", "rope2d.mode",
                            "rope2d.branch_freqs", "branches"]).drop(columns="_kind")
@@ -326,7 +327,7 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
         for _, run in runs.iterrows():
             rec, branch = run["record"], run["branches"]
             rope = {"ratio": run["rope2d.ratio"], "mask": run["rope2d.mask"],
-                    "setting": _setting(run, ROPE_COLS[1:3]), "branch": branch}
+                    "setting": _setting(run, RECORD_COLUMNS[1:3]), "branch": branch}
             if kind == "finetune":
                 label = method_label({**rec, "method": "rope2d"})  # its settings, as runs
                 rows.append({**shipped, **rope, "variant": label,
@@ -445,7 +446,7 @@ def table4(records: Records, models=None, suites=None) -> Table:
         att = att[col(att, "suite").isin(suites)]
     _require(att, "attention")
     att = att.assign(suite=col(att, "suite"))
-    cells = _sorted(newest(att, ["model", "suite", "branch", *ROPE_COLS]),
+    cells = _sorted(newest(att, ["model", "suite", "branch", *RECORD_COLUMNS]),
                     ["model", "suite", "branch", "rope2d.ratio"])
     summary = [r["summary"] for r in cells["record"]]
     heads = [s.get("heads") or {} for s in summary]
