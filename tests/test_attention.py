@@ -10,18 +10,20 @@ import pytest
 import torch
 
 from conftest import make_tiny_model
-from pmbench.attention.analysis import (
+from pmbench.attention import plots as attention_plots
+from pmbench.attention import tb_plots
+from pmbench.attention.capture import AttentionRecorder
+from pmbench.attention.grid import (
     MIN_KL,
-    AttentionRecorder,
     GridAccumulator,
     focus_scores,
     grid_cells,
     head_label,
-    parse_indices,
     summarize,
-    tb_summary,
 )
-from pmbench.attention import plots as attention_plots
+from pmbench.attention.run import parse_indices
+from pmbench.attention.style import grid_layers
+from pmbench.attention.tb import tb_summary
 from pmbench.engine.runners.base import RunnerOptions
 from pmbench.engine.runners.rope2d import Rope2DRunner
 from pmbench.errors import BadInput
@@ -260,7 +262,7 @@ def test_tb_summary_record(eager_llama):
 
 
 def test_query_mean_counts_hidden_keys_as_zero():
-    mean = attention_plots.query_mean([[0.5, 0.5, None, None], [0.5, None, 0.5, None]])
+    mean = tb_plots.query_mean([[0.5, 0.5, None, None], [0.5, None, 0.5, None]])
     assert mean[:3].tolist() == [0.5, 0.25, 0.25] and math.isnan(mean[3])
 
 
@@ -292,21 +294,21 @@ def test_figure_panels(analyses, n_models):
     fig = attention_plots.layer_curves(shown)
     assert len(fig.axes) == 2 * n_models
     # (t, b): a panel per layer, per query branch, per head; a colour bar per model
-    fig = attention_plots.tb_heatmap(shown)
+    fig = tb_plots.tb_heatmap(shown)
     assert len(fig.axes) == (2 + 1) * n_models
     assert fig.axes[0].get_title().split("\n")[0] == "L0"
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ctx", "b1", "b2", "b3"]
-    fig = attention_plots.tb_branches(shown)
+    fig = tb_plots.tb_branches(shown)
     assert len(fig.axes) == (3 + 1) * n_models
     assert fig.axes[0].get_title().startswith("query b1")
-    fig = attention_plots.tb_heads(analyses[1:])
+    fig = tb_plots.tb_heads(analyses[1:])
     assert len(fig.axes) == 2 + 1
 
 
 def test_tb_image_layout(analyses):
     """Row b, column t: the context row ends where the branch rows begin; hidden keys grey."""
     tb = analyses[0]["tb"]  # isolated
-    image = attention_plots._tb_image(tb, tb["mass"][0][0])  # query branch 1
+    image = tb_plots._tb_image(tb, tb["mass"][0][0])  # query branch 1
     start = min(t for t, b in zip(tb["keys"]["t"], tb["keys"]["b"], strict=True) if b)
     assert image.shape == (4, max(tb["keys"]["t"]) + 1)
     assert not np.isnan(image[0, :start]).any() and np.isnan(image[0, start:]).all()
@@ -325,7 +327,7 @@ def _tb_keys(context: int, lens: list[int]) -> dict:
 def test_tb_axis_breaks_a_long_context():
     """The keys from 2 before the branches on, one column each; the context before them
     compressed into half that width, past a gap, in bins that keep their largest key."""
-    axis = attention_plots.TBAxis(_tb_keys(180, [20, 20, 16, 16]))
+    axis = tb_plots.TBAxis(_tb_keys(180, [20, 20, 16, 16]))
     assert (axis.start, axis.zoom, axis.end, axis.ctx_width) == (180, 178, 200, 11.0)
     x = axis.x(np.arange(axis.end))
     assert (np.diff(x) > 0).all() and np.allclose(np.diff(x[178:]), 1)
@@ -345,7 +347,7 @@ def test_tb_axis_breaks_a_long_context():
 
 
 def test_tb_axis_keeps_a_short_context():
-    axis = attention_plots.TBAxis(_tb_keys(4, [3, 5]))
+    axis = tb_plots.TBAxis(_tb_keys(4, [3, 5]))
     assert axis.zoom == 0 and axis.limits() == (-0.5, 8.5)
     assert axis.x([0, 3, 8]).tolist() == [0, 3, 8]
     assert "compressed" not in axis.label()
@@ -357,20 +359,20 @@ def test_tb_shares(analyses):
     for analysis, mask in zip(analyses, ("isolated", "cross"), strict=True):
         tb = analysis["tb"]
         for mass, b in zip(tb["mass"][0], tb["queries"]["b"], strict=True):
-            shares = attention_plots.tb_shares(tb, mass, b)
+            shares = tb_plots.tb_shares(tb, mass, b)
             assert (shares["other"] is None) == (mask == "isolated")
             assert sum(v or 0 for v in shares.values()) == pytest.approx(1, abs=1e-4)
     tb = analyses[1]["tb"]
-    shares = attention_plots.tb_shares(tb, tb["head_mass"][0][0])
+    shares = tb_plots.tb_shares(tb, tb["head_mass"][0][0])
     assert set(shares) == {"ctx", "branches"}
     assert sum(shares.values()) == pytest.approx(1, abs=1e-4)
-    title = attention_plots.tb_branches(analyses[1:]).axes[0].get_title()
+    title = tb_plots.tb_branches(analyses[1:]).axes[0].get_title()
     assert title.split("\n")[1].startswith("ctx .") and " · own ." in title
 
 
 def test_grid_layers_subsample():
-    assert attention_plots.grid_layers(5, rows=8) == [0, 1, 2, 3, 4]
-    shown = attention_plots.grid_layers(30, rows=8)
+    assert grid_layers(5, rows=8) == [0, 1, 2, 3, 4]
+    shown = grid_layers(30, rows=8)
     assert len(shown) == 8 and shown[0] == 0 and shown[-1] == 29
 
 
@@ -383,7 +385,7 @@ def test_write_figures_without_tb_data(analyses, tmp_path):
 
 def test_write_figures(analyses, tmp_path):
     names = attention_plots.write_figures(analyses, tmp_path)
-    drawn = [*attention_plots.FIGURES, *attention_plots.TB_FIGURES]
+    drawn = [*attention_plots.FIGURES, *tb_plots.TB_FIGURES]
     assert sorted(names) == sorted(f"{n}.{ext}" for n in drawn for ext in ("png", "pdf"))
     for name in names:
         data = (tmp_path / name).read_bytes()

@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from pmbench.attention.analysis import TB_STEP, AttnSettings, run_attention
+        from pmbench.attention.run import AttnSettings, run_attention
+        from pmbench.attention.tb import TB_STEP
         from pmbench.commands.common import _quiet_libraries
         from pmbench.errors import check_device
         from pmbench.records.store import check_run_id
