@@ -1,8 +1,8 @@
 """Capture attention while the rope2d runner decodes, without touching the runner.
 
 `AttentionRecorder` puts a pre-hook on the decoder, which reads each forward pass's
-`position_ids` ([2, 1, L] = (t, b), or plain [1, L] = (t, 0)) and the cache length: the
-keys of the cache are the earlier passes' tokens in the order they were fed, so their
+`position_ids` ([2, 1, L] = (t, b), from `pmbench.rope2d.positions`) and the cache length:
+the keys of the cache are the earlier passes' tokens in the order they were fed, so their
 (t, b) are the positions seen so far. A hook on each chosen layer's attention reads the
 weights returned by eager attention ([1, H, Q, K]) and the 4D mask it was given, and adds
 them to the grid (`grid.GridAccumulator`) at once: no attention matrix outlives its
@@ -27,15 +27,10 @@ def _decoder(model: Any) -> Any:
     return getattr(model, "model", model)
 
 
-def _visibility(mask: torch.Tensor | None, q: int, k: int, past: int) -> torch.Tensor:
-    """Bool [Q, K] from the 4D mask the attention got (bool, or additive float)."""
-    if mask is None:  # no mask: plain causal in cache order
-        order = torch.arange(k)
-        return order[None, :] <= (past + torch.arange(q))[:, None]
-    m = mask[0, 0, :, :k] if mask.ndim == 4 else mask[..., :k]
-    if m.dtype == torch.bool:
-        return m
-    return m > torch.finfo(m.dtype).min / 2
+def _visibility(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool [Q, K] from the 4D mask [1, 1, Q, >= K] the attention got (bool, or additive)."""
+    m = mask[0, 0, :, :k]
+    return m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
 
 
 @dataclass
@@ -44,7 +39,6 @@ class _Pass:
 
     tq: torch.Tensor
     bq: torch.Tensor
-    past: int
     step: int  # 0: the packed prefill, k: the k-th decoding step (in branch passes)
     branch_rows: torch.Tensor
     tb_rows: torch.Tensor | None = None  # the queries of the (t, b) view, in this pass
@@ -82,13 +76,10 @@ class AttentionRecorder:
         self._group = -1
 
     def _before(self, module, args, kwargs) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            ids = kwargs["inputs_embeds"]
-        n, width = ids.shape[0], ids.shape[1]
-        if n != 1:
-            raise BadInput("attention capture expects one packed sequence per forward pass")
         pos = kwargs.get("position_ids")
+        if pos is None or pos.ndim != 3 or pos.shape[:2] != (2, 1):
+            raise BadInput("attention capture expects one packed sequence per forward pass, "
+                           "with (t, b) position_ids [2, 1, L] (the rope2d runner's)")
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         past = int(cache.get_seq_length()) if cache is not None else 0
         if past == 0:  # a new sequence: forget the previous group's keys
@@ -98,19 +89,12 @@ class AttentionRecorder:
             self._group += 1
         if past != self._kt.numel():
             raise RuntimeError(f"capture lost track of the cache ({past} vs {self._kt.numel()})")
-        if pos is None:
-            tq = torch.arange(past, past + width)
-            bq = torch.zeros_like(tq)
-        elif pos.ndim == 3:
-            tq, bq = pos[0, 0].cpu(), pos[1, 0].cpu()
-        else:
-            tq = pos[0].cpu()
-            bq = torch.zeros_like(tq)
+        tq, bq = pos[0, 0].cpu(), pos[1, 0].cpu()
         self._kt = torch.cat([self._kt, tq])
         self._kb = torch.cat([self._kb, bq])
         rows = (bq > 0).nonzero().flatten()
         step = self._branch_passes
-        self._pass = _Pass(tq, bq, past, step, rows)
+        self._pass = _Pass(tq, bq, step, rows)
         if rows.numel():
             self._branch_passes += 1
             if self.tb is None and step == self.tb_step:
@@ -126,7 +110,7 @@ class AttentionRecorder:
                            "(load the model with attn_implementation='eager')")
         k = self._kt.numel()
         if p.cells is None:  # first captured layer of this pass: shared geometry
-            visible = _visibility(kwargs.get("attention_mask"), p.tq.numel(), k, p.past).cpu()
+            visible = _visibility(kwargs["attention_mask"], k).cpu()
             rows = p.branch_rows
             p.visible = visible[rows].to(weights.device)
             p.cells = grid_cells(p.tq[rows], p.bq[rows], self._kt, self._kb,

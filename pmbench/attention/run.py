@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pmbench.attention import plots
 from pmbench.attention.capture import AttentionRecorder
 from pmbench.attention.grid import (
@@ -33,6 +31,7 @@ from pmbench.engine.models import eos_token_ids, load_model, load_tokenizer
 from pmbench.engine.runners.base import RunnerOptions
 from pmbench.engine.runners.rope2d import Rope2DRunner
 from pmbench.errors import BadInput, require_positive
+from pmbench.measure.envinfo import env_fingerprint
 from pmbench.records.store import atomic_write_text, new_run_id, now_iso
 from pmbench.suites import load_suite
 
@@ -177,12 +176,7 @@ def run_attention(s: AttnSettings, log: Log = _quiet) -> dict[str, Any]:
     log("drawing figures")
     figures = plots.write_figures(analyses, folder)
     record = _record(s, run_id, created, analyses[0], figures)
-    try:
-        from pmbench.measure.envinfo import env_fingerprint
-
-        record["env"] = env_fingerprint(analyses[0]["device"], analyses[0]["dtype"], "eager")
-    except ImportError:
-        record["env"] = {"threads": torch.get_num_threads()}
+    record["env"] = env_fingerprint(analyses[0]["device"], analyses[0]["dtype"], "eager")
     if s.compare:
         other = _record(s, f"{run_id}-compare", created, analyses[1],
                         [f"../{f}" for f in figures])
