@@ -112,10 +112,7 @@ def from_options(**options: Any) -> RunSettings:
         given["subjects"] = [x.strip() for x in given["subjects"].split(",") if x.strip()] or None
     given["rope2d"] = {name: given.pop(option, None) for name, option in ROPE2D_OPTIONS.items()}
     hints = get_type_hints(RunSettings)
-    for name, value in given.items():
-        if (isinstance(value, int | float) and not isinstance(value, bool)
-                and name in hints and fits("", hints[name])):
-            given[name] = str(value)
+    given = {k: command_line_value(v, hints[k]) if k in hints else v for k, v in given.items()}
     return RunSettings(**given)
 
 
@@ -172,6 +169,14 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, int | float)
     return isinstance(hint, type) and isinstance(value, hint)
+
+
+def command_line_value(value: Any, hint: Any) -> Any:
+    """A number given for a text option (a grid's `split: 1`) becomes text, as it would
+    on a command line."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and fits("", hint):
+        return str(value)
+    return value
 
 
 def type_name(hint: Any) -> str:

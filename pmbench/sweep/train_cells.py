@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, get_origin, get_type_hints
 
 from pmbench.errors import BadInput
-from pmbench.jobs.spec import fits, type_name
+from pmbench.jobs.spec import command_line_value, fits, type_name
 from pmbench.records.store import check_run_id
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.sweep.options import SWEEP_SET, check_keys, normalize_options, safe_name
@@ -56,22 +56,24 @@ def check_train_settings(command: str, options: dict[str, Any], where: str) -> N
     for name, value in options.items():
         if name in EXTRA:
             continue
-        if isinstance(value, str) and getattr(types[name], "__origin__", None) is list:
+        if isinstance(value, str) and get_origin(types[name]) is list:
             value = [x.strip() for x in value.split(",") if x.strip()]  # as the CLI splits it
         if isinstance(value, list) and types[name] == list[int]:
             value = [_int(v, name, where) for v in value]
-        if isinstance(value, int | float) and not isinstance(value, bool) and fits("", types[name]):
-            value = str(value)  # a number for a text option, as on a command line
+        value = command_line_value(value, types[name])
         if not fits(value, types[name]):
             raise BadInput(f"{where}: --{name.replace('_', '-')}: {value!r} is not "
                            f"{type_name(types[name])}")
         given[setting.get(name, name)] = value
-    TrainSettings(kind=command, **given).validate()
+    try:
+        TrainSettings(kind=command, **given).validate()
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def _int(value: Any, name: str, where: str) -> int:
     try:
-        return int(value)
+        return int(str(value))  # as the command line reads it: 2 and "2", not 2.5 or true
     except ValueError:
         raise BadInput(f"{where}: --{name.replace('_', '-')} takes integers, "
                        f"got {value!r}") from None
