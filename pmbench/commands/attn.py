@@ -57,14 +57,17 @@ def register(app: typer.Typer) -> None:
         The rope2d options apply to both models; what is not given comes from each
         model's config (a 2D-RoPE checkpoint's `rope2d` section), else the defaults.
         """
+        given = dict(locals())  # the options as given, before anything else is bound
         from rich.console import Console
         from rich.table import Table
 
+        from pmbench.attention.grid import LABELS
         from pmbench.attention.run import AttnSettings, run_attention
         from pmbench.attention.tb import TB_STEP
         from pmbench.commands.common import _quiet_libraries
         from pmbench.errors import check_device
         from pmbench.records.store import check_run_id
+        from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 
         check_device(device)  # before the model loads, not after
         if run_id is not None:
@@ -74,8 +77,7 @@ def register(app: typer.Typer) -> None:
         settings = AttnSettings(
             suite=suite, branch=branch, model=model, compare=compare, limit=limit,
             max_new_tokens=max_new_tokens, ignore_eos=ignore_eos,
-            rope2d={"ratio": rope_2d_ratio, "mode": rope_2d_mode, "branch_freqs": branch_freqs,
-                    "mask": mask},
+            rope2d={name: given[option] for name, option in ROPE2D_OPTIONS.items()},
             layers=layers, heads=heads, tb_step=TB_STEP if tb_step is None else tb_step,
             tb_layer=tb_layer, tb_heads=tb_heads,
             data_dir=data_dir, output_dir=output_dir,
@@ -94,7 +96,7 @@ def register(app: typer.Typer) -> None:
         for key in ("context_mass", "own_branch_mass", "other_branch_mass", "first_token_mass",
                     "time_focus_mean", "branch_focus_mean"):
             table.add_row(key, *(f"{r['summary'][key]:.3f}" for r in rows))
-        for label in ("time", "branch", "mixed", "context"):
+        for label in LABELS:
             table.add_row(f"{label} heads", *(str(r["summary"]["heads"][label]) for r in rows))
         out.print(table)
         out.print(f"record: {output_dir}/{record['run_id']}/attention.json", highlight=False)
