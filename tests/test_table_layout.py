@@ -19,7 +19,7 @@ from test_tables import EXPECTED, FIXTURES, invoke
 from typer.testing import CliRunner
 
 from conftest import make_tiny_model
-from pmbench.report import tables
+from pmbench.report import table_format, tables
 from pmbench.report.results import load, method_label, run_purpose
 
 SQUAD_INFO = {"suite": "squad", "data_files": ["squad/dev-v1.1.json"]}
@@ -102,7 +102,7 @@ def test_table1_takes_tok_s_from_throughput_runs_and_acc_from_accuracy_runs(two_
     assert _cell(t1, "sequential", 4, ("SQuAD", "Acc")) == 60
     assert _cell(t1, "batch", 4, ("SQuAD", "tok/s")) == 55
     assert pd.isna(_cell(t1, "batch", 4, ("SQuAD", "Acc")))
-    text = tables.render(t1, "markdown")
+    text = table_format.render(t1, "markdown")
     assert "| batch      |       4 |" in text and text.count(" – ") > 10
     # the notes name both sources and every token budget the throughput runs used
     assert "throughput runs (--ignore-eos, 16 or 64 new tokens per question" in text
@@ -192,10 +192,10 @@ def test_table2_before_and_after_rows_by_mask_then_ratio(tmp_path):
     assert data["SQuAD F1 (%)"].tolist()[2::2] == [50, 25, 0]
     assert data["SQuAD EM (%)"].tolist()[2::2] == [25, 12.5, 0]
     assert data["SQuAD F1 (%)"].iloc[[0, 1, 3, 5]].isna().all()  # no base SQuAD runs
-    text = tables.render(t2)
+    text = table_format.render(t2)
     assert "| **fine-tuned: m** |" in text  # the group is a heading, not a column
     assert "heldout_loss_start" in text and "Merged" not in text
-    assert tables.render(t2, "csv").splitlines()[0] == (
+    assert table_format.render(t2, "csv").splitlines()[0] == (
         "Training,Model,Weights,Mask,Ratio,Setting,#branch,Loss,SQuAD F1 (%),SQuAD EM (%),"
         "MMLU (%),C-Eval (%)")
 
@@ -206,7 +206,7 @@ def test_table5_q_s_from_accuracy_runs(two_kinds):
     assert _cell(t5, "rope2d r=0", 4, "Q/s") == 6.0  # not the throughput run's 30
     # sequential of the same #branch is preferred: 6.0 / 3.0, not 6.0 / 1.5
     assert _cell(t5, "rope2d r=0", 4, "Speedup (×)") == 2.0
-    text = tables.render(t5, "markdown")
+    text = table_format.render(t5, "markdown")
     assert "Q/s: questions answered per second in accuracy runs" in text
     assert "Each row is scored on 8 questions." in text
     assert "HasAns" not in text  # no v2.0 row: no HasAns / NoAns columns
@@ -231,32 +231,32 @@ def test_table5_squad_v2_has_hasans_and_noans_f1():
     assert v11["HasAns F1 (%)"].isna().all() and v11["NoAns F1 (%)"].isna().all()
     only_v2 = tables.build(5, load(FIXTURES), suites=["squad_v2"])
     assert set(only_v2.data["Version"]) == {"v2.0"}
-    assert "16 questions" in tables.render(only_v2)
+    assert "16 questions" in table_format.render(only_v2)
 
 
 def test_row_groups_in_each_format():
     t1 = tables.build(1, load(FIXTURES))
-    md = tables.render(t1, "markdown")
+    md = table_format.render(t1, "markdown")
     assert "| **smollm2-135m-instruct** |" in md
     assert md.count("smollm2-135m-instruct") == 1  # the heading, not a column
     assert md.splitlines()[2].startswith("| Method ")
-    latex = tables.render(t1, "latex")
+    latex = table_format.render(t1, "latex")
     assert ("\\midrule\n\\multicolumn{14}{l}{\\textit{smollm2-135m-instruct}} \\\\\n"
             "sequential & 1 &") in latex
     assert "\\midrule\n\\multicolumn{14}{l}{\\textit{results/20261120-090000-pretrain" in latex
-    csv = tables.render(t1, "csv").splitlines()
+    csv = table_format.render(t1, "csv").splitlines()
     assert csv[0].startswith("Model,Method,#branch,MMLU tok/s,MMLU Acc,C-Eval tok/s")
     assert sum(line.startswith("smollm2-135m-instruct,") for line in csv) == 7
 
-    t3 = tables.render(tables.build(3, load(FIXTURES)))
+    t3 = table_format.render(tables.build(3, load(FIXTURES)))
     headings = [ln.split("|")[1].strip() for ln in t3.splitlines() if ln.startswith("| **")]
     assert headings == ["**pre-trained from scratch**", "**fine-tuned**", "**as shipped**"]
 
     t2 = tables.build(2, load(FIXTURES))
-    latex = tables.render(t2, "latex")
+    latex = table_format.render(t2, "latex")
     assert ("\\midrule\n\\multicolumn{11}{l}{\\textit{fine-tuned: smollm2-135m-instruct}} "
             "\\\\\nsmollm2-135m-instruct & as shipped & – & – & sequential & 4 &") in latex
-    csv = tables.render(t2, "csv").splitlines()
+    csv = table_format.render(t2, "csv").splitlines()
     assert csv[0].startswith("Training,Model,Weights,Mask,Ratio,Setting,#branch,Loss,")
     assert csv[3] == ("fine-tuned: smollm2-135m-instruct,smollm2-135m-instruct,as shipped,,,"
                       "sequential,4,,,,37.5,")

@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 
 from pmbench.commands.tables import register
 from pmbench.errors import BadInput
-from pmbench.report import tables
+from pmbench.report import table_format, tables
 from pmbench.report.results import RecordWarning, load
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
@@ -162,7 +162,7 @@ EXPECTED = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
 def test_markdown_is_exact(records, number):
-    assert tables.render(tables.build(number, records), "markdown") == EXPECTED[number]
+    assert table_format.render(tables.build(number, records), "markdown") == EXPECTED[number]
 
 
 def test_cli_prints_the_same_markdown():
@@ -172,7 +172,7 @@ def test_cli_prints_the_same_markdown():
 
 
 def _csv(records, number: int) -> pd.DataFrame:
-    return pd.read_csv(io.StringIO(tables.render(tables.build(number, records), "csv")))
+    return pd.read_csv(io.StringIO(table_format.render(tables.build(number, records), "csv")))
 
 
 def test_csv_holds_raw_values_and_empty_cells(records):
@@ -276,7 +276,7 @@ def test_output_file(tmp_path):
 @pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
 def test_latex_standalone_compiles(records, tmp_path, number):
     tex = tmp_path / f"table{number}.tex"
-    tex.write_text(tables.render(tables.build(number, records), "latex", standalone=True))
+    tex.write_text(table_format.render(tables.build(number, records), "latex", standalone=True))
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -285,7 +285,7 @@ def test_latex_standalone_compiles(records, tmp_path, number):
 
 
 def test_latex_escapes_and_uses_booktabs(records):
-    text = tables.render(tables.build(4, records), "latex")
+    text = table_format.render(tables.build(4, records), "latex")
     assert r"\#branch" in text and r"Attention mass (\%)" in text and r"heatmap\_grid" in text
     assert r"\cmidrule(lr){6-8}" in text  # rule under the "Attention mass" group
 

@@ -70,22 +70,22 @@ def table(
     --output; in CSV each table's rows follow a "# Table N" line. Notes go to stderr in
     CSV, which has no room for them.
     """
-    from pmbench.report import tables
+    from pmbench.report import table_format, tables
 
     if standalone and fmt != "latex":
         raise BadInput("--standalone applies to --format latex")
-    if fmt not in tables.FORMATS:
-        raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
+    if fmt not in table_format.FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(table_format.FORMATS)}")
     records = _load(results)
     if number is None:
         built, skipped = tables.build_all(records, model, suite)
         if skipped:
             _stderr().print("tables not shown (no records match, or --suite does not "
                             f"apply): {', '.join(map(str, skipped))}")
-        text = tables.render_all(built, fmt, standalone)
+        text = table_format.render_all(built, fmt, standalone)
     else:
         built = [tables.build(number, records, model, suite)]
-        text = tables.render(built[0], fmt, standalone)
+        text = table_format.render(built[0], fmt, standalone)
     _write(text, output)
     if fmt == "csv":  # CSV has no room for notes: they go to stderr
         for t in built:

@@ -48,7 +48,7 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.report.results import Records, method_label, newest, repeat_range
-from pmbench.report.tables import Table, to_markdown
+from pmbench.report.table_format import Table, to_markdown
 from pmbench.rope2d.settings import RECORD_COLUMNS
 
 # Settings of one method only (they tell its runs apart, not the cell they measure).

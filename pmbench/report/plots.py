@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
 from pmbench.report.results import PRIMARY_METRIC, Records, repeat_range, trained_by
-from pmbench.report.tables import METRIC_NAMES, col, newest_runs, run_frame, suite_name
+from pmbench.report.table_data import METRIC_NAMES, col, newest_runs, run_frame, suite_name
 
 SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
 DPI = 200  # PNG pixels per inch: 1280 x 800

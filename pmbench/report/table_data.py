@@ -1,0 +1,150 @@
+"""The run frame the tables and figures read, and the helpers every table builder shares:
+sorting in the paper's order, record look-ups per cell, and the notes under a table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from pmbench.errors import BadInput
+from pmbench.report.results import (
+    Records,
+    accuracy_metric,
+    canonical_model,
+    merged_note,
+    method_label,
+    model_names,
+    newest,
+    run_purpose,
+)
+from pmbench.report.table_format import DASH
+from pmbench.rope2d.settings import RECORD_COLUMNS
+
+SUITE_NAMES = {"mmlu": "MMLU", "ceval": "C-Eval", "gsm8k": "GSM8K", "humaneval": "HumanEval",
+               "squad": "SQuAD", "squad_v2": "SQuAD v2.0", "multirc": "MultiRC"}
+METRIC_NAMES = {"acc": "Acc", "exact_match": "EM", "pass@1": "pass@1", "f1": "F1", "em": "EM",
+                "f1a": "F1a"}
+# What each metric is, in words, for the note under Table 1's generic "Acc" columns.
+METRIC_WORDS = {"acc": "accuracy", "exact_match": "exact match", "pass@1": "pass@1",
+                "f1": "F1", "em": "exact match", "f1a": "F1a"}
+METHOD_ORDER = ("sequential", "batch", "prefix", "rope2d")
+
+
+class NoRecords(BadInput):
+    """No record fits a table: `pmbench table` without a number skips that table."""
+
+
+def suite_name(suite: str) -> str:
+    return SUITE_NAMES.get(suite, suite)
+
+
+def pct(values: pd.Series) -> pd.Series:
+    """Fractions to % (rounded to kill float noise such as 28.999999999999996)."""
+    return (pd.to_numeric(values, errors="coerce") * 100).round(10)
+
+
+def col(df: pd.DataFrame, name: str) -> pd.Series:
+    """Column `name`, or NaN everywhere when no record has that field."""
+    return df[name] if name in df else pd.Series(float("nan"), index=df.index)
+
+
+def _method_rank(label: str) -> int:
+    base = label.split(" ")[0]
+    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def suite_rank(suite: str) -> int:
+    """Known suites in the order of :data:`SUITE_NAMES`, then the others."""
+    names = list(SUITE_NAMES)
+    return names.index(suite) if suite in names else len(names)
+
+
+def sort_rows(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sorted by `by`; methods ("label") in :data:`METHOD_ORDER` and suites in the order
+    of :data:`SUITE_NAMES`, each followed by the others alphabetically."""
+    ranks = {"label": _method_rank, "suite": suite_rank}
+    ranked = df.assign(**{f"_rank_{k}": df[k].map(f) for k, f in ranks.items() if k in by})
+    keys = [k for b in by for k in ([f"_rank_{b}", b] if b in ranks else [b])]
+    return ranked.sort_values(keys, kind="stable").drop(
+        columns=[f"_rank_{k}" for k in ranks], errors="ignore")
+
+
+def setting_cell(row: pd.Series, cols: Sequence[str] = RECORD_COLUMNS[1:]) -> str:
+    """2D RoPE settings but the ratio in one short cell, mode/branch_freqs/mask (or the
+    `cols` given)."""
+    parts = [row.get(c) for c in cols]
+    return "/".join(str(p) for p in parts if isinstance(p, str)) or DASH
+
+
+
+def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[str] | None
+              ) -> pd.DataFrame:
+    """Run records with the columns the tables use: purpose ("throughput" or "accuracy"),
+    label, tok_s, q_s, acc (%), n."""
+    df = records.frame("runs")
+    if df.empty:
+        return df.assign(purpose=pd.Series(dtype=object))
+    df["model"] = [canonical_model(r, records.train) for r in df["record"]]
+    if models:
+        df = df[[bool(set(models) & {m, *model_names(r)})
+                 for m, r in zip(df["model"], df["record"], strict=True)]]
+    if suites:
+        df = df[df["suite"].isin(suites)]
+    df = df.copy()
+    df["purpose"] = [run_purpose(r) for r in df["record"]]
+    df["label"] = [method_label(r) for _, r in df.iterrows()]
+    df["tok_s"] = col(df, "throughput.output_tok_s")
+    df["q_s"] = col(df, "throughput.q_s")
+    df["n"] = col(df, "metrics.n")
+    df["acc"] = pct(pd.Series(
+        [r.get(f"metrics.{accuracy_metric(r['suite'], r['record']['metrics'])}")
+         for _, r in df.iterrows()], index=df.index, dtype=object))
+    return df
+
+
+def newest_runs(runs: pd.DataFrame, purpose: str, keys: list[str]) -> pd.DataFrame:
+    """The newest run of one `purpose` per cell of `keys`: tok/s comes only from
+    throughput runs and accuracy only from accuracy runs, so each kind has its own
+    newest record."""
+    return newest(runs[runs["purpose"] == purpose] if "purpose" in runs else runs, keys)
+
+
+def require(df: pd.DataFrame, what: str) -> None:
+    if df.empty:
+        raise NoRecords(f"no {what} records match (check --results, --model and --suite)")
+
+
+def merged_notes(*frames: pd.DataFrame) -> list[str]:
+    note = merged_note(*frames)
+    return [note] if note else []
+
+
+def alternatives(values: Iterable[Any]) -> str:
+    """Distinct values, sorted, as "a", "a or b", "a, b or c"."""
+    shown = [f"{v:g}" if isinstance(v, float) else str(v) for v in sorted(set(values))]
+    return " or ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+
+
+def throughput_source(tput: pd.DataFrame) -> str:
+    """Where tok/s comes from, naming the token budget(s) the throughput runs used."""
+    budgets = [int(b) for b in pd.to_numeric(col(tput, "max_new_tokens")).dropna()]
+    budget = f", {alternatives(budgets)} new tokens per question" if budgets else ""
+    return (f"tok/s: output tokens per second of throughput runs (--ignore-eos{budget}, "
+            "median over repeats)")
+
+
+ACCURACY_SOURCE = "accuracy runs (each suite's own stop strings and token budget)"
+
+
+def lookup(frame: pd.DataFrame, keys: list[str], value: str, rows: pd.DataFrame,
+            **fixed: Any) -> pd.Series:
+    """`value` of `frame`'s record per row of `rows` (matched on `keys`, with the keys in
+    `fixed` set to one value), NaN where there is none."""
+    index = frame.set_index(keys)[value] if not frame.empty else pd.Series(dtype=float)
+    wanted = zip(*(rows[k] if k not in fixed else [fixed[k]] * len(rows) for k in keys),
+                 strict=True)
+    return pd.Series([index.get(k, float("nan")) for k in wanted], index=rows.index,
+                     dtype=float)
+

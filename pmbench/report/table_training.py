@@ -1,0 +1,222 @@
+"""Tables 2 and 3, the tables that read training records: the rope_2d_ratio ablation
+(held-out loss and accuracy before and after training) and branch scaling (throughput,
+speedup, loss and accuracy per #branch). Conventions as in :mod:`pmbench.report.tables`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from pmbench.errors import BadInput
+from pmbench.report.results import Records, method_label, model_names, newest, trained_by
+from pmbench.report.table_data import (
+    ACCURACY_SOURCE,
+    col,
+    lookup,
+    merged_notes,
+    newest_runs,
+    pct,
+    require,
+    run_frame,
+    setting_cell,
+    sort_rows,
+    suite_name,
+    throughput_source,
+)
+from pmbench.report.table_format import Table
+from pmbench.rope2d.settings import RECORD_COLUMNS
+
+TRAINING_GROUPS = {"pretrain": "pre-trained from scratch", "finetune": "fine-tuned",
+                   None: "as shipped"}  # Tables 2 and 3's row groups, in this order
+TRAINED_WEIGHTS = {"pretrain": "pre-trained", "finetune": "fine-tuned"}  # Table 2's Weights
+# Table 2's accuracy columns: (suite, frame column) of the accuracy run each comes from.
+ABLATION_COLUMNS = {"SQuAD F1 (%)": ("squad", "acc"), "SQuAD EM (%)": ("squad", "em"),
+                    "MMLU (%)": ("mmlu", "acc"), "C-Eval (%)": ("ceval", "acc")}
+SCALING_SUITES = ("mmlu", "squad")  # Table 3's accuracy columns, whatever the row's suite
+
+
+def _training_rank(kind: str | None) -> int:
+    """Training kinds in the order of :data:`TRAINING_GROUPS`, then the others."""
+    order = list(TRAINING_GROUPS)
+    return order.index(kind) if kind in order else len(order)
+
+
+def _loss_at(loss: Any, branch: int) -> float | None:
+    """A training record's held-out loss at `branch`: `loss` is a number (the loss at the
+    trained #branch, as ``heldout_loss_start``) or a {"<#branch>": loss} dict."""
+    if isinstance(loss, dict):
+        loss = loss.get(str(branch))
+    return float(loss) if isinstance(loss, int | float) and not isinstance(loss, bool) else None
+
+
+def _trained_cells(records: Records, models) -> pd.DataFrame:
+    """The newest training run per (kind, base model, 2D RoPE settings, #branch), in
+    table order: pre-trained then fine-tuned, by base model, mask, ratio."""
+    train = records.frame("train")
+    require(train, "training")
+    if models:
+        train = train[train["model"].isin(models)]
+        require(train, "training")
+    cells = newest(train, ["kind", "model", *RECORD_COLUMNS, "branches"])
+    cells = cells.assign(_kind=cells["kind"].map(_training_rank))
+    return sort_rows(cells, ["_kind", "model", "rope2d.mask", "rope2d.ratio", "rope2d.mode",
+                           "rope2d.branch_freqs", "branches"]).drop(columns="_kind")
+
+
+def _weights_runs(records: Records) -> pd.DataFrame:
+    """Table 2's accuracy run per (weights, variant, #branch, suite): the one with the most
+    questions, the newest of those.
+
+    `weights` is the training run id for a checkpoint's runs and the model name for the
+    others; `variant` is the method for a checkpoint (it runs with the 2D RoPE settings
+    it was trained with) and the method label otherwise, so an as-shipped row finds the
+    base model's runs at its training run's ratio, mask, mode and branch_freqs.
+    """
+    suites = list(dict.fromkeys(suite for suite, _ in ABLATION_COLUMNS.values()))
+    runs = run_frame(records, None, suites)
+    runs = runs[runs["purpose"] == "accuracy"].copy()  # before the trained_by look-ups
+    keys = ["weights", "variant", "branch", "suite"]
+    if runs.empty:
+        return runs.assign(**{k: pd.Series(dtype=object) for k in keys})
+    trained = [trained_by(model_names(r), records.train) for r in runs["record"]]
+    runs["weights"] = [t["run_id"] if t else m for t, m in zip(trained, runs["model"],
+                                                                 strict=True)]
+    runs["variant"] = [m if t else label for t, m, label in zip(
+        trained, runs["method"], runs["label"], strict=True)]
+    runs["em"] = pct(col(runs, "metrics.em"))
+    # the run with the most questions: a shorter run of the same cell (Table 3's) is a
+    # noisier estimate, however new
+    most = pd.to_numeric(runs["n"]).fillna(0)
+    runs = runs[most == most.groupby([runs[k] for k in keys], dropna=False).transform("max")]
+    return newest(runs, keys)
+
+
+def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """Table 2's rows, a group per (training kind, base model). A fine-tune group starts
+    with the base model's sequential reference at each trained #branch, then per training
+    run the base model as shipped at the run's 2D RoPE settings (before) and the
+    fine-tuned checkpoint (after); a pre-training group has the checkpoints only, as a
+    random init is not a model anyone ships.
+
+    `weights` and `variant` find each row's accuracy runs in :func:`_weights_runs`.
+    """
+    rows: list[dict[str, Any]] = []
+    for (kind, base), runs in cells.groupby(["kind", "model"], sort=False):
+        shipped = {"group": f"{TRAINING_GROUPS.get(kind, kind)}: {base}", "model": base,
+                   "stage": "as shipped", "weights": base}
+        if kind == "finetune":
+            rows += [{**shipped, "variant": "sequential", "setting": "sequential", "branch": b}
+                     for b in sorted(runs["branches"].unique())]
+        for _, run in runs.iterrows():
+            rec, branch = run["record"], run["branches"]
+            rope = {"ratio": run["rope2d.ratio"], "mask": run["rope2d.mask"],
+                    "setting": setting_cell(run, RECORD_COLUMNS[1:3]), "branch": branch}
+            if kind == "finetune":
+                label = method_label({**rec, "method": "rope2d"})  # its settings, as runs
+                rows.append({**shipped, **rope, "variant": label,
+                             "loss": _loss_at(rec.get("heldout_loss_start"), branch)})
+            rows.append({**shipped, **rope, "model": str(rec.get("checkpoint") or run["run_id"]),
+                         "stage": TRAINED_WEIGHTS.get(kind, kind), "weights": run["run_id"],
+                         "variant": "rope2d", "loss": _loss_at(rec["heldout_loss"], branch)})
+    return pd.DataFrame(rows).reindex(columns=[
+        "group", "model", "stage", "weights", "variant", "mask", "ratio", "setting", "branch",
+        "loss"])
+
+
+def table2(records: Records, models=None, suites=None) -> Table:
+    """rope_2d_ratio ablation: held-out loss and accuracy before and after training.
+
+    A row group per training kind and base model (see :func:`_ablation_rows`). Each row's
+    accuracy is the accuracy run of its weights at the trained #branch with the most
+    questions (the newest of those): a checkpoint's other #branch runs, or shorter runs
+    (Table 3's), never stand in for it.
+    """
+    if suites:
+        raise BadInput("table 2 has fixed suites (SQuAD, MMLU, C-Eval); drop --suite")
+    cells = _trained_cells(records, models)
+    rows = _ablation_rows(cells)
+    accs = _weights_runs(records)
+    keys = ["weights", "variant", "branch", "suite"]
+    data = pd.DataFrame({
+        "Training": rows["group"], "Model": rows["model"], "Weights": rows["stage"],
+        "Mask": rows["mask"], "Ratio": pd.to_numeric(rows["ratio"]),
+        "Setting": rows["setting"], "#branch": rows["branch"],
+        "Loss": pd.to_numeric(rows["loss"]),
+        **{name: lookup(accs, keys, value, rows, suite=suite)
+           for name, (suite, value) in ABLATION_COLUMNS.items()},
+    })
+    formats = {"Ratio": ".2f", "#branch": "d", "Loss": ".3f",
+               **{name: ".1f" for name in ABLATION_COLUMNS}}
+    used = accs.merge(rows[keys[:3]].drop_duplicates())  # the records shown, for the notes
+    notes = ["Weights: as shipped is the base model before training (its sequential row, "
+             "decoding one question at a time, is the reference); fine-tuned / pre-trained "
+             "is the training run's checkpoint. Loss: held-out loss on the training run's "
+             "held-out split at the trained #branch: for a checkpoint after training, for "
+             "as shipped before the first step (heldout_loss_start: the base model at the "
+             "same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at "
+             f"that #branch in {ACCURACY_SOURCE}, as shipped at the training run's ratio, "
+             "mask and setting; of several runs, the one with the most questions.",
+             *merged_notes(cells, used)]
+    return Table(2, "rope_2d_ratio ablation: held-out loss and accuracy before and after "
+                 "training", data, formats, notes, row_group="Training")
+
+
+def _scaling_rows(tput: pd.DataFrame, accs: pd.DataFrame, keys: list[str],
+                  suites: Sequence[str] | None) -> pd.DataFrame:
+    """Table 3's rows: one per throughput cell of the shown suites, plus one for each
+    (model, method, #branch) that has accuracy runs but no such row, under its first
+    suite, so an accuracy-only cell shows once and not once per suite."""
+    shown = [df[df["suite"].isin(suites)] if suites else df for df in (tput, accs)]
+    runs, scored = (df[keys] for df in shown)
+    cell = [k for k in keys if k != "suite"]
+    extra = scored.merge(runs[cell].drop_duplicates(), how="left", indicator=True)
+    extra = sort_rows(extra[extra["_merge"] == "left_only"].drop(columns="_merge"), ["suite"])
+    return pd.concat([runs, extra.drop_duplicates(cell)], ignore_index=True)
+
+
+def table3(records: Records, models=None, suites=None) -> Table:
+    """Branch scaling, in row groups by training mode (pre-trained from scratch,
+    fine-tuned, as shipped): per model, method, suite and #branch the throughput, the
+    speedup over #branch 1 of the same model, method and suite, the held-out loss of the
+    model's training run at that #branch, and MMLU accuracy and SQuAD F1. Rows come from
+    throughput runs; a (model, method, #branch) with accuracy runs only shows once.
+    --suite keeps the rows of those suites; MMLU accuracy and SQuAD F1 are the model's
+    whatever the row's suite."""
+    runs = run_frame(records, models, None)
+    require(runs, "run")
+    keys = ["model", "label", "suite", "branch"]
+    tput = newest_runs(runs, "throughput", keys)
+    accs = newest_runs(runs[runs["suite"].isin(SCALING_SUITES)], "accuracy", keys)
+    rows = _scaling_rows(tput, accs, keys, suites)
+    require(rows, "run")
+    trained = {m: trained_by(m, records.train) for m in rows["model"].unique()}
+    kinds = [(trained[m] or {}).get("kind") for m in rows["model"]]
+    rows = rows.assign(group=[TRAINING_GROUPS.get(k, "trained") for k in kinds],
+                       _group=[_training_rank(k) for k in kinds])
+    rows = sort_rows(rows, ["_group", *keys])
+    cell = ["model", "label", "branch"]
+    used = [tput.merge(rows[keys]),  # the records shown, for the notes
+            accs.merge(rows[cell].drop_duplicates())]
+    tok_s = lookup(tput, keys, "tok_s", rows)
+    data = pd.DataFrame({
+        "Training": rows["group"],
+        "Model": rows["model"], "Method": rows["label"], "Suite": rows["suite"].map(suite_name),
+        "#branch": rows["branch"], "tok/s": tok_s,
+        "Speedup (×)": tok_s / lookup(tput, keys, "tok_s", rows, branch=1),
+        "Loss": [_loss_at((trained[m] or {}).get("heldout_loss"), b)
+                 for m, b in zip(rows["model"], rows["branch"], strict=True)],
+        "MMLU Acc (%)": lookup(accs, keys, "acc", rows, suite="mmlu"),
+        "SQuAD F1 (%)": lookup(accs, keys, "acc", rows, suite="squad"),
+    }).reset_index(drop=True)
+    formats = {"#branch": "d", "tok/s": ".1f", "Speedup (×)": ".2f", "Loss": ".3f",
+               "MMLU Acc (%)": ".1f", "SQuAD F1 (%)": ".1f"}
+    notes = [f"{throughput_source(used[0])}; Speedup: tok/s over #branch 1 of the same "
+             "model, method and suite; Loss: held-out loss of the model's training run at "
+             f"that #branch; MMLU Acc and SQuAD F1: from {ACCURACY_SOURCE} of the same "
+             "model, method and #branch, whatever the row's suite (a row without a "
+             "throughput run has accuracy runs only).", *merged_notes(*used)]
+    return Table(3, "Branch scaling: throughput, speedup over #branch 1, loss, MMLU and SQuAD",
+                 data, formats, notes, row_group="Training")
+
