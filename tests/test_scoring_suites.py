@@ -55,8 +55,7 @@ def test_ceval_categories(tokenizer):
 
 
 def test_gsm8k_cuts_at_stop_strings_and_eos(tokenizer):
-    suite = load_suite("gsm8k", tokenizer, limit=1)
-    suite.generation(eos_token_ids=[tokenizer.eos_token_id])
+    suite = load_suite("gsm8k", tokenizer, limit=1)  # EOS: the tokenizer's, from the start
     q = suite.groups[0].questions[0]
     assert q.target == "18"
     # --ignore-eos: the model went on into a new question with another answer
@@ -71,6 +70,31 @@ def test_gsm8k_cuts_at_stop_strings_and_eos(tokenizer):
     assert m == {"exact_match": 0.5, "exact_match_strict": 0.5, "exact_match_flexible": 1.0,
                  "n": 2}
 
+
+
+def test_scores_do_not_depend_on_call_order(tokenizer):
+    """The EOS ids a score cuts at are the suite's (given at construction, default the
+    tokenizer's) or the ones passed to scoring: never what an earlier generation() call
+    was given."""
+    newline = tokenizer.encode("\n", add_special_tokens=False)[0]
+    output = out(tokenizer, " #### 18\n#### 5")  # "\n" is an EOS only where we say so
+    fresh = load_suite("gsm8k", tokenizer, limit=1)
+    q = fresh.groups[0].questions[0]
+    before = fresh.score(q, output)
+    gen = fresh.generation(None, True, [newline])
+    assert gen.eos_token_ids == [newline] and fresh.eos_token_ids == (tokenizer.eos_token_id,)
+    assert fresh.score(q, output) == before  # generation() changed nothing
+    assert before["extracted_strict"] == "18" and before["extracted_flexible"] == "5"
+    assert fresh.generation().eos_token_ids == [tokenizer.eos_token_id]
+    # explicit ids: at construction (generation follows them) or per scoring call
+    cut = load_suite("gsm8k", tokenizer, limit=1, eos_token_ids=[newline])
+    assert cut.generation().eos_token_ids == [newline]
+    expected = {**before, "prediction": " #### 18", "extracted_flexible": "18",
+                "em_flexible": 1.0}
+    assert cut.score(q, output) == expected
+    assert fresh.score(q, output, eos_token_ids=[newline]) == expected
+    assert fresh.score_all([q], [output], eos_token_ids=[newline]) == [expected]
+    assert fresh.score(q, output) == before
 
 def test_squad_scores_the_first_line(tokenizer):
     suite = load_suite("squad", tokenizer, limit=1)

@@ -95,6 +95,7 @@ class Suite:
         apply_chat_template: bool = False,
         samples_per_task: int = 1,
         seed: int = 0,
+        eos_token_ids: Sequence[int] | None = None,
     ):
         _positive("--branch", branch)
         _positive("--limit", limit)
@@ -120,8 +121,12 @@ class Suite:
         if apply_chat_template and not getattr(tokenizer, "chat_template", None):
             raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
         self.stop_strings: list[str] = list(config.get("stop", []))
+        # The ids that end an answer, fixed here: generation and scoring both read them, so
+        # a score never depends on which method was called first. Default: the tokenizer's.
         eos = tokenizer.eos_token_id
-        self._eos_ids: list[int] = [eos] if eos is not None else []
+        default_eos = () if eos is None else (int(eos),)
+        self.eos_token_ids: tuple[int, ...] = (
+            default_eos if eos_token_ids is None else tuple(eos_token_ids))
         self.data_spec = data_spec(config, self.split)
         self.data_root = data.resolve(
             self.data_spec, data_dir, lambda root: type(self).fetch(config, root)
@@ -140,9 +145,11 @@ class Suite:
         raise NotImplementedError
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        """Per-sample fields for samples.jsonl; always "target" and "score"."""
+        """Per-sample fields for samples.jsonl; always "target" and "score". The answer
+        ends at the first of `eos_token_ids` (default: the suite's, see `answer_text`)."""
         raise NotImplementedError
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -166,26 +173,30 @@ class Suite:
         self, max_new_tokens: int | None = None, ignore_eos: bool = False,
         eos_token_ids: Sequence[int] = (),
     ) -> GenerationConfig:
-        if eos_token_ids:
-            self._eos_ids = list(eos_token_ids)
+        """How runners decode this suite. `eos_token_ids` (when given) replaces the suite's
+        in the returned config only: the suite is not changed, and scoring cuts at the ids
+        passed to it (or the suite's own), never at ids an earlier call left behind."""
         sampling = self.config.get("sampling", {}) if self.samples_per_task > 1 else {}
         return GenerationConfig(
             max_new_tokens=max_new_tokens or self.config["max_new_tokens"],
             ignore_eos=ignore_eos,
             stop_strings=list(self.stop_strings),
-            eos_token_ids=list(self._eos_ids),
+            eos_token_ids=list(eos_token_ids or self.eos_token_ids),
             score_token_ids=self.score_token_ids(),
             temperature=float(sampling.get("temperature", 0.0)),
             top_p=float(sampling.get("top_p", 1.0)),
             seed=self.seed,
         )
 
-    def answer_text(self, output: QuestionOutput) -> str:
-        """The output as scored: up to the first EOS token, then up to the first stop string.
+    def answer_text(
+        self, output: QuestionOutput, eos_token_ids: Sequence[int] | None = None
+    ) -> str:
+        """The output as scored: up to the first EOS token (`eos_token_ids`, default the
+        suite's), then up to the first stop string.
 
         Under --ignore-eos a runner keeps generating past both; the score must not see that.
         """
-        eos = set(self._eos_ids)
+        eos = set(self.eos_token_ids if eos_token_ids is None else eos_token_ids)
         cut = next((i for i, t in enumerate(output.output_ids) if t in eos), None)
         text = output.output_text
         if cut is not None:
@@ -195,9 +206,13 @@ class Suite:
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
         allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
+        """`score` for each (question, output); pass the run's `eos_token_ids`
+        (GenerationConfig.eos_token_ids) when they differ from the suite's."""
         return [
-            self.score(q, o, allow_code_execution=allow_code_execution)
+            self.score(q, o, allow_code_execution=allow_code_execution,
+                       eos_token_ids=eos_token_ids)
             for q, o in zip(questions, outputs, strict=True)
         ]
 

@@ -11,6 +11,7 @@ delimiter because the answer starts the assistant turn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pmbench.errors import BadInput
@@ -49,17 +50,18 @@ class ChoiceSuite(Suite):
             self._score_ids = ids
         return self._score_ids
 
-    def predict(self, output: QuestionOutput) -> int:
+    def predict(self, output: QuestionOutput, eos_token_ids: Sequence[int] | None = None) -> int:
         """Choice index from the first-step logits, else from the text (-1: no choice found)."""
         if output.first_logits is not None:
             return argmax(output.first_logits)
-        text = self.answer_text(output).strip()
+        text = self.answer_text(output, eos_token_ids).strip()
         return next((i for i, c in enumerate(self.choices) if text.startswith(c)), -1)
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        pred = self.predict(output)
+        pred = self.predict(output, eos_token_ids)
         acc = float(pred == question.meta["gold_index"])
         return {
             "target": question.target,

@@ -7,7 +7,7 @@ after `#### `, the format the shots teach) and flexible (the last number anywher
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,10 @@ class GSM8KSuite(Suite):
             yield TextGroup(context, chunk)
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        text = self.answer_text(output)
+        text = self.answer_text(output, eos_token_ids)
         strict, flexible = extract_strict(text), extract_flexible(text)
         em_strict = gsm8k_match(strict, question.target)
         return {

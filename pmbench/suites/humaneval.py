@@ -52,19 +52,22 @@ class HumanEvalSuite(Suite):
         return f"{question.meta['code_prompt']}{completion}\n{question.target}\n"
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        return self.score_all([question], [output], allow_code_execution)[0]
+        return self.score_all([question], [output], allow_code_execution,
+                              eos_token_ids=eos_token_ids)[0]
 
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
         allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Run every completion in the sandbox, in parallel."""
         check_code_execution(allow_code_execution)
         from pmbench.sandbox import run_programs
 
-        completions = [self.answer_text(o) for o in outputs]
+        completions = [self.answer_text(o, eos_token_ids) for o in outputs]
         programs = [self.program(q, c) for q, c in zip(questions, completions, strict=True)]
         results = run_programs(programs, timeout_s=float(self.config.get("timeout_s", 10.0)),
                                allow_unisolated=allow_unisolated_code_execution)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,10 @@ class MMLUSuite(ChoiceSuite):
                             self.delimiter + answer, meta)
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        fields = super().score(question, output)
+        fields = super().score(question, output, eos_token_ids=eos_token_ids)
         meta = question.meta
         return {**fields, "subject": meta["subject"], "category": meta["category"]}
 

@@ -9,7 +9,7 @@ questions whose options are all judged right, and F1a, binary F1 over all option
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,10 @@ class MultiRCSuite(ChoiceSuite):
                 yield TextGroup(context, chunk, meta={"paragraph": record["idx"]})
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        fields = super().score(question, output)
+        fields = super().score(question, output, eos_token_ids=eos_token_ids)
         judged_true = int(fields["prediction"] == self.choices[0])
         return {**fields, "question_id": question.meta["question_id"],
                 "label": question.meta["label"], "pred_label": judged_true}

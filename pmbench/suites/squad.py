@@ -9,7 +9,7 @@ article may be smaller). v2.0 files add unanswerable questions ("answers": []).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,10 @@ class SquadSuite(Suite):
         return TextQuestion(qa["id"], text, golds, gold, {"title": title})
 
     def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False
+        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        prediction = self.answer_text(output).strip()
+        prediction = self.answer_text(output, eos_token_ids).strip()
         em, f1 = squad_scores(question.target, prediction)
         has_answer = any(normalize_answer(g) for g in question.target)
         return {"target": question.target, "prediction": prediction, "em": em, "f1": f1,
