@@ -36,7 +36,8 @@ Lr = Annotated[float | None, typer.Option(
     help="Peak learning rate (default: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full).")]
 Seed = Annotated[int, typer.Option()]
 OutputDir = Annotated[str, typer.Option(help="Where train records and checkpoints go.")]
-BatchSize = Annotated[int, typer.Option(help="Examples per micro-batch (per process).")]
+BatchSize = Annotated[int | None, typer.Option(
+    help="Examples per micro-batch (per process; default: 8 pretrain, 4 finetune).")]
 GradAccum = Annotated[int, typer.Option(help="Micro-batches per optimizer step.")]
 Resume = Annotated[str | None, typer.Option(
     help="Continue the interrupted run RUN_ID from its last saved state.")]
@@ -47,7 +48,8 @@ DataDir = Annotated[str | None, typer.Option(help="Benchmark data folder.")]
 EvalEvery = Annotated[int, typer.Option(help="Held-out loss every K steps (0: only at the end).")]
 SaveEvery = Annotated[int, typer.Option(help="Save the resumable state every K steps.")]
 Warmup = Annotated[int | None, typer.Option(help="Warm-up steps (default: 10%, at most 100).")]
-WeightDecay = Annotated[float, typer.Option()]
+WeightDecay = Annotated[float | None, typer.Option(
+    help="AdamW weight decay (default: 0.1 pretrain, 0 finetune).")]
 HeldoutArticles = Annotated[int, typer.Option(
     help="First SQuAD dev articles kept out of training (evaluated on).")]
 HeldoutBranches = Annotated[str, typer.Option(
@@ -127,7 +129,7 @@ def pretrain(
     lr: Lr = None,
     seed: Seed = 0,
     output_dir: OutputDir = "results",
-    batch_size: BatchSize = 8,
+    batch_size: BatchSize = None,
     grad_accum: GradAccum = 1,
     resume: Resume = None,
     max_len: MaxLen = None,
@@ -145,7 +147,7 @@ def pretrain(
     eval_every: EvalEvery = 0,
     save_every: SaveEvery = 100,
     warmup_steps: Warmup = None,
-    weight_decay: WeightDecay = 0.1,
+    weight_decay: WeightDecay = None,
     device: Device = None,
     mixed_precision: MixedPrecision = None,
     gradient_checkpointing: GradCkpt = False,
@@ -185,7 +187,7 @@ def finetune(
     lr: Lr = None,
     seed: Seed = 0,
     output_dir: OutputDir = "results",
-    batch_size: BatchSize = 4,
+    batch_size: BatchSize = None,
     grad_accum: GradAccum = 1,
     lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters or all weights.")
                     ] = True,
@@ -202,7 +204,7 @@ def finetune(
     eval_every: EvalEvery = 0,
     save_every: SaveEvery = 100,
     warmup_steps: Warmup = None,
-    weight_decay: WeightDecay = 0.0,
+    weight_decay: WeightDecay = None,
     device: Device = None,
     mixed_precision: MixedPrecision = None,
     gradient_checkpointing: GradCkpt = False,

@@ -15,9 +15,12 @@ from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HE
 
 KINDS = ("pretrain", "finetune")
 # Defaults that differ by kind, the one place the CLI and grids take them from: pretraining
-# a small model from scratch needs more steps and longer packed examples than a fine-tune.
-KIND_DEFAULTS: dict[str, dict[str, int]] = {"pretrain": {"steps": 300, "max_len": 4096},
-                                            "finetune": {"steps": 100, "max_len": 2048}}
+# a small model from scratch needs more steps, longer packed examples and weight decay;
+# a fine-tune takes smaller batches of a larger model and keeps its weights' scale.
+KIND_DEFAULTS: dict[str, dict[str, float]] = {
+    "pretrain": {"steps": 300, "max_len": 4096, "batch_size": 8, "weight_decay": 0.1},
+    "finetune": {"steps": 100, "max_len": 2048, "batch_size": 4, "weight_decay": 0.0},
+}
 TRAIN_RATIO = 0.5  # training exists to teach a model 2D RoPE: ratio > 0 by default
 
 
@@ -37,13 +40,13 @@ class TrainSettings:
     lr: float | None = None  # None: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full fine-tuning
     seed: int = 0
     output_dir: str = "results"
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the kind's default (KIND_DEFAULTS)
     grad_accum: int = 1
     lora: bool = True
     lora_r: int = 16
     lora_alpha: int = 32
     warmup_steps: int | None = None  # None: 10% of the steps, at most 100
-    weight_decay: float = 0.1
+    weight_decay: float | None = None  # None: the kind's default (KIND_DEFAULTS)
     max_grad_norm: float = 1.0
     max_len: int | None = None  # None: the kind's default (KIND_DEFAULTS)
     context_len: int = 64  # pretrain: context chunk tokens
