@@ -21,7 +21,6 @@ from the records alone (`redraw`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 from pmbench.attention.grid import CONTEXT_SHARE, FOCUS_MARGIN
 from pmbench.attention.style import GRID_ROWS, MASS_FLOOR, STYLE, WIDTH, cmap, grid_layers, norm
 from pmbench.attention.tb_plots import TB_FIGURES
+from pmbench.records.store import read_record
 
 DPI = 200
 MARKERS = {"time": "o", "branch": "s", "context": "^", "mixed": "x"}
@@ -243,9 +243,9 @@ def redraw(folder: Path | str) -> list[str]:
     `folder/compare/attention.json`. Overwrites the PNG and PDF files in `folder` and no
     other; the records are left as they are. Returns the file names."""
     folder = Path(folder)
-    analyses = [json.loads((folder / "attention.json").read_text())]
+    analyses = [read_record(folder / "attention.json", "attention record")]
     if (folder / "compare" / "attention.json").exists():
-        analyses.append(json.loads((folder / "compare" / "attention.json").read_text()))
+        analyses.append(read_record(folder / "compare" / "attention.json", "attention record"))
     return write_figures(analyses, folder)
 
 

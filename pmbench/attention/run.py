@@ -8,7 +8,6 @@ it draws the figures (`plots`) and writes attention.json beside them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from pmbench.engine.runners.base import RunnerOptions
 from pmbench.engine.runners.rope2d import Rope2DRunner
 from pmbench.errors import BadInput, require_positive
 from pmbench.measure.envinfo import env_fingerprint
-from pmbench.records.store import atomic_write_text, new_run_id, now_iso
+from pmbench.records.store import new_run_id, now_iso, write_record
 from pmbench.suites import load_suite
 
 Log = Callable[[str], None]
@@ -182,11 +181,10 @@ def run_attention(s: AttnSettings, log: Log = _quiet) -> dict[str, Any]:
                         [f"../{f}" for f in figures])
         other["env"] = record["env"]
         other["compared_with"] = run_id
-        atomic_write_text(folder / "compare" / "attention.json",
-                          json.dumps(other, indent=1, ensure_ascii=False) + "\n")
+        write_record(folder / "compare" / "attention.json", other, indent=1,
+                     ensure_ascii=False)
         record["compare"] = {"run_id": other["run_id"], "model": other["model"],
                              "rope2d": other["rope2d"], "summary": other["summary"],
                              "record": "compare/attention.json"}
-    atomic_write_text(folder / "attention.json",
-                      json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    write_record(folder / "attention.json", record, indent=1, ensure_ascii=False)
     return record

@@ -53,10 +53,12 @@ def new_run_id(method: str, suite: str, branch: int) -> str:
     return new_id(method, suite, f"b{branch}")
 
 
-def write_record(path: Path, record: dict[str, Any], hint: str = "") -> None:
+def write_record(path: Path, record: dict[str, Any], hint: str = "", *, indent: int = 2,
+                 ensure_ascii: bool = True) -> None:
     """Write a JSON record atomically, stamped with the schema version."""
     record.setdefault("schema_version", SCHEMA_VERSION)
-    atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n", hint)
+    text = json.dumps(record, indent=indent, ensure_ascii=ensure_ascii, default=str)
+    atomic_write_text(path, text + "\n", hint)
 
 
 def read_record(path: Path, what: str = "record") -> dict[str, Any]:
