@@ -13,6 +13,7 @@ import pytest
 
 from pmbench.errors import BadInput
 from pmbench.jobs.run import summarize_groups
+from pmbench.records import store as records
 from pmbench.records.store import (
     GROUPS_FILE,
     SAMPLES_FILE,
@@ -21,7 +22,6 @@ from pmbench.records.store import (
     check_run_id,
     read_jsonl,
 )
-from pmbench.records import store as records
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
