@@ -254,3 +254,29 @@ def test_the_boundary_cut_follows_the_tokenizer(tokenizer):
     smol = load_suite("gsm8k", tokenizer, num_fewshot=2, limit=1).groups[0]
     assert smol.meta["context_text"].endswith("#### 10\n")  # SmolLM2: "\n" | "\nQuestion"
     assert smol.questions[0].meta["prompt_text"].startswith("\nQuestion: Janet")
+
+
+def test_suite_knowledge_comes_from_the_yaml(tmp_path, monkeypatch):
+    from pmbench.suites import display_name, metric, metric_keys, primary_metric, suite_info
+
+    info = suite_info("gsm8k")
+    assert info.display_name == "GSM8K" and info.primary_metric == "exact_match"
+    assert info.data_files == {"eval": "gsm8k/test.jsonl", "shots": "gsm8k/train.jsonl"}
+    assert suite_info("mmlu", split="val").data_files["eval"] == "mmlu/val"
+    assert display_name("squad_v2") == "SQuAD v2.0" and primary_metric("multirc") == "f1a"
+    assert metric_keys("multirc") == ("acc", "em", "f1a")
+    assert (metric("squad", "em").label, metric("squad").words) == ("EM", "F1")
+    # a suite no YAML describes (a record from elsewhere): its name, generic metrics
+    assert display_name("toy") == "toy" and metric("toy").label == "Acc"
+    assert primary_metric("toy", {"em": 0.5, "f1": 0.6}) == "f1"
+    assert primary_metric("toy") == "acc" and {"acc", "f1a"} <= set(metric_keys("toy"))
+    # a new suite's YAML is all reports need
+    (tmp_path / "arc.yaml").write_text(
+        "implementation: pmbench.suites.mmlu:MMLUSuite\ndisplay_name: ARC\n"
+        "primary_metric: acc_norm\nmetrics: {acc_norm: {label: Acc norm}}\n"
+        "data: {files: {eval: 'arc/{split}'}, hub: allenai/ai2_arc}\n"
+        "split: test\nsplits: [test]\n")
+    monkeypatch.setenv("PMBENCH_SUITES", str(tmp_path))
+    assert display_name("arc") == "ARC" and metric_keys("arc") == ("acc_norm",)
+    assert metric("arc").words == "Acc norm" and suite_info("arc").data_files == {
+        "eval": "arc/test"}

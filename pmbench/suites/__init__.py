@@ -1,28 +1,40 @@
 """Task suites: one YAML file each in the top-level `suites/` folder, read here.
 
-A YAML names its implementation (`module:Class`), data files, split, prompt pieces,
-few-shot count, stop strings and default max_new_tokens. Adding a suite whose data
-looks like an existing one is a YAML file; a new data format adds one small module.
-`$PMBENCH_SUITES` may name extra folders of YAML files (os.pathsep-separated).
+A YAML names its implementation (`module:Class`), data files (role -> path: `eval`, and
+`shots` where the few-shot examples live elsewhere), split, prompt pieces, few-shot count,
+stop strings and default max_new_tokens, and what reports need: `display_name`,
+`primary_metric` and `metrics` (the accuracies, fractions in [0, 1] over `metrics.n`, each
+with a `label` for headers and `words` for notes). Tables, figures and `pmbench compare`
+read these through :func:`suite_info`, :func:`display_name`, :func:`primary_metric`,
+:func:`metric_keys` and :func:`metric`, so a suite's knowledge lives in its YAML only.
+Adding a suite whose data looks like an existing one is a YAML file; a new data format
+adds one small module. `$PMBENCH_SUITES` may name extra folders of YAML files
+(os.pathsep-separated).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pmbench.errors import BadInput
-from pmbench.suites.base import Suite, TextGroup, TextQuestion
+from pmbench.suites.base import Suite, TextGroup, TextQuestion, data_files
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 SUITES_ENV = "PMBENCH_SUITES"
 
 __all__ = [
-    "Suite", "TextGroup", "TextQuestion", "available_suites", "load_suite", "suite_config",
+    "Metric", "Suite", "SuiteInfo", "TextGroup", "TextQuestion", "available_suites",
+    "display_name", "load_suite", "metric", "metric_keys", "primary_metric", "suite_config",
+    "suite_info",
 ]
 
 
@@ -36,9 +48,16 @@ def suite_config(name: str) -> dict[str, Any]:
     files = _yaml_files()
     if name not in files:
         raise BadInput(f"unknown suite {name!r}; valid: {', '.join(sorted(files))}")
-    config = yaml.safe_load(files[name].read_text(encoding="utf-8"))
+    path = files[name]
+    config = copy.deepcopy(_read_yaml(path, path.stat().st_mtime_ns))
     config["name"] = name
     return config
+
+
+@functools.lru_cache(maxsize=64)
+def _read_yaml(path: Path, mtime_ns: int) -> dict[str, Any]:
+    """A parsed YAML file, cached until the file changes (reports ask per row)."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def available_suites() -> dict[str, str]:
@@ -55,3 +74,85 @@ def load_suite(name: str, tokenizer: Any, **options: Any) -> Suite:
     """Read suite `name` into token-level groups (see `Suite.__init__` for the options)."""
     config = suite_config(name)
     return suite_class(config)(config, tokenizer, **options)
+
+
+# --- what reports need to know about a suite ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One accuracy-type metric of a suite: its key in run.json's `metrics`, its `label`
+    in table headers and figure legends, and its `words` in the notes under a table."""
+
+    key: str
+    label: str
+    words: str
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    """A suite's YAML as reports and data look-ups read it (no tokenizer, no data)."""
+
+    name: str
+    display_name: str
+    primary_metric: str
+    metrics: tuple[Metric, ...]  # in the order `pmbench compare` lists them
+    data_files: dict[str, str]  # role -> path under the data folder, `{split}` filled in
+    hub: str
+    split: str
+
+    def metric(self, key: str | None = None) -> Metric:
+        """Metric `key` (default: the primary one)."""
+        key = key or self.primary_metric
+        return next((m for m in self.metrics if m.key == key), Metric(key, key, key))
+
+
+def suite_info(name: str, split: str | None = None) -> SuiteInfo:
+    """What suite `name`'s YAML says (its data files for `split`, default its own)."""
+    config = suite_config(name)
+    metrics = tuple(Metric(key, str(m.get("label", key)), str(m.get("words", m.get("label", key))))
+                    for key, m in (config.get("metrics") or {}).items())
+    primary = config.get("primary_metric") or (metrics[0].key if metrics else "acc")
+    return SuiteInfo(name, config.get("display_name", name), primary, metrics,
+                     data_files(config, split), config["data"]["hub"], split or config["split"])
+
+
+def _known(name: str) -> SuiteInfo | None:
+    """`suite_info(name)`, or None for a suite no YAML describes (a record from elsewhere)."""
+    return suite_info(name) if isinstance(name, str) and name in _yaml_files() else None
+
+
+def _all_metrics() -> list[str]:
+    """Every declared metric key: the suites' primary metrics first, then the others."""
+    infos = [suite_info(n) for n in sorted(_yaml_files())]
+    keys = [i.primary_metric for i in infos] + [m.key for i in infos for m in i.metrics]
+    return list(dict.fromkeys(keys))
+
+
+def display_name(name: str) -> str:
+    """The suite as tables and figures name it ("C-Eval"); an unknown suite by its name."""
+    info = _known(name)
+    return info.display_name if info else name
+
+
+def primary_metric(name: str, metrics: Mapping[str, Any] | None = None) -> str:
+    """The suite's headline accuracy (Table 1's "Acc"). For a suite no YAML describes:
+    the first metric of `metrics` (a record's) that some suite declares, else "acc"."""
+    info = _known(name)
+    if info:
+        return info.primary_metric
+    return next((k for k in _all_metrics() if metrics and k in metrics), "acc")
+
+
+def metric_keys(name: str) -> tuple[str, ...]:
+    """The suite's accuracies over all its questions, which `pmbench compare` checks; for
+    a suite no YAML describes, every metric key some suite declares."""
+    info = _known(name)
+    return tuple(m.key for m in info.metrics) if info else tuple(_all_metrics())
+
+
+def metric(name: str, key: str | None = None) -> Metric:
+    """Metric `key` of suite `name` (default its primary) with its label and words; for a
+    suite no YAML describes, a generic "Acc" / "accuracy"."""
+    info = _known(name)
+    return info.metric(key) if info else Metric(key or "acc", "Acc", "accuracy")

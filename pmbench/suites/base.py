@@ -59,10 +59,27 @@ class TextGroup:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+DATA_ROLES = ("eval", "shots")  # the roles of a YAML `files` list, in order
+
+
+def data_files(config: dict[str, Any], split: str | None = None) -> dict[str, str]:
+    """Role -> file or folder under the data folder that suite `config` reads for `split`
+    (default: its YAML split), `{split}` filled in. The YAML's `data.files` maps roles
+    ("eval": the questions, "shots": few-shot examples kept apart) to paths; a list names
+    them in the order of DATA_ROLES."""
+    split = split or config["split"]
+    files = config["data"]["files"]
+    if isinstance(files, list):
+        if len(files) > len(DATA_ROLES):
+            raise BadInput(f"suite {config['name']}: data.files lists more than "
+                           f"{', '.join(DATA_ROLES)}; name the roles")
+        files = dict(zip(DATA_ROLES, files, strict=False))
+    return {role: str(path).format(split=split) for role, path in files.items()}
+
+
 def data_spec(config: dict[str, Any], split: str | None = None) -> data.DataSpec:
     """The files suite `config` reads for `split` (default: its YAML split)."""
-    split = split or config["split"]
-    files = [f.format(split=split) for f in config["data"]["files"]]
+    files = list(data_files(config, split).values())
     return data.DataSpec(config["name"], files, config["data"]["hub"])
 
 
@@ -163,8 +180,9 @@ class Suite:
 
     # --- shared behaviour -----------------------------------------------------------------
 
-    def path(self, relative: str) -> Path:
-        return self.data_root / relative.format(split=self.split)
+    def data_path(self, role: str = "eval") -> Path:
+        """The file or folder of YAML `data.files` role `role`, for this suite's split."""
+        return self.data_root / data_files(self.config, self.split)[role]
 
     def score_token_ids(self) -> list[int] | None:
         return None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.suites import data
+from pmbench.suites.base import data_files
 from pmbench.suites.mmlu import MMLUSuite
 
 SUBJECTS: dict[str, tuple[str, str, str]] = {
@@ -79,7 +80,6 @@ CATEGORIES = {subject: category for subject, (_, _, category) in SUBJECTS.items(
 
 
 class CEvalSuite(MMLUSuite):
-    folder = "ceval"
     categories = CATEGORIES
 
     def subject_name(self, subject: str) -> str:
@@ -101,4 +101,5 @@ class CEvalSuite(MMLUSuite):
                 writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\r\n")
                 writer.writeheader()
                 writer.writerows(rows)
-                data.write_text(root / f"ceval/{split}/{subject}_{split}.csv", out.getvalue())
+                data.write_text(root / data_files(config, split)["eval"] / f"{subject}_{split}.csv",
+                                out.getvalue())

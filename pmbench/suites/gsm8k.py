@@ -13,7 +13,7 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.suites import data
-from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks
+from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.metrics import extract_flexible, extract_strict, gsm8k_match, mean
 from pmbench.types import Question, QuestionOutput
 
@@ -26,7 +26,7 @@ def final_answer(solution: str) -> str:
 class GSM8KSuite(Suite):
     def text_groups(self) -> Iterator[TextGroup]:
         template = self.config["prompt"]["question"]
-        shots = data.read_jsonl(self.path("gsm8k/train.jsonl"))[: self.num_fewshot]
+        shots = data.read_jsonl(self.data_path("shots"))[: self.num_fewshot]
         if len(shots) < self.num_fewshot:
             raise BadInput(f"gsm8k has only {len(shots)} train items for --num-fewshot")
         context = "".join(
@@ -35,7 +35,7 @@ class GSM8KSuite(Suite):
         items = [
             TextQuestion(f"{self.split}/{i}", template.format(question=d["question"]),
                          final_answer(d["answer"]), " " + d["answer"])
-            for i, d in enumerate(data.read_jsonl(self.path("gsm8k/{split}.jsonl")))
+            for i, d in enumerate(data.read_jsonl(self.data_path("eval")))
         ]
         for chunk in chunks(items, self.branch):
             yield TextGroup(context, chunk)
@@ -64,5 +64,5 @@ class GSM8KSuite(Suite):
     def fetch(cls, config: dict[str, Any], root: Path) -> None:
         for split in ("train", "test"):
             rows = data.load_hub(config["data"]["hub"], "main", split)
-            data.write_jsonl(root / f"gsm8k/{split}.jsonl",
+            data.write_jsonl(root / data_files(config, split)["eval"],
                              ({"question": r["question"], "answer": r["answer"]} for r in rows))

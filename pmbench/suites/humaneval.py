@@ -16,7 +16,7 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.suites import data
-from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks
+from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.metrics import mean, pass_at_k
 from pmbench.types import Question, QuestionOutput
 
@@ -37,7 +37,7 @@ class HumanEvalSuite(Suite):
 
     def text_groups(self) -> Iterator[TextGroup]:
         items = []
-        for p in data.read_jsonl(self.path("humaneval/HumanEval.jsonl")):
+        for p in data.read_jsonl(self.data_path("eval")):
             meta = {"task_id": p["task_id"], "code_prompt": p["prompt"]}
             target = f"{p['test']}\ncheck({p['entry_point']})"
             for s in range(self.samples_per_task):
@@ -96,4 +96,4 @@ class HumanEvalSuite(Suite):
         rows = data.load_hub(config["data"]["hub"], None, "test")
         keys = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
         records = ({k: r[k] for k in keys} for r in rows)
-        data.write_jsonl(root / "humaneval/HumanEval.jsonl", records)
+        data.write_jsonl(root / data_files(config)["eval"], records)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.suites import data
-from pmbench.suites.base import TextGroup, TextQuestion, chunks
+from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
 from pmbench.suites.metrics import mean
 from pmbench.types import Question, QuestionOutput
@@ -55,7 +55,8 @@ COLUMNS = ["question", "A", "B", "C", "D", "answer"]
 
 
 class MMLUSuite(ChoiceSuite):
-    folder = "mmlu"
+    """YAML `data.files`: `eval` and `shots` are folders of `<subject>_<folder>.csv` files."""
+
     categories: dict[str, str] = CATEGORIES
 
     # --- what C-Eval changes ---------------------------------------------------------------
@@ -70,12 +71,14 @@ class MMLUSuite(ChoiceSuite):
 
     # --- shared --------------------------------------------------------------------------
 
-    def _file(self, split: str, subject: str) -> Path:
-        return self.data_root / self.folder / split / f"{subject}_{split}.csv"
+    def _file(self, role: str, subject: str) -> Path:
+        """`<subject>_<split>.csv` in the folder of `role`, named after its split."""
+        folder = self.data_path(role)
+        return folder / f"{subject}_{folder.name}.csv"
 
     def all_subjects(self) -> list[str]:
-        suffix = f"_{self.split}.csv"
-        folder = self.data_root / self.folder / self.split
+        folder = self.data_path("eval")
+        suffix = f"_{folder.name}.csv"
         return sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
 
     def selected_subjects(self) -> list[str]:
@@ -95,7 +98,7 @@ class MMLUSuite(ChoiceSuite):
     def text_groups(self) -> Iterator[TextGroup]:
         prompt = self.config["prompt"]
         for subject in self.selected_subjects():
-            shots = self.read_rows(self._file("dev", subject))[: self.num_fewshot]
+            shots = self.read_rows(self._file("shots", subject))[: self.num_fewshot]
             if len(shots) < self.num_fewshot:
                 raise BadInput(f"{self.name} {subject}: only {len(shots)} dev items for "
                                f"--num-fewshot {self.num_fewshot}")
@@ -103,7 +106,7 @@ class MMLUSuite(ChoiceSuite):
             context = "".join(self.format_question(r) + " " + r["answer"] + "\n\n" for r in shots)
             system = prompt["description"].format(subject=self.subject_name(subject))
             items = [self._question(subject, i, row)
-                     for i, row in enumerate(self.read_rows(self._file(self.split, subject)))]
+                     for i, row in enumerate(self.read_rows(self._file("eval", subject)))]
             for chunk in chunks(items, self.branch):
                 yield TextGroup(context, chunk, system=system, meta={"subject": subject})
 
@@ -154,4 +157,5 @@ class MMLUSuite(ChoiceSuite):
             for subject, rows in per_subject.items():
                 out = StringIO()
                 csv.writer(out, lineterminator="\n").writerows(rows)
-                data.write_text(root / f"mmlu/{local}/{subject}_{local}.csv", out.getvalue())
+                data.write_text(root / data_files(config, local)["eval"] / f"{subject}_{local}.csv",
+                                out.getvalue())

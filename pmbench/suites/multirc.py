@@ -15,7 +15,7 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.suites import data
-from pmbench.suites.base import TextGroup, TextQuestion, chunks
+from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
 from pmbench.suites.metrics import binary_f1, mean, multirc_em
 from pmbench.types import Question, QuestionOutput
@@ -26,7 +26,7 @@ class MultiRCSuite(ChoiceSuite):
 
     def text_groups(self) -> Iterator[TextGroup]:
         prompt = self.config["prompt"]
-        for record in data.read_jsonl(self.path("multirc/{split}.jsonl")):
+        for record in data.read_jsonl(self.data_path("eval")):
             passage = record["passage"]
             items = []
             for q in passage["questions"]:
@@ -81,4 +81,4 @@ class MultiRCSuite(ChoiceSuite):
                     answer["label"] = r["label"]
                 questions[(p, q)]["answers"].append(answer)
             records = ({"idx": p, "version": 1.1, "passage": v} for p, v in passages.items())
-            data.write_jsonl(root / f"multirc/{local}.jsonl", records)
+            data.write_jsonl(root / data_files(config, local)["eval"], records)

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.suites import data
-from pmbench.suites.base import Suite, TextGroup, TextQuestion
+from pmbench.suites.base import Suite, TextGroup, TextQuestion, data_files
 from pmbench.suites.metrics import NO_ANSWER, mean, normalize_answer, squad_scores
 from pmbench.types import Question, QuestionOutput
 
 
 class SquadSuite(Suite):
     def text_groups(self) -> Iterator[TextGroup]:
-        with open(self.path(self.data_spec.files[0]), encoding="utf-8") as f:
+        with open(self.data_path("eval"), encoding="utf-8") as f:
             articles = json.load(f)["data"]
         for article in articles:
             passages: list[str] = []
@@ -97,4 +97,4 @@ class SquadSuite(Suite):
                 qa["is_impossible"] = not qa["answers"]
             paragraphs[-1]["qas"].append(qa)
         doc = {"version": "v2.0" if version2 else "1.1", "data": articles}
-        data.write_text(root / config["data"]["files"][0], json.dumps(doc))
+        data.write_text(root / data_files(config)["eval"], json.dumps(doc))
