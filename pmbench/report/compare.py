@@ -16,8 +16,9 @@ better for all):
   [min_a / max_b, max_a / min_b]; the throughput rule applies. Compare folders from
   different machines with ``machine_independent=True``: absolute throughput is then
   reported but never flagged, and only ratios and accuracy can fail.
-- **accuracy** (the metrics in :data:`ACCURACY` a record has, fractions in [0, 1], over
-  its ``metrics.n`` questions; per-category scores are not compared): a drop is flagged
+- **accuracy** (the accuracies the suite's YAML declares, :func:`pmbench.suites.metric_keys`,
+  that a record has: fractions in [0, 1] over its ``metrics.n`` questions; per-category
+  scores are not declared, since their number of questions is not recorded): a drop is flagged
   when it exceeds the binomial standard error of the difference,
   sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). F1 and pass@1 use the same formula: a per-question
   score in [0, 1] with mean p has variance at most p(1-p), so for them it is a
@@ -50,6 +51,7 @@ from pmbench.errors import BadInput
 from pmbench.report.results import Records, method_label, newest, repeat_range
 from pmbench.report.table_format import Table, to_markdown
 from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.suites import metric_keys
 
 # Settings of one method only (they tell its runs apart, not the cell they measure).
 METHOD_KEYS = [*RECORD_COLUMNS, "prefix_kv"]
@@ -60,10 +62,6 @@ THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
 # sharing that any serving engine already has; over batch and sequential, everything.
 RATIOS = (("rope2d", "prefix"), ("rope2d", "batch"), ("rope2d", "sequential"),
           ("prefix", "batch"), ("batch", "sequential"))
-# Accuracies over all `n` questions of a run; per-category scores (acc_stem, ...) and
-# counts are left out, since their number of questions is not recorded.
-ACCURACY = ("acc", "exact_match", "exact_match_strict", "exact_match_flexible", "pass@1",
-            "f1", "em", "f1a")
 FLAGS = ("REGRESSION", "CHANGED", "MISSING")
 
 
@@ -181,7 +179,7 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
             if fig:
                 out[cell, metric] = fig
         n = rec["metrics"].get("n")
-        for metric in ACCURACY:
+        for metric in metric_keys(rec["suite"]):
             value = rec["metrics"].get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n)

@@ -25,8 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
-from pmbench.report.results import PRIMARY_METRIC, Records, repeat_range, trained_by
-from pmbench.report.table_data import METRIC_NAMES, col, newest_runs, run_frame, suite_name
+from pmbench.report.results import Records, repeat_range, trained_by
+from pmbench.report.table_data import col, newest_runs, run_frame
+from pmbench.suites import display_name, metric
 
 SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
 DPI = 200  # PNG pixels per inch: 1280 x 800
@@ -66,7 +67,7 @@ def _cells(records: Records, models, suites, purpose: str) -> pd.DataFrame:
     if runs.empty:
         raise BadInput("no run records to plot (check --results, --model and --suite)")
     runs = runs.assign(
-        suite_metric=[f"{suite_name(s)} {METRIC_NAMES.get(PRIMARY_METRIC.get(s, ''), 'Acc')}"
+        suite_metric=[f"{display_name(s)} {metric(s).label}"
                       for s in runs["suite"]],
         short_model=[_short_model(m, records) for m in runs["model"]])
     return newest_runs(runs, purpose, ["model", "label", "suite", "branch"])

@@ -57,10 +57,6 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 _KINDS = {"train": ("pretrain", "finetune"), "attention": ("attention",)}
 
-# The metric each suite reports as its accuracy (Table 1's "Acc" column), in lm-eval terms.
-PRIMARY_METRIC = {"mmlu": "acc", "ceval": "acc", "gsm8k": "exact_match",
-                  "humaneval": "pass@1", "squad": "f1", "squad_v2": "f1", "multirc": "f1a"}
-_FALLBACK_METRICS = ("acc", "exact_match", "pass@1", "f1", "em")
 
 
 class RecordWarning(UserWarning):
@@ -212,13 +208,6 @@ def merged_note(*frames: pd.DataFrame) -> str | None:
     cells = "1 cell" if len(counts) == 1 else f"{len(counts)} cells"
     return (f"Merged: {cells} had several records ({sum(counts)} in all); "
             "each shows its newest record.")
-
-
-def accuracy_metric(suite: str, metrics: dict[str, Any] | None = None) -> str:
-    """Name of `suite`'s accuracy metric; for an unknown suite, the first known one present."""
-    if suite in PRIMARY_METRIC:
-        return PRIMARY_METRIC[suite]
-    return next((m for m in _FALLBACK_METRICS if metrics and m in metrics), "acc")
 
 
 def run_purpose(record: pd.Series | dict[str, Any]) -> str:

@@ -11,7 +11,6 @@ import pandas as pd
 from pmbench.errors import BadInput
 from pmbench.report.results import (
     Records,
-    accuracy_metric,
     canonical_model,
     merged_note,
     method_label,
@@ -21,23 +20,16 @@ from pmbench.report.results import (
 )
 from pmbench.report.table_format import DASH
 from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.suites import primary_metric
 
-SUITE_NAMES = {"mmlu": "MMLU", "ceval": "C-Eval", "gsm8k": "GSM8K", "humaneval": "HumanEval",
-               "squad": "SQuAD", "squad_v2": "SQuAD v2.0", "multirc": "MultiRC"}
-METRIC_NAMES = {"acc": "Acc", "exact_match": "EM", "pass@1": "pass@1", "f1": "F1", "em": "EM",
-                "f1a": "F1a"}
-# What each metric is, in words, for the note under Table 1's generic "Acc" columns.
-METRIC_WORDS = {"acc": "accuracy", "exact_match": "exact match", "pass@1": "pass@1",
-                "f1": "F1", "em": "exact match", "f1a": "F1a"}
+# The paper's order of suites (Table 1's columns and every table's rows); names, metrics and
+# data come from each suite's YAML (pmbench.suites).
+SUITE_ORDER = ("mmlu", "ceval", "gsm8k", "humaneval", "squad", "squad_v2", "multirc")
 METHOD_ORDER = ("sequential", "batch", "prefix", "rope2d")
 
 
 class NoRecords(BadInput):
     """No record fits a table: `pmbench table` without a number skips that table."""
-
-
-def suite_name(suite: str) -> str:
-    return SUITE_NAMES.get(suite, suite)
 
 
 def pct(values: pd.Series) -> pd.Series:
@@ -56,14 +48,13 @@ def _method_rank(label: str) -> int:
 
 
 def suite_rank(suite: str) -> int:
-    """Known suites in the order of :data:`SUITE_NAMES`, then the others."""
-    names = list(SUITE_NAMES)
-    return names.index(suite) if suite in names else len(names)
+    """Suites in the order of :data:`SUITE_ORDER`, then the others."""
+    return SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
 
 
 def sort_rows(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Sorted by `by`; methods ("label") in :data:`METHOD_ORDER` and suites in the order
-    of :data:`SUITE_NAMES`, each followed by the others alphabetically."""
+    of :data:`SUITE_ORDER`, each followed by the others alphabetically."""
     ranks = {"label": _method_rank, "suite": suite_rank}
     ranked = df.assign(**{f"_rank_{k}": df[k].map(f) for k, f in ranks.items() if k in by})
     keys = [k for b in by for k in ([f"_rank_{b}", b] if b in ranks else [b])]
@@ -99,7 +90,7 @@ def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[s
     df["q_s"] = col(df, "throughput.q_s")
     df["n"] = col(df, "metrics.n")
     df["acc"] = pct(pd.Series(
-        [r.get(f"metrics.{accuracy_metric(r['suite'], r['record']['metrics'])}")
+        [r.get(f"metrics.{primary_metric(r['suite'], r['record']['metrics'])}")
          for _, r in df.iterrows()], index=df.index, dtype=object))
     return df
 

@@ -22,19 +22,29 @@ from pmbench.report.table_data import (
     run_frame,
     setting_cell,
     sort_rows,
-    suite_name,
     throughput_source,
 )
 from pmbench.report.table_format import Table
 from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.suites import display_name, metric, primary_metric
 
 TRAINING_GROUPS = {"pretrain": "pre-trained from scratch", "finetune": "fine-tuned",
                    None: "as shipped"}  # Tables 2 and 3's row groups, in this order
 TRAINED_WEIGHTS = {"pretrain": "pre-trained", "finetune": "fine-tuned"}  # Table 2's Weights
-# Table 2's accuracy columns: (suite, frame column) of the accuracy run each comes from.
-ABLATION_COLUMNS = {"SQuAD F1 (%)": ("squad", "acc"), "SQuAD EM (%)": ("squad", "em"),
-                    "MMLU (%)": ("mmlu", "acc"), "C-Eval (%)": ("ceval", "acc")}
+# Table 2's accuracy columns: (suite, metric), None for the suite's primary metric unnamed.
+ABLATION_COLUMNS = (("squad", "f1"), ("squad", "em"), ("mmlu", None), ("ceval", None))
 SCALING_SUITES = ("mmlu", "squad")  # Table 3's accuracy columns, whatever the row's suite
+
+
+def _header(suite: str, key: str | None) -> str:
+    """"SQuAD EM (%)" for a named metric, "MMLU (%)" for the suite's primary one unnamed."""
+    named = f" {metric(suite, key).label}" if key else ""
+    return f"{display_name(suite)}{named} (%)"
+
+
+def _column(suite: str, key: str | None) -> str:
+    """The run-frame column of (suite, metric): "acc" holds each suite's primary metric."""
+    return "acc" if key in (None, primary_metric(suite)) else key
 
 
 def _training_rank(kind: str | None) -> int:
@@ -74,7 +84,7 @@ def _weights_runs(records: Records) -> pd.DataFrame:
     it was trained with) and the method label otherwise, so an as-shipped row finds the
     base model's runs at its training run's ratio, mask, mode and branch_freqs.
     """
-    suites = list(dict.fromkeys(suite for suite, _ in ABLATION_COLUMNS.values()))
+    suites = list(dict.fromkeys(suite for suite, _ in ABLATION_COLUMNS))
     runs = run_frame(records, None, suites)
     runs = runs[runs["purpose"] == "accuracy"].copy()  # before the trained_by look-ups
     keys = ["weights", "variant", "branch", "suite"]
@@ -85,7 +95,8 @@ def _weights_runs(records: Records) -> pd.DataFrame:
                                                                  strict=True)]
     runs["variant"] = [m if t else label for t, m, label in zip(
         trained, runs["method"], runs["label"], strict=True)]
-    runs["em"] = pct(col(runs, "metrics.em"))
+    for column in {_column(s, k) for s, k in ABLATION_COLUMNS} - {"acc"}:
+        runs[column] = pct(col(runs, f"metrics.{column}"))
     # the run with the most questions: a shorter run of the same cell (Table 3's) is a
     # noisier estimate, however new
     most = pd.to_numeric(runs["n"]).fillna(0)
@@ -144,11 +155,11 @@ def table2(records: Records, models=None, suites=None) -> Table:
         "Mask": rows["mask"], "Ratio": pd.to_numeric(rows["ratio"]),
         "Setting": rows["setting"], "#branch": rows["branch"],
         "Loss": pd.to_numeric(rows["loss"]),
-        **{name: lookup(accs, keys, value, rows, suite=suite)
-           for name, (suite, value) in ABLATION_COLUMNS.items()},
+        **{_header(suite, key): lookup(accs, keys, _column(suite, key), rows, suite=suite)
+           for suite, key in ABLATION_COLUMNS},
     })
     formats = {"Ratio": ".2f", "#branch": "d", "Loss": ".3f",
-               **{name: ".1f" for name in ABLATION_COLUMNS}}
+               **{_header(suite, key): ".1f" for suite, key in ABLATION_COLUMNS}}
     used = accs.merge(rows[keys[:3]].drop_duplicates())  # the records shown, for the notes
     notes = ["Weights: as shipped is the base model before training (its sequential row, "
              "decoding one question at a time, is the reference); fine-tuned / pre-trained "
@@ -202,16 +213,16 @@ def table3(records: Records, models=None, suites=None) -> Table:
     tok_s = lookup(tput, keys, "tok_s", rows)
     data = pd.DataFrame({
         "Training": rows["group"],
-        "Model": rows["model"], "Method": rows["label"], "Suite": rows["suite"].map(suite_name),
+        "Model": rows["model"], "Method": rows["label"], "Suite": rows["suite"].map(display_name),
         "#branch": rows["branch"], "tok/s": tok_s,
         "Speedup (×)": tok_s / lookup(tput, keys, "tok_s", rows, branch=1),
         "Loss": [_loss_at((trained[m] or {}).get("heldout_loss"), b)
                  for m, b in zip(rows["model"], rows["branch"], strict=True)],
-        "MMLU Acc (%)": lookup(accs, keys, "acc", rows, suite="mmlu"),
-        "SQuAD F1 (%)": lookup(accs, keys, "acc", rows, suite="squad"),
+        **{_header(s, primary_metric(s)): lookup(accs, keys, "acc", rows, suite=s)
+           for s in SCALING_SUITES},
     }).reset_index(drop=True)
     formats = {"#branch": "d", "tok/s": ".1f", "Speedup (×)": ".2f", "Loss": ".3f",
-               "MMLU Acc (%)": ".1f", "SQuAD F1 (%)": ".1f"}
+               **{_header(s, primary_metric(s)): ".1f" for s in SCALING_SUITES}}
     notes = [f"{throughput_source(used[0])}; Speedup: tok/s over #branch 1 of the same "
              "model, method and suite; Loss: held-out loss of the model's training run at "
              f"that #branch; MMLU Acc and SQuAD F1: from {ACCURACY_SOURCE} of the same "

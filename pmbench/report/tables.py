@@ -32,10 +32,9 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.report.results import Records, accuracy_metric, newest, suite_version
+from pmbench.report.results import Records, newest, suite_version
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
-    METRIC_WORDS,
     NoRecords,
     alternatives,
     col,
@@ -47,13 +46,13 @@ from pmbench.report.table_data import (
     run_frame,
     setting_cell,
     sort_rows,
-    suite_name,
     suite_rank,
     throughput_source,
 )
 from pmbench.report.table_format import DASH, Table
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.suites import display_name, metric
 
 CORE_SUITES = ("mmlu", "ceval", "gsm8k", "humaneval")  # Table 1's columns, always shown
 SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
@@ -75,12 +74,12 @@ def table1(records: Records, models=None, suites=None) -> Table:
                          ("", "#branch"): rows["branch"]})
     formats: dict[Any, str] = {("", "#branch"): "d"}
     for suite in shown:
-        tok, acc = (suite_name(suite), "tok/s"), (suite_name(suite), "Acc")
+        tok, acc = (display_name(suite), "tok/s"), (display_name(suite), "Acc")
         data[tok] = lookup(tput, keys, "tok_s", rows, suite=suite)
         data[acc] = lookup(accs, keys, "acc", rows, suite=suite)
         formats.update({tok: ".1f", acc: ".1f"})
     data.columns = pd.MultiIndex.from_tuples(data.columns)
-    metrics = ", ".join(f"{suite_name(s)} {METRIC_WORDS.get(accuracy_metric(s), 'accuracy')}"
+    metrics = ", ".join(f"{display_name(s)} {metric(s).words}"
                         for s in shown)
     notes = [f"Acc (%): {metrics}.",
              f"{throughput_source(tput)}; Acc: {ACCURACY_SOURCE}. A cell without its kind "
@@ -106,7 +105,7 @@ def table4(records: Records, models=None, suites=None) -> Table:
     mass, focus, count = "Attention mass (%)", "Focus score", "Heads"
     data = pd.DataFrame({
         ("", "Model"): cells["model"].to_numpy(),
-        ("", "Suite"): [suite_name(s) if isinstance(s, str) else None for s in cells["suite"]],
+        ("", "Suite"): [display_name(s) if isinstance(s, str) else None for s in cells["suite"]],
         ("", "#branch"): cells["branch"].to_numpy(),
         ("", "Ratio"): cells["rope2d.ratio"].to_numpy(),
         ("", "Setting"): [setting_cell(r) for _, r in cells.iterrows()],
@@ -153,7 +152,7 @@ def _scored_note(cells: pd.DataFrame) -> str | None:
     if n.nunique() == 1:
         return f"Each row is scored on {int(n.dropna().iloc[0])} questions."
     by = ["suite"] + (["model"] if cells["model"].nunique() > 1 else [])
-    parts = [f"{alternatives(map(int, g.dropna()))} on {' '.join([suite_name(k[0]), *k[1:]])}"
+    parts = [f"{alternatives(map(int, g.dropna()))} on {' '.join([display_name(k[0]), *k[1:]])}"
              for k, g in n.groupby([cells[c] for c in by], sort=False)]
     return f"Questions scored per row: {', '.join(parts)}."
 
@@ -169,7 +168,7 @@ def table5(records: Records, models=None, suites=None) -> Table:
         raise BadInput("table 5 shows one suite family: squad and/or squad_v2, or one other "
                        "suite; pass --suite accordingly")
     runs = run_frame(records, models, suites)
-    family = "SQuAD" if set(suites) <= set(SQUAD_SUITES) else suite_name(suites[0])
+    family = display_name("squad" if set(suites) <= set(SQUAD_SUITES) else suites[0])
     cells = newest_runs(runs, "accuracy", ["model", "suite", "label", "branch", "n"])
     require(cells, f"{family} accuracy run")
     cells = sort_rows(cells, ["model", "suite", "branch", "label"])
