@@ -80,7 +80,6 @@ class GroupOutput:
     kv_cache_bytes: int = 0
     tokens_processed: int = 0
     decode_steps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def wall_s(self) -> float:

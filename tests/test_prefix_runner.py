@@ -23,7 +23,7 @@ from pmbench.types import GenerationConfig
 
 
 def _prefix(model, tokenizer, group, gen, kv="auto"):
-    opts = RunnerOptions(branch=len(group.questions), extra={"prefix_kv": kv})
+    opts = RunnerOptions(branch=len(group.questions), prefix_kv=kv)
     return PrefixRunner(model, tokenizer, opts).run_group(group, gen)
 
 
@@ -80,7 +80,10 @@ def test_kv_cache_holds_the_context_once_when_shared(tiny_llama, tokenizer):
     # the 29 shared positions (the last context token is in every row) are held once
     # instead of 6 times
     assert copied.kv_cache_bytes - shared.kv_cache_bytes == 5 * 29 * per_position
-    assert shared.extra["prefix_kv"] == "shared" and copied.extra["prefix_kv"] == "copied"
+    for kv, recorded in (("shared", "shared"), ("copy", "copied")):
+        opts = RunnerOptions(branch=6, prefix_kv=kv)
+        assert PrefixRunner(tiny_llama, tokenizer, opts).record_options() == {
+            "prefix_kv": recorded}
 
 
 def test_empty_context_and_empty_question(tiny_llama, tokenizer):

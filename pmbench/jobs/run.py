@@ -210,8 +210,8 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         model, device, dtype = None, "cpu", "none"
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     gen: GenerationConfig = suite.generation(s.max_new_tokens, s.ignore_eos, eos)
-    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d),
-                            extra={"prefix_kv": s.prefix_kv})
+    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d), prefix_kv=s.prefix_kv,
+                            model=s.model)
     runner: Runner = runner_cls(model, tokenizer, options)
 
     run_id = store.run_id
@@ -220,13 +220,13 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     pending = [g for g in suite.groups if g.group_id not in done_ids]
 
     record: dict[str, Any] = previous or {}
-    record.update({
+    core = {
         "run_id": run_id,
         "created": record.get("created") or now_iso(),
         "method": s.method,
         "branch": s.branch,
         "suite": s.suite,
-        "model": loaded.name if loaded else (s.model or "none"),
+        "model": runner.model_name() or (loaded.name if loaded else (s.model or "none")),
         "model_path": loaded.path if loaded else s.model,
         "limit": s.limit,
         "max_new_tokens": gen.max_new_tokens,
@@ -241,9 +241,13 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "method_kind": runner_cls.kind,
         "linear_kernel": linear_kernel,
         "code_execution": prepared.code_execution,
-    })
+    }
+    record.update(core)
     record["rope2d"] = None
-    record.update(runner.record_options())
+    own = runner.record_options()
+    if taken := sorted(set(own) & {*core, "env", "load_s"}):
+        raise TypeError(f"runner {s.method!r} may not overwrite run.json keys {taken}")
+    record.update(own)
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     record["env"] = env_fingerprint(device, dtype, attn)
     if loaded:

@@ -29,7 +29,8 @@ class RunnerOptions:
 
     branch: int = 1
     rope2d: dict[str, Any] = field(default_factory=dict)  # ratio, mode, branch_freqs, mask
-    extra: dict[str, Any] = field(default_factory=dict)
+    prefix_kv: str = "auto"  # prefix: share the context's KV by reference, or copy it
+    model: str | None = None  # --model as given, for runners that load weights themselves
 
 
 class Runner(ABC):
@@ -55,8 +56,14 @@ class Runner(ABC):
         return None
 
     def record_options(self) -> dict[str, Any]:
-        """Extra keys this method adds to run.json (e.g. the rope2d block)."""
+        """The method's own blocks in run.json (e.g. `rope2d`); new keys only: a key the
+        run already wrote (other than `rope2d`) is refused."""
         return {}
+
+    def model_name(self) -> str | None:
+        """The model's name for run.json, for runners that load it themselves (None: the
+        name of the model the run loaded)."""
+        return None
 
     @abstractmethod
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:

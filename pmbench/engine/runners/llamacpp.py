@@ -51,7 +51,7 @@ def find_gguf(tokenizer: Any, options: RunnerOptions) -> Path:
     """
     from pmbench.engine.models import default_gguf
 
-    explicit = options.extra.get("model")
+    explicit = options.model
     if explicit and str(explicit).endswith(".gguf"):
         return Path(explicit)
     source = Path(getattr(tokenizer, "name_or_path", "") or ".") / "SOURCE"
@@ -191,17 +191,19 @@ class LlamaCppRunner(Runner):
             self.engine.decode([(1, 8 + step, k, True) for k in range(n)])
         self.engine.clear()
 
-    def record_options(self) -> dict[str, Any]:
-        import llama_cpp
-
+    def model_name(self) -> str:
         from pmbench.engine.models import DEFAULT_MODEL, default_gguf
 
         try:
             is_default = self.gguf.resolve() == default_gguf().resolve()
         except BadInput:
             is_default = False
+        return DEFAULT_MODEL if is_default else self.gguf.name
+
+    def record_options(self) -> dict[str, Any]:
+        import llama_cpp
+
         return {
-            "model": DEFAULT_MODEL if is_default else self.gguf.name,
             "llamacpp": {
                 "gguf": str(self.gguf),
                 "model_desc": self.engine.desc,
@@ -256,5 +258,4 @@ class LlamaCppRunner(Runner):
             kv_cache_bytes=cells * eng.kv_bytes_per_token,
             tokens_processed=cells,
             decode_steps=res.steps,
-            extra={"llamacpp_ctx_cells": eng.n_ctx},
         )

@@ -78,7 +78,7 @@ class PrefixRunner(Runner):
 
     def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
         super().__init__(model, tokenizer, options)
-        self.kv = kv_sharing(model, self.options.extra.get("prefix_kv", "auto"))
+        self.kv = kv_sharing(model, self.options.prefix_kv)
 
     def record_options(self) -> dict[str, Any]:
         return {"prefix_kv": self.kv}
@@ -148,5 +148,4 @@ class PrefixRunner(Runner):
             kv_cache_bytes=kv_peak,
             tokens_processed=p + ids.numel() + res.step_tokens,
             decode_steps=res.steps,
-            extra={"context_tokens": len(group.context_ids), "prefix_kv": self.kv},
         )

@@ -90,7 +90,6 @@ class Rope2DRunner(Runner):
             kv_cache_bytes=cache_nbytes(cache),
             tokens_processed=len(layout) + res.step_tokens,
             decode_steps=res.steps,
-            extra={"context_tokens": layout.context_len, "packed_tokens": len(layout)},
         )
 
 
