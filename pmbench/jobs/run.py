@@ -276,7 +276,8 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
             walls = [o.wall_s for o in outs]
             scored = suite.score_all(
                 group.questions, outs[0].outputs, allow_code_execution=s.allow_code_execution,
-                allow_unisolated_code_execution=s.allow_unisolated_code_execution)
+                allow_unisolated_code_execution=s.allow_unisolated_code_execution,
+                eos_token_ids=eos)  # the model's own, as generation used them
             samples = []
             for k, (q, out, extra) in enumerate(
                 zip(group.questions, outs[0].outputs, scored, strict=True)
