@@ -28,12 +28,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pmbench.errors import BadInput
+from pmbench.suites import suite_info
 from pmbench.suites.data import DATA_ENV, local_roots, read_jsonl
 from pmbench.train.data import Branch, Example
 
 DEFAULT_HELDOUT_ARTICLES = 8
 GSM8K_HELDOUT = 200  # about this many last GSM8K train problems are held out (see gsm8k_cut)
-SQUAD_FILE = "squad/dev-v1.1.json"
+# The benchmark files come from the suites' YAML (pmbench.suites.suite_info), not from here.
+SQUAD_FILE = suite_info("squad").data_files["eval"]
+GSM8K_TRAIN_FILE = suite_info("gsm8k").data_files["shots"]
+
+
+def multirc_file(split: str) -> str:
+    return suite_info("multirc", split=split).data_files["eval"]
 HELDOUT_BRANCHES = (1, 2, 4, 8)  # #branch values the held-out loss is reported at
 
 
@@ -95,23 +102,23 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
                                                            articles[:heldout_articles]],
                   "train_articles": len(articles) - heldout_articles},
     }
-    gsm = root / "gsm8k" / "train.jsonl"
+    gsm = root / GSM8K_TRAIN_FILE
     if gsm.exists():
         rows = read_jsonl(gsm)
         docs = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
         cut = gsm8k_cut(len(docs))
         train.extend(docs[:cut])
         heldout.extend(docs[cut:])
-        split["gsm8k"] = {"file": "gsm8k/train.jsonl", "train_rows": f"0..{cut - 1}",
+        split["gsm8k"] = {"file": GSM8K_TRAIN_FILE, "train_rows": f"0..{cut - 1}",
                           "heldout_rows": f"{cut}..{len(docs) - 1}"}
     for name, docs in (("train", train), ("val", heldout)):
-        path = root / "multirc" / f"{name}.jsonl"
+        path = root / multirc_file(name)
         if path.exists():
             for row in read_jsonl(path):
                 docs.append(row["passage"]["text"])
                 docs.extend(q["question"] for q in row["passage"]["questions"])
             split.setdefault("multirc", {})["train" if name == "train" else "heldout"] = (
-                f"multirc/{name}.jsonl")
+                multirc_file(name))
     return Corpus(train, heldout, split)
 
 
@@ -272,7 +279,7 @@ class SuiteQASource:
         self.max_len = max_len
         root = data_root(data_dir)
         self.heldout_titles = squad_heldout_titles(root, heldout_articles)
-        gsm = root / "gsm8k" / "train.jsonl"
+        gsm = root / GSM8K_TRAIN_FILE
         self.gsm8k_cut = gsm8k_cut(len(read_jsonl(gsm))) if "gsm8k" in names else None
         self.n_branches = n_branches
 
@@ -352,7 +359,7 @@ class SuiteQASource:
                 entry.update(file=SQUAD_FILE, heldout_articles=self.heldout_titles,
                              heldout_questions_scored=HELDOUT_QUESTIONS["squad"])
             elif name == "gsm8k":
-                entry.update(file="gsm8k/train.jsonl", heldout_rows=f"{self.gsm8k_cut}..",
+                entry.update(file=GSM8K_TRAIN_FILE, heldout_rows=f"{self.gsm8k_cut}..",
                              heldout_questions_scored=HELDOUT_QUESTIONS["gsm8k"],
                              note="suite shots (first train rows) are not trained on")
             else:
