@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -93,3 +94,35 @@ def test_driver_version_through_nvml(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert envinfo._nvml_driver() is None
+
+
+def test_fingerprint_records_thread_settings(monkeypatch):
+    """The OpenMP policy and thread counts in effect: they moved tok/s by 1.4x (issue 16)."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    for var in ("KMP_BLOCKTIME", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    env = env_fingerprint("cpu", "float32", "sdpa")
+    assert env["omp_wait_policy"] == "ACTIVE"
+    assert env["omp_num_threads"] == "2"
+    assert env["gomp_spincount"] == "10000"
+    assert env["kmp_blocktime"] is None and env["mkl_num_threads"] is None  # unset
+    assert env["threads"] == torch.get_num_threads()
+    assert env["interop_threads"] == torch.get_num_interop_threads()
+    if hasattr(os, "sched_getaffinity"):
+        assert env["cpu_affinity"] == len(os.sched_getaffinity(0)) >= 1
+
+
+def test_fingerprint_only_adds_keys():
+    """Records are compared across versions (tables, compare): earlier keys stay as they were."""
+    earlier = DESIGN_KEYS | {
+        "device", "dtype", "attn_implementation", "gpu_driver", "gpu_capability", "cuda",
+        "cudnn", "cpu_count", "cpu_affinity", "platform", "numpy", "llama_cpp_python",
+    }
+    env = env_fingerprint("cpu", "float32", None)
+    assert earlier <= env.keys()
+    assert list(env)[: len(DESIGN_KEYS)] == [
+        "git_commit", "pmbench_version", "torch", "transformers", "python", "cpu", "gpu",
+        "threads",
+    ]

@@ -93,6 +93,30 @@ def _version(dist: str) -> str | None:
         return None
 
 
+# Environment variables that decide how the CPU threads behave, recorded as set (None =
+# unset, the runtime's default). OMP_WAIT_POLICY alone moved a 2-thread rope2d run from
+# 39 to 57 tok/s (issue 16): records differing here are not comparable.
+THREAD_ENV = {
+    "omp_wait_policy": "OMP_WAIT_POLICY",
+    "gomp_spincount": "GOMP_SPINCOUNT",
+    "kmp_blocktime": "KMP_BLOCKTIME",
+    "omp_num_threads": "OMP_NUM_THREADS",
+    "mkl_num_threads": "MKL_NUM_THREADS",
+}
+
+
+def thread_settings() -> dict[str, Any]:
+    """The OpenMP policy and thread counts in effect in this process.
+
+    The variables are read from this process's environment: OpenMP read the same values
+    when it started, since nothing in pmbench sets them.
+    """
+    return {
+        **{key: os.environ.get(var) for key, var in THREAD_ENV.items()},
+        "interop_threads": torch.get_num_interop_threads(),
+    }
+
+
 def env_fingerprint(device: str, dtype: str, attn_implementation: str | None) -> dict[str, Any]:
     """The run record's `env` block (DESIGN keys first, then extras; None = not known)."""
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
@@ -108,7 +132,7 @@ def env_fingerprint(device: str, dtype: str, attn_implementation: str | None) ->
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "gpu": gpu_name(device),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # intra-op, the one --threads sets
         # extras
         "device": str(device),
         "dtype": dtype,
@@ -120,7 +144,8 @@ def env_fingerprint(device: str, dtype: str, attn_implementation: str | None) ->
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
+        "cpu_affinity": affinity,  # cores this process may run on
+        **thread_settings(),
         "platform": platform.platform(),
         "numpy": _version("numpy"),
         "llama_cpp_python": _version("llama-cpp-python"),
