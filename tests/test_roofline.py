@@ -108,7 +108,55 @@ def test_measure_peaks_gives_positive_finite_rates():
     assert p["matmul_n"] == 64 and p["copy_bytes"] == 2**20
 
 
-def test_machine_peaks_cached_per_dtype(tmp_path, monkeypatch):
+@pytest.fixture
+def quiet(monkeypatch):
+    """The machine counts as idle, so measured peaks are cached."""
+    monkeypatch.setattr(rl, "busy_percent", lambda: 0.0)
+
+
+def test_measure_peaks_keeps_the_best_kernel():
+    p = rl.measure_peaks("cpu", "float32", **TINY)
+    assert set(p["bandwidth_kernels"]) == {"copy", "triad", "read", "gemv"}
+    assert p["copy_bytes_s"] == max(p["bandwidth_kernels"].values())
+    assert p["matmul_flops"] == max(p["matmul_kernels"].values())
+
+
+def test_peaks_of_a_busy_machine_are_never_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(rl, "busy_percent", lambda: 95.0)
+    monkeypatch.setattr(rl.time, "sleep", lambda s: None)
+    peaks = machine_peaks("cpu", "float32", **TINY)
+    assert peaks["busy_percent"] == 95.0 and peaks["matmul_flops"] > 0
+    assert not (tmp_path / "peaks").exists()
+
+
+def test_peaks_cached_before_the_last_boot_are_measured_again(tmp_path, monkeypatch, quiet):
+    monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
+    first = machine_peaks("cpu", "float32", **TINY)
+    assert machine_peaks("cpu", "float32", **TINY) == first  # cached
+    monkeypatch.setattr(rl, "_boot_time", lambda: first["measured_at"] + 1)  # rebooted
+    assert machine_peaks("cpu", "float32", **TINY)["measured_at"] > first["measured_at"]
+
+
+@pytest.mark.slow
+def test_roof_fractions_are_at_most_one_on_a_real_run(tmp_path):
+    """A fraction above 1 means the roof was measured wrong: never on a real run."""
+    from typer.testing import CliRunner
+
+    from pmbench.cli import app
+
+    for method, branch, limit in (("sequential", 1, 2), ("rope2d", 4, 4)):
+        res = CliRunner().invoke(app, [
+            "run", "--method", method, "--suite", "squad", "--branch", str(branch),
+            "--limit", str(limit), "--max-new-tokens", "8", "--ignore-eos", "--json",
+            "--output-dir", str(tmp_path / method)])
+        assert res.exit_code == 0, res.output
+        roof = json.loads(res.stdout)["roofline"]
+        for key in ("bandwidth_fraction", "flops_fraction"):
+            assert 0 < roof[key] <= 1, (method, key, roof)
+
+
+def test_machine_peaks_cached_per_dtype(tmp_path, monkeypatch, quiet):
     monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
     first = machine_peaks("cpu", "float32", **TINY)
     files = list((tmp_path / "peaks").glob("*.json"))

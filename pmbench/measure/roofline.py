@@ -27,9 +27,11 @@ from pmbench.engine.models import DTYPES, cache_dir
 from pmbench.errors import BadInput
 
 # Micro-benchmark sizes per device type: big enough to leave caches and hit the roof,
-# small enough for a fraction of a second.
-MATMUL_N = {"cpu": 1024, "cuda": 8192}
-COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
+# small enough for about a second in all.
+MATMUL_N = {"cpu": (1024,), "cuda": (8192,)}
+STREAM_BYTES = {"cpu": (512 * 2**20,), "cuda": (2 * 2**30,)}  # x3 buffers, far past LLC
+BUSY_PERCENT = 30.0  # other work on the CPUs above this: the peak is not cached
+BUSY_RETRIES = 3
 
 
 def _best_rate(fn, work: float, device: torch.device, budget_s: float,
@@ -56,10 +58,53 @@ def matmul_rate(device: str = "cpu", dtype: str = "float32", n: int | None = Non
     holds on a shared machine too, if what it is compared with is converted the same way."""
     dev = torch.device(device)
     dt = _dtype(dtype)
-    n = n or MATMUL_N.get(dev.type, 1024)
+    n = n or MATMUL_N.get(dev.type, MATMUL_N["cpu"])[0]
     a, b = (torch.randn(n, n, device=dev).to(dt) for _ in range(2))
     clock = time.process_time if per_cpu_second else time.perf_counter
     return _best_rate(lambda: torch.mm(a, b), 2.0 * n**3, dev, budget_s, clock)
+
+
+def _prepacked_rate(dtype: str, budget_s: float) -> float:
+    """FLOP/s of the oneDNN-prepacked linear the CPU models use (engine/cpu_linear.py) at a
+    prefill-like shape: it can beat torch.mm, and a roof must cover every kernel a run uses."""
+    from pmbench.engine.cpu_linear import PrepackedLinear
+
+    if dtype != "float32" or not torch.backends.mkldnn.is_available():
+        return 0.0
+    rows, width = 512, 2048
+    layer = PrepackedLinear(torch.nn.Linear(width, width, bias=False))
+    x = torch.randn(rows, width)
+    with torch.inference_mode():
+        return _best_rate(lambda: layer(x), 2.0 * rows * width * width, torch.device("cpu"),
+                          budget_s)
+
+
+def stream_rates(device: str, dtype: str, nbytes: int, budget_s: float) -> dict[str, float]:
+    """Bytes/s of STREAM's copy (a = b) and triad (a = b + s*c), counted as STREAM does
+    (2 and 3 buffers moved), and of the two reads a decoding step does: a sum over a
+    buffer and a matrix-vector product (every weight read once), over buffers far larger
+    than the last-level cache."""
+    dev, dt = torch.device(device), _dtype(dtype)
+    numel = nbytes // dt.itemsize
+    a, b, c = (torch.ones(numel, dtype=dt, device=dev) for _ in range(3))
+    size = numel * dt.itemsize
+    side = int(numel**0.5)
+    matrix, vector = b[: side * side].view(side, side), c[:side]
+    return {
+        "copy": _best_rate(lambda: a.copy_(b), 2.0 * size, dev, budget_s),
+        "triad": _best_rate(lambda: torch.add(b, c, alpha=3.0, out=a), 3.0 * size, dev,
+                            budget_s),
+        "read": _best_rate(lambda: b.sum(), float(size), dev, budget_s),
+        "gemv": _best_rate(lambda: torch.mv(matrix, vector), float(side * side * dt.itemsize),
+                           dev, budget_s),
+    }
+
+
+def busy_percent() -> float:
+    """CPU time spent by everything else over a short window (0 to 100)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=0.2)
 
 
 def measure_peaks(
@@ -68,24 +113,29 @@ def measure_peaks(
     *,
     matmul_n: int | None = None,
     copy_bytes: int | None = None,
-    budget_s: float = 0.25,
+    budget_s: float = 0.15,
 ) -> dict[str, Any]:
-    """Measure matmul FLOP/s (n x n x n, 2n^3 FLOPs) and copy bandwidth (read + write bytes)."""
+    """The roofs: best matmul FLOP/s (torch.mm at a few sizes, and the prepacked linear the
+    CPU models use) and best memory bandwidth (STREAM copy and triad, a plain read and a
+    matrix-vector product, at two buffer sizes), all threads the run uses. A peak is the
+    best of its kernels: whatever a run achieves is at most that."""
     dev = torch.device(device)
-    dt = _dtype(dtype)
-    n = matmul_n or MATMUL_N.get(dev.type, 1024)
-    flops = matmul_rate(device, dtype, n, budget_s)
-
-    numel = (copy_bytes or COPY_BYTES.get(dev.type, COPY_BYTES["cpu"])) // dt.itemsize
-    src = torch.ones(numel, dtype=dt, device=dev)
-    dst = torch.empty_like(src)
-    nbytes = numel * dt.itemsize
-    bw = _best_rate(lambda: dst.copy_(src), 2.0 * nbytes, dev, budget_s)  # read + write
+    sizes = (matmul_n,) if matmul_n else MATMUL_N.get(dev.type, MATMUL_N["cpu"])
+    flops = {f"mm{n}": matmul_rate(device, dtype, n, budget_s) for n in sizes}
+    if dev.type == "cpu" and not matmul_n:
+        flops["prepacked_linear"] = _prepacked_rate(dtype, budget_s)
+    streams: dict[str, float] = {}
+    for nbytes in (copy_bytes,) if copy_bytes else STREAM_BYTES.get(dev.type,
+                                                                     STREAM_BYTES["cpu"]):
+        for name, rate in stream_rates(device, dtype, nbytes, budget_s).items():
+            streams[name] = max(streams.get(name, 0.0), rate)
     return {
-        "matmul_flops": flops,
-        "copy_bytes_s": bw,
-        "matmul_n": n,
-        "copy_bytes": nbytes,
+        "matmul_flops": max(flops.values()),
+        "copy_bytes_s": max(streams.values()),
+        "matmul_kernels": flops,
+        "bandwidth_kernels": streams,
+        "matmul_n": sizes[0],
+        "copy_bytes": copy_bytes or STREAM_BYTES.get(dev.type, STREAM_BYTES["cpu"])[0],
         "threads": torch.get_num_threads(),
         # a peak measured on a busy host is too low: refresh=True once it is quiet
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -109,15 +159,24 @@ def _machine_key(device: str, dtype: str) -> dict[str, Any]:
         "dtype": dtype,
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "torch": torch.__version__,
+        "torch_build": getattr(torch.version, "git_version", None),
     }
+
+
+def _boot_time() -> float:
+    import psutil
+
+    return psutil.boot_time()
 
 
 def machine_peaks(device: str, dtype: str, *, refresh: bool = False, **measure: Any) -> dict:
     """Peak {"matmul_flops", "copy_bytes_s", ...} of this machine, device and dtype.
 
-    Measured once (about a second) and cached as JSON in $PMBENCH_CACHE/peaks/ (default
+    Measured (about two seconds) and cached as JSON in $PMBENCH_CACHE/peaks/ (default
     ~/.cache/pmbench), keyed by CPU model, GPU name, device, dtype, torch threads and
-    torch version; `refresh=True` measures again. `measure` goes to `measure_peaks`.
+    torch build; a cache from before the machine's last boot is measured again, and a
+    peak measured while other work kept the CPUs busy (after a few retries) is used but
+    never cached. `refresh=True` measures again. `measure` goes to `measure_peaks`.
     """
     _dtype(dtype)
     key = _machine_key(device, dtype)
@@ -125,14 +184,26 @@ def machine_peaks(device: str, dtype: str, *, refresh: bool = False, **measure: 
     path = cache_dir() / "peaks" / f"{digest}.json"
     if path.exists() and not refresh:
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass  # unreadable cache: measure again
+            cached = json.loads(path.read_text())
+            if cached.get("measured_at", 0) > _boot_time():
+                return cached
+        except (OSError, ValueError, TypeError):
+            pass  # unreadable, or from before this boot: measure again
+    busy = busy_percent()
+    for _ in range(BUSY_RETRIES - 1):
+        if busy <= BUSY_PERCENT:
+            break
+        time.sleep(1.0)
+        busy = busy_percent()
     peaks = {
         **measure_peaks(device, dtype, **measure),
         "key": key,
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        "measured_at": time.time(),
+        "busy_percent": busy,
     }
+    if busy > BUSY_PERCENT:  # too low a peak: use it for this run, never cache it
+        return peaks
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
@@ -196,6 +267,13 @@ def roofline(
         "flops": flops,
         "decode_bytes_read": bytes_read,
         "decode_steps_s": _ratio(decode_steps, decode_s) if decode_steps else None,
+        # one decoding step: its time, the bytes it must read (weights + KV), the time
+        # reading them takes at the peak, and how many times that the step took
+        "step_s": _ratio(decode_s, decode_steps),
+        "bytes_per_step": _ratio(bytes_read, decode_steps),
+        "step_roof_s": _ratio(_ratio(bytes_read, decode_steps), peak_bw),
+        "step_over_roof": _ratio(_ratio(decode_s, decode_steps),
+                                 _ratio(_ratio(bytes_read, decode_steps), peak_bw)),
     }
 
 
@@ -214,4 +292,7 @@ def format_roofline(r: dict[str, Any]) -> str:
         f"({_pct(r['bandwidth_fraction'])} of {g(r['peak_bytes_s'], 'GB/s', 1e9)}), "
         f"compute {g(r['achieved_flops'], 'GFLOP/s', 1e9)} "
         f"({_pct(r['flops_fraction'])} of {g(r['peak_flops'], 'GFLOP/s', 1e9)})"
+        + (f"; decoding step {1e3 * r['step_s']:.1f} ms = {r['step_over_roof']:.2f}x "
+           f"reading its {r['bytes_per_step'] / 1e6:.0f} MB at the peak"
+           if r.get("step_over_roof") else "")
     )
