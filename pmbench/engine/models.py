@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pmbench.engine.random_models import architecture, is_random
 from pmbench.errors import BadInput
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -166,11 +167,15 @@ class LoadedModel:
     device: str
     dtype: str
     load_s: float
+    weights: str = "pretrained"  # or "random" (random:NAME, pmbench.engine.random_models)
 
 
 def load_tokenizer(model: str | None = None):
     from transformers import AutoTokenizer
 
+    if is_random(model):
+        architecture(model)  # a valid name, or one line listing them
+        model = None  # random models read the default model's tokenizer
     path, _ = resolve_model_path(model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -198,6 +203,8 @@ def load_model(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"device {device} requested but CUDA is not available")
     t0 = time.perf_counter()
+    if is_random(model):
+        return _load_random(model, device, dtype, attn_implementation, t0)
     path, name = resolve_model_path(model)
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": attn_implementation}
     if device_map:
@@ -215,6 +222,24 @@ def load_model(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(lm, tokenizer, name, path, device, dtype, time.perf_counter() - t0)
+
+
+def _load_random(model: str, device: str, dtype: str, attn_implementation: str,
+                 t0: float) -> LoadedModel:
+    """`random:NAME`: the default model's tokenizer and random weights made on `device`."""
+    import time
+
+    from pmbench.engine.random_models import build_random_model
+
+    tokenizer = load_tokenizer(model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ids = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id") for k in ("bos", "eos", "pad")}
+    lm = build_random_model(model, device, DTYPES[dtype], attn_implementation, ids)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return LoadedModel(lm, tokenizer, model, model, device, dtype, time.perf_counter() - t0,
+                       weights="random")
 
 
 def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:

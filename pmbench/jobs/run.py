@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from pmbench.engine.cpu_linear import MIN_ROWS, prepack_linears
+from pmbench.engine.random_models import is_random
 from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
 from pmbench.errors import BadInput, check_device
 from pmbench.jobs.spec import RunSettings, resumed_settings
@@ -139,6 +140,9 @@ def prepare_run(s: RunSettings) -> PreparedRun:
         raise BadInput(str(exc.args[0])) from None
     except RunnerUnavailable as exc:
         raise BadInput(str(exc)) from None
+    if is_random(s.model) and not runner_cls.needs_model:
+        raise BadInput(f"--model {s.model} is made by pmbench: the {s.method} method "
+                       "does not run pmbench's models")
 
     if s.threads:
         torch.set_num_threads(s.threads)
@@ -228,6 +232,7 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "suite": s.suite,
         "model": runner.model_name() or (loaded.name if loaded else (s.model or "none")),
         "model_path": loaded.path if loaded else s.model,
+        "weights": loaded.weights if loaded else ("pretrained" if runner.model_name() else None),
         "limit": s.limit,
         "max_new_tokens": gen.max_new_tokens,
         "ignore_eos": s.ignore_eos,

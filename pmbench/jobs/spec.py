@@ -69,6 +69,9 @@ class RunSettings:
             check_run_id(self.resume, "--resume")
         parse_device(self.device)  # its availability is checked where the run runs
         from pmbench.engine.models import DTYPES
+        from pmbench.engine.random_models import check_random_run
+
+        check_random_run(self.model, self.ignore_eos, self.device_map)
 
         if self.dtype is not None and self.dtype not in DTYPES:
             raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")

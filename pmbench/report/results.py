@@ -217,8 +217,11 @@ def run_purpose(record: pd.Series | dict[str, Any]) -> str:
     says, so its tok/s compares methods at equal token volume but its accuracy is not
     the suite's; an accuracy run stops where the suite stops, so its accuracy (and its
     questions per second) is the real one. Records without the key are accuracy runs.
+    A model with random weights (``--model random:NAME``) only ever makes throughput runs.
     """
-    return "throughput" if record.get("ignore_eos") is True else "accuracy"
+    if record.get("ignore_eos") is True or record.get("weights") == "random":
+        return "throughput"
+    return "accuracy"
 
 
 def suite_version(record: pd.Series | dict[str, Any]) -> str | None:
