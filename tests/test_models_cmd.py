@@ -33,7 +33,9 @@ def test_default_and_cached_models_come_first(listing, tmp_path):
 
 
 def test_known_models_with_size_memory_and_availability(listing):
-    rows = {line.split()[0]: line for line in listing if line.startswith("  ")}
+    known = listing[listing.index("known models (pass the id to --model):"):]
+    known = known[:next(k for k, line in enumerate(known) if line.startswith("GPU bf16 = "))]
+    rows = {line.split()[0]: line for line in known if line.startswith("  ")}
     assert set(rows) == {"model", *(m.id for m in KNOWN_MODELS)}
     assert {"smollm2-135m-instruct", "Qwen/Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-7B-Instruct",
             "meta-llama/Meta-Llama-3-8B-Instruct"} <= set(rows)
@@ -51,3 +53,13 @@ def test_gpu_memory_rule():
     assert m.weight_bytes == 2_000_000_000
     assert m.kv_bytes(1) == 2 * 10 * 2 * 64 * 2  # K and V, per layer and KV head, bf16
     assert m.gpu_bytes() == int(1.2 * m.weight_bytes) + m.kv_bytes(16 * 2048) + 2**30
+
+
+def test_random_models_are_listed(listing):
+    from pmbench.engine.random_models import CHOICES
+
+    start = next(k for k, line in enumerate(listing) if line.startswith("random weights"))
+    assert "--ignore-eos" in listing[start]
+    rows = {line.split()[0]: line for line in listing[start + 1:]}
+    assert list(rows) == list(CHOICES)
+    assert "7.62B params, 28 layers, vocab 152064" in rows["random:qwen2.5-7b"]

@@ -59,6 +59,24 @@ def known_model_lines() -> list[str]:
     return lines
 
 
+def random_model_lines() -> list[str]:
+    """One line per `random:NAME` choice: its architecture's size and GPU memory."""
+    from pmbench.engine.models import KnownModel
+    from pmbench.engine.random_models import ARCHITECTURES, PARAMS, PREFIX
+
+    lines = ["random weights (--model random:NAME, throughput runs only: needs --ignore-eos; "
+             "the default model's tokenizer, the architecture's own vocabulary):"]
+    width = max(len(PREFIX + name) for name in ARCHITECTURES)
+    for name, cfg in ARCHITECTURES.items():
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        m = KnownModel(PREFIX + name, PARAMS[name], layers=cfg["num_hidden_layers"],
+                       kv_heads=cfg["num_key_value_heads"], head_dim=head_dim)
+        lines.append(f"  {m.id.ljust(width)}  {_size(m.params)} params, {m.layers} layers, "
+                     f"vocab {cfg['vocab_size']}, {_gb(m.weight_bytes)} bf16 weights, "
+                     f"{_gb(m.gpu_bytes())} GPU bf16")
+    return lines
+
+
 def models() -> None:
     """List the models: the default and converted ones, then the known models with their
     size, the GPU memory they need in bfloat16 and whether they are available here."""
@@ -74,7 +92,7 @@ def models() -> None:
         say(f"{DEFAULT_MODEL} (default): not installed ({exc})")
     for cfg in sorted((cache_dir() / "models").glob("*/config.json")):
         say(f"cached: {cfg.parent}")
-    for line in known_model_lines():
+    for line in known_model_lines() + random_model_lines():
         say(line)
 
 
