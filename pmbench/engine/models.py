@@ -242,6 +242,16 @@ def _load_random(model: str, device: str, dtype: str, attn_implementation: str,
                        weights="random")
 
 
+def describe_architecture(lm: Any) -> dict[str, Any]:
+    """run.json's `architecture`: what a model is, whatever its weights (tied ones once)."""
+    cfg = lm.config
+    return {"type": getattr(cfg, "model_type", None),
+            "params": sum(p.numel() for p in lm.parameters()),
+            **{k: getattr(cfg, k, None) for k in (
+                "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                "num_key_value_heads", "vocab_size", "tie_word_embeddings")}}
+
+
 def eos_token_ids(lm: Any, tokenizer: Any) -> list[int]:
     """Every id that ends a turn: the tokenizer's EOS and the generation config's."""
     ids: set[int] = set()

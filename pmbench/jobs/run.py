@@ -193,7 +193,7 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
 
 def _execute(prepared: PreparedRun, progress: ProgressFn | None,
              log: Callable[[str], None] | None) -> dict[str, Any]:
-    from pmbench.engine.models import eos_token_ids, load_model
+    from pmbench.engine.models import describe_architecture, eos_token_ids, load_model
 
     s, runner_cls, tokenizer = prepared.settings, prepared.runner_cls, prepared.tokenizer
     suite, store, previous = prepared.suite, prepared.store, prepared.previous
@@ -233,6 +233,7 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "model": runner.model_name() or (loaded.name if loaded else (s.model or "none")),
         "model_path": loaded.path if loaded else s.model,
         "weights": loaded.weights if loaded else ("pretrained" if runner.model_name() else None),
+        "architecture": describe_architecture(model) if loaded else None,
         "limit": s.limit,
         "max_new_tokens": gen.max_new_tokens,
         "ignore_eos": s.ignore_eos,
