@@ -30,6 +30,7 @@ class ReservedLayer(DynamicLayer):
         super().__init__()
         self.capacity = capacity
         self.length = 0
+        self.index: torch.Tensor | None = None  # static decoding: where the step writes
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         b, h, _, d = key_states.shape
@@ -42,6 +43,10 @@ class ReservedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        if self.index is not None:  # static: fixed shapes, the mask hides unwritten slots
+            self._k.index_copy_(2, self.index, key_states)
+            self._v.index_copy_(2, self.index, value_states)
+            return self._k, self._v
         end = self.length + key_states.shape[-2]
         while end > self._k.shape[-2]:  # more than reserved: double (not in a normal run)
             self._k = torch.cat([self._k, torch.empty_like(self._k)], dim=-2)
@@ -126,3 +131,24 @@ def reserved_cache(config: Any, capacity: int, sliding: bool = True) -> Cache:
     if sliding and windowed:
         return DynamicCache(config=config)
     return Cache(layers=[ReservedLayer(capacity) for _ in range(text.num_hidden_layers)])
+
+
+def make_static(cache: Cache, index: torch.Tensor) -> int:
+    """Switch every layer of a prefilled reserved cache to static decoding: a step writes
+    its keys and values at the positions in `index` (a tensor the caller advances in
+    place) and attends over the whole reservation. Returns the reservation's length."""
+    if not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        raise TypeError("static decoding needs a reserved cache (no sliding window)")
+    for layer in cache.layers:
+        layer.index = index
+        layer._k[:, :, layer.length:] = 0  # masked, but garbage (NaN) would leak through
+        layer._v[:, :, layer.length:] = 0
+    return cache.layers[0]._k.shape[-2]
+
+
+def end_static(cache: Cache, length: int) -> None:
+    """Back to an ordinary reserved cache whose first `length` positions are filled."""
+    for layer in cache.layers:
+        layer.index = None
+        layer.length = length
+        layer._views()

@@ -31,6 +31,7 @@ class RunnerOptions:
     rope2d: dict[str, Any] = field(default_factory=dict)  # ratio, mode, branch_freqs, mask
     prefix_kv: str = "auto"  # prefix: share the context's KV by reference, or copy it
     model: str | None = None  # --model as given, for runners that load weights themselves
+    compile: str = "auto"  # the decoding step: auto, on, static or off (engine/compile.py)
 
 
 class Runner(ABC):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pmbench.engine.compile import StaticRows, resolve
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import reserved_cache
 from pmbench.engine.runners.base import Runner
@@ -59,6 +60,7 @@ class BatchRunner(Runner):
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
         device = self.model.device
+        mode = resolve(self.options.compile, device)
         t0 = time.perf_counter()
         rows = [group.context_ids + q.prompt_ids for q in group.questions]
         ids, mask = left_pad(rows, pad_token_id(self.tokenizer, gen))
@@ -70,6 +72,7 @@ class BatchRunner(Runner):
             "pos": mask.sum(dim=1) - 1,  # position of each row's last token
         }
         kv_peak = 0
+        static: list[StaticRows] = []
 
         def prefill() -> torch.Tensor:
             position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -79,6 +82,11 @@ class BatchRunner(Runner):
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
             nonlocal kv_peak
+            if mode != "off":  # all rows stay, in fixed shapes
+                if not static:
+                    static.append(StaticRows(self.model, cache, mask.bool(), state["pos"] + 1,
+                                             mode == "on"))
+                return static[0](live, last)
             if live != state["rows"]:  # some rows finished
                 kv_peak = max(kv_peak, drop_finished_rows(state, live, cache, device))
             state["mask"] = torch.cat(
@@ -94,6 +102,8 @@ class BatchRunner(Runner):
             return out.logits[:, -1, :]
 
         res = decode_loop(prefill, step, len(rows), gen, self.tokenizer, device, t0=t0)
+        for s in static:
+            s.finish()
         kv_peak = max(kv_peak, cache_nbytes(cache))
         return GroupOutput(
             res.outputs,

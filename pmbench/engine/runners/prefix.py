@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from pmbench.engine.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
+from pmbench.engine.compile import StaticRows, resolve
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import reserved_cache, rows_after_prefix
 from pmbench.engine.runners.base import Runner, RunnerOptions
@@ -88,6 +89,7 @@ class PrefixRunner(Runner):
         t0 = time.perf_counter()
         model, device = self.model, self.model.device
         share = self.kv == "shared"
+        mode = resolve(self.options.compile, device)
         prefix_ids = group.context_ids[:-1]
         rows = [group.context_ids[-1:] + q.prompt_ids for q in group.questions]
         ids, valid = left_pad(rows, pad_token_id(self.tokenizer, gen))
@@ -103,6 +105,7 @@ class PrefixRunner(Runner):
             "cache": None,
         }
         kv_peak = 0
+        static: list[StaticRows] = []
 
         def forward(**inputs) -> torch.Tensor:
             if share:  # the attention reads the shared prefix from the cache it is given
@@ -129,6 +132,13 @@ class PrefixRunner(Runner):
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
             nonlocal kv_peak
+            if mode != "off":  # all rows stay, in fixed shapes
+                if not static:
+                    extra = {SHARED_PREFIX_KWARG: state["cache"]} if share else {}
+                    static.append(StaticRows(model, state["cache"], state["visible"],
+                                             state["pos"], mode == "on", **extra))
+                with swapped_attention(model, SHARED_PREFIX if share else None):
+                    return static[0](live, last)
             if live != state["rows"]:  # some rows finished
                 kv_peak = max(kv_peak, drop_finished_rows(state, live, state["cache"], device))
             visible = state["visible"]
@@ -140,6 +150,8 @@ class PrefixRunner(Runner):
             return logits
 
         res = decode_loop(prefill, step, n, gen, self.tokenizer, device, t0=t0)
+        for s in static:
+            s.finish()
         kv_peak = max(kv_peak, cache_nbytes(state["cache"]))
         return GroupOutput(
             res.outputs,

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from pmbench.engine.attention_kernels import GQA_SDPA, swapped_attention
+from pmbench.engine.compile import mark_dynamic, resolve, step_forward
 from pmbench.engine.decoding import cache_nbytes, decode_loop
-from pmbench.engine.kvcache import reserved_cache
+from pmbench.engine.kvcache import end_static, make_static, reserved_cache
 from pmbench.engine.runners.base import Runner, RunnerOptions
 from pmbench.errors import BadInput
 from pmbench.rope2d import (
@@ -68,7 +69,13 @@ class Rope2DRunner(Runner):
         def prefill() -> torch.Tensor:
             return _prefill(model, layout, masks, cache, device)
 
-        def step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        mode = resolve(self.options.compile, device)
+        if mode != "off" and self.settings.mask == "isolated":
+            step = _static_step(model, layout, masks, cache, mode == "on")
+        else:  # cross masks let branches see each other's steps: finished ones must leave
+            step = None
+
+        def eager_step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
             idx = torch.tensor(live, device=device)
             pos = positions(next_t[idx], branch_b[idx])
             next_t[idx] += 1
@@ -82,7 +89,9 @@ class Rope2DRunner(Runner):
             )
             return out.logits[0]
 
-        res = decode_loop(prefill, step, n, gen, self.tokenizer, device, t0=t0)
+        res = decode_loop(prefill, step or eager_step, n, gen, self.tokenizer, device, t0=t0)
+        if step is not None and step.filled[0] > len(layout):
+            end_static(cache, step.filled[0])
         return GroupOutput(
             outputs=res.outputs,
             prefill_s=res.prefill_s,
@@ -100,6 +109,37 @@ def _check_window(config, span: int) -> None:
     if window and getattr(config, "layer_types", None) is None and span > window:
         raise BadInput(f"rope2d: a group spans {span} positions, more than the model's "
                        f"sliding window ({window}), which the branch mask does not apply")
+
+
+def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled: bool):
+    """The decoding step in fixed shapes: all N branches feed a token at every step (a
+    finished one repeats its last; its logits are dropped), written at columns
+    L + s*N + b, which only branch b sees (the isolated mask)."""
+    n, device = layout.n_branches, masks.rows.device
+    branch = torch.arange(n, device=device)
+    index = len(layout) + branch
+    pos = positions(layout.next_t(), layout.branch_ids()).to(device).clone()
+    ids = torch.zeros((1, n), dtype=torch.long, device=device)
+    mask = masks.rows[None, None]
+    forward = step_forward(model, compiled)
+
+    def step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        if step.filled[0] == len(layout):  # the first step: the prefill has filled the cache
+            make_static(cache, index)
+            mark_dynamic(mask, dims=(3,))
+            for layer in cache.layers:
+                mark_dynamic(layer._k, layer._v, dims=(2,))
+        rows = torch.tensor(live, device=device)
+        ids[0, rows] = tokens.to(device)
+        masks.rows[branch, index] = 0.0
+        logits = forward(input_ids=ids, position_ids=pos, attention_mask=mask, cache=cache)
+        index.add_(n)
+        pos[0].add_(1)
+        step.filled[0] = int(index[0])
+        return logits[0, rows]
+
+    step.filled = [len(layout)]
+    return step
 
 
 def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> torch.Tensor:

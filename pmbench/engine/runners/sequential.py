@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from pmbench.engine.compile import StaticRows, resolve
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import reserved_cache
 from pmbench.engine.runners.base import Runner
@@ -24,6 +25,7 @@ class SequentialRunner(Runner):
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
         device = self.model.device
+        mode = resolve(self.options.compile, device)
         t0 = time.perf_counter()
         outputs, prefill_s, decode_s = [], 0.0, 0.0
         kv_bytes = tokens = steps = 0
@@ -33,14 +35,23 @@ class SequentialRunner(Runner):
             ids = torch.tensor([group.context_ids + q.prompt_ids], device=device)
             cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
             pos = ids.shape[1]
+            static: list[StaticRows] = []
 
             def prefill(ids=ids, cache=cache) -> torch.Tensor:
                 out = self.model(input_ids=ids, cache=cache, use_cache=True,
                                  logits_to_keep=1)
                 return out.logits[:, -1, :]
 
-            def step(live: list[int], last: torch.Tensor, cache=cache) -> torch.Tensor:
+            def step(live: list[int], last: torch.Tensor, cache=cache,
+                     static=static) -> torch.Tensor:
                 nonlocal pos
+                if mode != "off":
+                    if not static:
+                        visible = torch.ones((1, pos), dtype=torch.bool, device=device)
+                        static.append(StaticRows(self.model, cache, visible,
+                                                 torch.tensor([pos], device=device),
+                                                 mode == "on"))
+                    return static[0](live, last)
                 out = self.model(
                     input_ids=last.view(1, 1).to(device),
                     cache=cache,
@@ -51,6 +62,8 @@ class SequentialRunner(Runner):
                 return out.logits[:, -1, :]
 
             res = decode_loop(prefill, step, 1, q_gen, self.tokenizer, device, t0=t0)
+            for s in static:
+                s.finish()
             outputs.extend(res.outputs)
             prefill_s += res.prefill_s
             decode_s += res.decode_s

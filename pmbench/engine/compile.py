@@ -1,0 +1,136 @@
+"""A static decoding step, optionally compiled (gpt-fast's recipe), for every method alike.
+
+Eager decoding drops finished rows and grows the cache view by one position a step, so
+every step has new shapes. The static step keeps them fixed for a whole group: every
+row decodes until the group ends (a finished row feeds its last token again and its
+logits are dropped), the keys and values are written in place at `index` into the
+reserved cache (`kvcache.make_static`), and attention covers the whole reservation under
+an additive mask whose columns open as they are written. Positions, mask and index are
+tensors advanced in place, so `torch.compile` traces one graph per model; the cache
+length and the row count are marked dynamic so that later groups reuse it.
+
+`--compile` (RunSettings.compile):
+    off     the eager step (the reference: rows leave, shapes change)
+    static  the static step, eager (what the fixed shapes alone change)
+    on      the static step, compiled with `torch.compile` (inductor; weights frozen on CPU)
+    auto    on for CUDA; off on CPU, where it measured no faster (see the issue's report)
+
+Compilation happens at the first call of a new shape, which a run's untimed warm-up group
+makes; `compile_seconds()` counts the wall of every call that compiled a graph, so run.json
+records it apart from the timed walls.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+MODES = ("auto", "on", "static", "off")
+
+_compiled: weakref.WeakKeyDictionary[Any, Callable[..., torch.Tensor]] = (
+    weakref.WeakKeyDictionary())
+_compile_s = [0.0]
+
+
+def resolve(mode: str, device: torch.device | str) -> str:
+    """`mode` with auto decided for `device`: "on", "static" or "off"."""
+    if mode not in MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode == "auto":
+        return "on" if torch.device(device).type == "cuda" else "off"
+    return mode
+
+
+def compile_seconds() -> float:
+    """Wall seconds of every step call that compiled a graph, in this process."""
+    return _compile_s[0]
+
+
+def _forward(model: Any, **inputs: Any) -> torch.Tensor:
+    return model(use_cache=True, **inputs).logits
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def step_forward(model: Any, compiled: bool) -> Callable[..., torch.Tensor]:
+    """`forward(**inputs) -> logits`, compiled once per model when `compiled`."""
+    if not compiled:
+        return lambda **inputs: _forward(model, **inputs)
+    fn = _compiled.get(model)
+    if fn is None:
+        options = {"freezing": True} if model.device.type == "cpu" else None
+        graph = torch.compile(_forward, options=options)
+
+        def fn(**inputs: Any) -> torch.Tensor:
+            before, t0 = _graphs(), time.perf_counter()
+            out = graph(model, **inputs)
+            if _graphs() != before:
+                _compile_s[0] += time.perf_counter() - t0
+            return out
+
+        _compiled[model] = fn
+    return fn
+
+
+def mark_dynamic(*tensors: torch.Tensor, dims: tuple[int, ...]) -> None:
+    """Let the compiled graph take these tensors at other sizes along `dims` (the cache
+    length, the rows), so a new group does not recompile."""
+    for t in tensors:
+        for d in dims:
+            if t.shape[d] > 1:
+                torch._dynamo.maybe_mark_dynamic(t, d)
+
+
+class StaticRows:
+    """Static decoding of R rows, one token per row per step (sequential, batch, prefix).
+
+    `visible` [R, S] says which of the S filled cache columns each row sees; `pos` [R]
+    is each row's next position. Row r is stream r, for the whole group.
+    """
+
+    def __init__(self, model: Any, cache: Any, visible: torch.Tensor, pos: torch.Tensor,
+                 compiled: bool, **extra: Any):
+        from pmbench.engine.kvcache import make_static
+        from pmbench.rope2d.masks import additive
+
+        rows, filled = visible.shape
+        device = visible.device
+        self.cache, self.extra = cache, extra
+        self.index = torch.tensor([filled], device=device)
+        capacity = make_static(cache, self.index)
+        self.mask = torch.full((rows, 1, 1, capacity), torch.finfo(model.dtype).min,
+                               dtype=model.dtype, device=device)
+        self.mask[:, 0, 0, :filled] = additive(visible, model.dtype)
+        self.pos = pos.view(rows, 1).clone()
+        self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.filled = filled
+        self.forward = step_forward(model, compiled)
+        mark_dynamic(self.mask, dims=(0, 3))
+        mark_dynamic(self.pos, self.tokens, dims=(0,))
+        for layer in cache.layers:
+            mark_dynamic(layer._k, layer._v, dims=(0, 2))
+
+    def __call__(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        rows = torch.tensor(live, device=self.tokens.device)
+        self.tokens[rows, 0] = tokens.to(self.tokens.device)
+        self.mask[:, :, :, self.index] = 0.0  # each row sees its own new token
+        logits = self.forward(input_ids=self.tokens, position_ids=self.pos,
+                              attention_mask=self.mask, cache=self.cache, **self.extra)
+        self.index += 1
+        self.pos += 1
+        self.filled += 1
+        return logits[rows, -1]
+
+    def finish(self) -> None:
+        """Leave the cache an ordinary reserved cache (for its byte count)."""
+        from pmbench.engine.kvcache import end_static
+
+        end_static(self.cache, self.filled)
