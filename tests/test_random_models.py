@@ -103,3 +103,15 @@ def test_an_unknown_name_lists_the_valid_ones(tmp_path):
     assert res.exit_code == 2
     assert res.output.strip().count("\n") == 0
     assert "random:gpt-5" in res.output and all(c in res.output for c in CHOICES)
+
+
+def test_reuse_last_model_builds_each_model_once():
+    from pmbench.engine.models import load_model, reuse_last_model
+
+    args = ("random:smollm2-135m", "cpu", "float32")
+    assert load_model(*args).model is not load_model(*args).model  # outside: a new one
+    with reuse_last_model():
+        first = load_model(*args)
+        assert load_model(*args) is first
+        other = load_model(*args[:2], "bfloat16")
+        assert other is not first and load_model(*args) is not first  # one kept at a time
