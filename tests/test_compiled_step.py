@@ -71,3 +71,39 @@ def test_compiled_step_equals_eager(tiny_llama, tokenizer, method):
     other = random_group(5, 2)  # another group: other shapes, no new graph needed
     assert answers(tiny_llama, tokenizer, method, other, gen, "on") == answers(
         tiny_llama, tokenizer, method, other, gen, "off")
+
+
+def test_compiled_run_times_no_compilation(tiny_llama, tokenizer, tmp_path, monkeypatch):
+    """A stub compiler that takes 1 s at its first call: the run's warm-up pays it, the
+    record gives it as compile_s, and no timed group contains it."""
+    import time
+
+    import torch
+    from torch._dynamo.utils import counters
+
+    from pmbench.engine import compile as compile_mod
+    from pmbench.engine import models
+    from pmbench.jobs.run import execute_run
+    from pmbench.jobs.spec import RunSettings
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args, **kw):
+            if not calls:
+                time.sleep(1.0)
+                counters["stats"]["unique_graphs"] += 1
+            calls.append(1)
+            return fn(*args, **kw)
+        return compiled
+
+    calls: list[int] = []
+    monkeypatch.setattr(compile_mod, "_compiled", {})
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: models.LoadedModel(
+        tiny_llama, tokenizer, "tiny", "tiny", "cpu", "float32", 0.0))
+    monkeypatch.setenv("PMBENCH_NO_ROOFLINE", "1")
+    record = execute_run(RunSettings(method="batch", suite="squad", branch=4, limit=8,
+                                     max_new_tokens=4, ignore_eos=True, compile="on",
+                                     cpu_prepack=False, output_dir=str(tmp_path)))
+    assert calls and record["compile"] == "on"
+    assert record["compile_s"] >= 1.0 and record["compile_s_timed"] == 0.0
+    assert record["timed_region_s"] < 1.0

@@ -66,6 +66,9 @@ def run(
     prefix_kv: Annotated[str, typer.Option(
         help="prefix method: auto | shared (context KV by reference) | copy (into every row)."
     )] = "auto",
+    compile: Annotated[str, typer.Option(
+        help="decoding step: auto (on for CUDA) | on (static, torch.compile) | static | off."
+    )] = "auto",
 ) -> None:
     """Run one method on one suite and write results/<run_id>/."""
     options = {k: v for k, v in locals().items() if k != "json_out"}  # the spec's options

@@ -49,6 +49,7 @@ class RunSettings:
     attn_implementation: str = "sdpa"
     cpu_prepack: bool = True  # see pmbench/engine/cpu_linear.py; same for every method
     prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
+    compile: str = "auto"  # the decoding step: auto | on | static | off (engine/compile.py)
     run_id: str | None = None
     resume: str | None = None
 
@@ -81,6 +82,10 @@ class RunSettings:
         if self.prefix_kv not in KV_MODES:
             raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
                            f"valid: {', '.join(KV_MODES)}")
+        from pmbench.engine.compile import MODES
+
+        if self.compile not in MODES:
+            raise BadInput(f"unknown --compile {self.compile!r}; valid: {', '.join(MODES)}")
 
 
 # ------------------------------------------------------------ the command line
