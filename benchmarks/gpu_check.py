@@ -132,7 +132,7 @@ def summary_row(cell: Cell, rec: dict[str, Any]) -> str:
 
 
 HEADER = ("| model | compile | method | N | output tok/s | TTFT ms | TPOT ms | GPU util % "
-          "| GPU mem GB | power W | energy J | J/token | compile s | load s |")
+          "| GPU mem GB | power W | energy J | J/token | compile s so far | load s |")
 
 
 def problems(cell: Cell, rec: dict[str, Any] | None) -> list[str]:
@@ -161,7 +161,9 @@ def report(out: Path) -> int:
             rows.append(summary_row(cell, rec))
     notes = [f"SQuAD, {LIMIT} questions, {NEW_TOKENS} new tokens each (--ignore-eos), "
              "bfloat16, random weights; TTFT median, TPOT decode time per step; telemetry "
-             "over the timed groups (GPU board: memory includes the CUDA context)."]
+             "over the timed groups (GPU board: memory includes the CUDA context); compile s "
+             "counts every compile in the process up to that cell; load s is the model's "
+             "build, once per model."]
     text = "\n".join(["# GPU check", "", *rows, "", *notes,
                       *(["", "Problems:", *(f"- {b}" for b in bad)] if bad else [])]) + "\n"
     out.mkdir(parents=True, exist_ok=True)
