@@ -117,6 +117,8 @@ class StaticRows:
         mark_dynamic(self.pos, self.tokens, dims=(0,))
         for layer in cache.layers:
             mark_dynamic(layer._k, layer._v, dims=(0, 2))
+            if hasattr(layer, "prefix_keys"):  # a shared prefix (prefix method)
+                mark_dynamic(layer.prefix_keys, layer.prefix_values, dims=(2,))
 
     def __call__(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
         rows = torch.tensor(live, device=self.tokens.device)
