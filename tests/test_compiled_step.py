@@ -120,3 +120,17 @@ def test_compiled_run_times_no_compilation(tiny_llama, tokenizer, tmp_path, monk
     assert calls and record["compile"] == "on"
     assert record["compile_s"] >= 1.0 and record["compile_s_timed"] == 0.0
     assert record["timed_region_s"] < 1.0
+
+
+def test_compiled_step_with_prepacked_linears(tokenizer):
+    """cpu_prepack's oneDNN weights step aside inside the compiled graph (inductor
+    prepacks its frozen weights itself), with the eager step's tokens."""
+    from conftest import make_tiny_model
+    from pmbench.engine.cpu_linear import prepack_linears
+
+    model = make_tiny_model("llama", len(tokenizer), seed=5)
+    assert prepack_linears(model)
+    group = random_group(6, 4)
+    gen = early_stop_gen(model, tokenizer, group, "batch")
+    assert answers(model, tokenizer, "batch", group, gen, "on") == answers(
+        model, tokenizer, "batch", group, gen, "off")

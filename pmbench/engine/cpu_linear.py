@@ -43,7 +43,8 @@ class PrepackedLinear(nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() < self.min_rows * self.in_features:
+        # compiled (engine/compile.py): inductor freezes and prepacks the weight itself
+        if x.numel() < self.min_rows * self.in_features or torch.compiler.is_compiling():
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
