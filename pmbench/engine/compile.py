@@ -13,7 +13,10 @@ length and the row count are marked dynamic so that later groups reuse it.
     off     the eager step (the reference: rows leave, shapes change)
     static  the static step, eager (what the fixed shapes alone change)
     on      the static step, compiled with `torch.compile` (inductor; weights frozen on CPU)
-    auto    on for CUDA; off on CPU, where it measured no faster (see the issue's report)
+    auto    on for CUDA; off on CPU: on this 2-core CPU (SmolLM2-135M, float32, SQuAD
+            N=8, 32 tokens) compiled steps measured slower for batch, prefix and rope2d
+            (-12 to -19% tok/s) and faster only for sequential (+44%), after 28-64 s of
+            compilation; "on" everywhere or nowhere keeps the methods compared alike
 
 Compilation happens at the first call of a new shape, which a run's untimed warm-up group
 makes; `compile_seconds()` counts the wall of every call that compiled a graph, so run.json
