@@ -32,8 +32,13 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# The demo's runs go one at a time: their OpenMP threads spin while idle (ACTIVE), which
+# measured fastest for one process (benchmarks/README.md, "Thread policy"). Only the
+# demo's processes: test's run at once and keep PASSIVE. `make demo DEMO_WAIT_POLICY=passive`
+# on a machine other jobs share.
+DEMO_WAIT_POLICY ?= active
 demo: setup
-	$(BIN)/python benchmarks/demo.py
+	$(BIN)/python benchmarks/demo.py --wait-policy $(DEMO_WAIT_POLICY)
 
 clean:
 	rm -rf $(VENV)

@@ -21,6 +21,13 @@ one busy core whatever the others do, and the ratios on it are the robust ones.
     python benchmarks/bench_methods.py                      # float32, the issue's workload
     python benchmarks/bench_methods.py --dtype bfloat16
     python benchmarks/bench_methods.py --cells rope2d:8,prefix:8 --limit 16
+    python benchmarks/bench_methods.py --cells rope2d:8 --wait-policy both
+
+OpenMP's wait policy is set for each `pmbench run` process (OMP_WAIT_POLICY): ACTIVE by
+default, where idle OpenMP threads spin between parallel regions, which measured fastest
+for one process at a time (benchmarks/README.md, "Thread policy"); PASSIVE (sleep) is
+what several processes at once need, as in `make test`. `--wait-policy both` runs every
+cell under each policy, in alternating order, and puts them side by side.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from pmbench.measure.roofline import matmul_rate
 
 METHODS = ("sequential", "batch", "prefix", "rope2d")
 DEFAULT_CELLS = ",".join(f"{m}:{n}" for n in (4, 8, 16) for m in METHODS)
+WAIT_POLICIES = {"active": ("ACTIVE",), "passive": ("PASSIVE",), "both": ("PASSIVE", "ACTIVE")}
+DEFAULT_WAIT_POLICY = "active"
 
 
 def pmbench_command() -> list[str]:
@@ -53,7 +62,9 @@ def pmbench_command() -> list[str]:
     return [found]
 
 
-def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) -> dict:
+def run_cell(method: str, branch: int, policy: str, args: argparse.Namespace,
+             out_dir: Path) -> dict:
+    """One `pmbench run` in its own process, under OMP_WAIT_POLICY=policy; its run.json."""
     cmd = pmbench_command() + [
         "run", "--method", method, "--suite", args.suite, "--branch", str(branch),
         "--limit", str(args.limit), "--max-new-tokens", str(args.max_new_tokens),
@@ -68,11 +79,15 @@ def run_cell(method: str, branch: int, args: argparse.Namespace, out_dir: Path) 
         cmd += ["--no-cpu-prepack"]
     if method == "prefix":
         cmd += ["--prefix-kv", args.prefix_kv]
-    print(f"$ {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    print(f"$ OMP_WAIT_POLICY={policy} {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    env = dict(os.environ, OMP_WAIT_POLICY=policy)  # read once, when OpenMP starts
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        sys.exit(f"{method} N={branch} failed:\n{done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout)
+        sys.exit(f"{method} N={branch} {policy} failed:\n{done.stderr.strip()[-2000:]}")
+    record = json.loads(done.stdout)
+    print(f"  {record['throughput']['output_tok_s']:.1f} tok/s; load average "
+          f"{os.getloadavg()[0]:.1f} (other jobs slow ACTIVE runs most)", file=sys.stderr)
+    return record
 
 
 def count_parameters(model: str | None, dtype: str) -> int:
@@ -91,6 +106,40 @@ def ratio(x: float, base: float | None) -> str:
     return f"{x / base:.2f}x" if base else "–"
 
 
+def wait_policy(record: dict) -> str:
+    """The OMP_WAIT_POLICY a run had ("unset" for records from before it was recorded)."""
+    return (record["env"].get("omp_wait_policy") or "unset").upper()
+
+
+def run_all(cells: list[tuple[str, int]], policies: tuple[str, ...],
+            args: argparse.Namespace, out_dir: Path) -> dict[tuple[str, int, str], dict]:
+    """Every cell under every policy, the policies' order flipped from one cell to the next
+    (A B, B A, ...) so that a drift of the machine favours neither."""
+    records = {}
+    for i, (method, n) in enumerate(cells):
+        for policy in policies[::-1] if i % 2 else policies:
+            records[method, n, policy] = run_cell(method, n, policy, args, out_dir)
+    return records
+
+
+def print_policy_table(records: dict, cells: list, policies: tuple[str, ...]) -> None:
+    """Each cell's tok/s and step time under each policy, and the ratio of the last to the first."""
+    print("\n| method | N " + "".join(f"| {p} tok/s median [min, max] | {p} ms per step "
+                                     for p in policies)
+          + f"| {policies[-1]} / {policies[0]} |")
+    print("|---" * (3 + 2 * len(policies)) + "|")
+    for method, n in cells:
+        row = f"| {method} | {n} "
+        for p in policies:
+            t, lat = records[method, n, p]["throughput"], records[method, n, p]["latency"]
+            step = f"{1e3 * lat['tpot_s']:.1f}" if lat["tpot_s"] else "–"
+            row += (f"| {t['output_tok_s']:.1f} [{t['output_tok_s_min']:.1f}, "
+                    f"{t['output_tok_s_max']:.1f}] | {step} ")
+        first, last = (records[method, n, p]["throughput"]["output_tok_s"]
+                       for p in (policies[0], policies[-1]))
+        print(row + f"| {ratio(last, first)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default=DEFAULT_CELLS, help="method:branch,... in run order")
@@ -105,6 +154,8 @@ def main() -> None:
                     help="plain torch Linear kernels (see pmbench/engine/cpu_linear.py)")
     ap.add_argument("--prefix-kv", default="auto", choices=("auto", "shared", "copy"),
                     help="prefix: the context's KV shared by reference or copied per row")
+    ap.add_argument("--wait-policy", default=DEFAULT_WAIT_POLICY, choices=tuple(WAIT_POLICIES),
+                    help="OMP_WAIT_POLICY of the runs; both: every cell under each, side by side")
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")
     ap.add_argument("--records", default=None,
                     help="only print the table from the run records already in this folder")
@@ -114,15 +165,17 @@ def main() -> None:
     if args.records:
         out_dir = Path(args.records)
         found = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/run.json"))]
-        records = {(r["method"], r["branch"]): r for r in found}
-        cells = [c for c in cells if c in records]
+        records = {(r["method"], r["branch"], wait_policy(r)): r for r in found}
+        policies = tuple(sorted({p for *_, p in records}, reverse=True))  # PASSIVE first
+        cells = [c for c in cells if all((*c, p) in records for p in policies)]
         if not cells:
             sys.exit(f"no run records for {args.cells} in {out_dir}")
     else:
         out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="pmbench-bench-"))
-        records = {(m, n): run_cell(m, n, args, out_dir) for m, n in cells}
+        policies = WAIT_POLICIES[args.wait_policy]
+        records = run_all(cells, policies, args, out_dir)
     load = "" if args.records else f"; load average {os.getloadavg()[0]:.1f}"
-    first = records[cells[0]]
+    first = records[(*cells[0], policies[0])]
     dtype_name, threads = first["dtype"], first["env"].get("threads")
 
     def tok_s(cell, per_cpu=False):
@@ -133,48 +186,53 @@ def main() -> None:
 
     print(f"\n{first['suite']}, {first['limit']} questions, {first['max_new_tokens']} new "
           f"tokens (--ignore-eos), {dtype_name}, {first['repeats']} repeats after a warm-up; "
-          f"threads {threads}{load}\n")
+          f"threads {threads}, OMP_WAIT_POLICY {' and '.join(policies)}{load}\n")
     refs = ("prefix", "batch", "sequential")
-    print("| method | N | output tok/s median [min, max] | prefill s | decode s | ms per step "
+    print("| method | N | policy | output tok/s median [min, max] | prefill s | decode s "
+          "| ms per step "
           + "".join(f"| vs {r} " for r in refs) + "| tok per CPU-s "
           + "".join(f"| vs {r} " for r in refs) + "| KV cache MiB | KV vs batch |")
-    print("|---" * (9 + 2 * len(refs)) + "|")
-    for cell in cells:
-        rec, (method, n) = records[cell], cell
+    print("|---" * (10 + 2 * len(refs)) + "|")
+    for cell in [(*c, p) for c in cells for p in policies]:
+        rec, (method, n, policy) = records[cell], cell
         t, lat = rec["throughput"], rec["latency"]
         step_ms = f"{1e3 * lat['tpot_s']:.1f}" if lat["tpot_s"] else "–"
-        kv, kv_batch = rec["memory"]["kv_cache_bytes"], records.get(("batch", n))
+        kv, kv_batch = rec["memory"]["kv_cache_bytes"], records.get(("batch", n, policy))
         kv_ratio = f"{kv / kv_batch['memory']['kv_cache_bytes']:.2f}" if kv_batch else "–"
         per_cpu = tok_s(cell, per_cpu=True)
-        print(f"| {method} | {n} | {t['output_tok_s']:.1f} [{t['output_tok_s_min']:.1f}, "
-              f"{t['output_tok_s_max']:.1f}] | {lat['prefill_s']:.2f} | {lat['decode_s']:.2f} | "
+        print(f"| {method} | {n} | {policy} | {t['output_tok_s']:.1f} "
+              f"[{t['output_tok_s_min']:.1f}, {t['output_tok_s_max']:.1f}] | "
+              f"{lat['prefill_s']:.2f} | {lat['decode_s']:.2f} | "
               f"{step_ms} "
-              + "".join(f"| {ratio(t['output_tok_s'], tok_s((r, n)))} " for r in refs)
+              + "".join(f"| {ratio(t['output_tok_s'], tok_s((r, n, policy)))} " for r in refs)
               + f"| {per_cpu:.1f} "
-              + "".join(f"| {ratio(per_cpu, tok_s((r, n), True))} " for r in refs)
+              + "".join(f"| {ratio(per_cpu, tok_s((r, n, policy), True))} " for r in refs)
               + f"| {kv / 2**20:.1f} | {kv_ratio} |")
+    if len(policies) > 1:
+        print_policy_table(records, cells, policies)
 
     rope = sorted(n for m, n in cells if m == "rope2d")
-    for small, big in zip(rope, rope[1:], strict=False):
-        a, b = ("rope2d", big), ("rope2d", small)
-        print(f"\nrope2d N={big} / N={small}: {tok_s(a) / tok_s(b):.2f}x "
-              f"(per CPU-second {tok_s(a, True) / tok_s(b, True):.2f}x)")
+    for policy in policies:
+        for small, big in zip(rope, rope[1:], strict=False):
+            a, b = ("rope2d", big, policy), ("rope2d", small, policy)
+            print(f"\nrope2d N={big} / N={small}, {policy}: {tok_s(a) / tok_s(b):.2f}x "
+                  f"(per CPU-second {tok_s(a, True) / tok_s(b, True):.2f}x)")
     if rope:
         n = 8 if 8 in rope else rope[-1]
         if threads:
             torch.set_num_threads(threads)
         rate = matmul_rate("cpu", dtype_name, budget_s=1.0, per_cpu_second=True)
         params = count_parameters(args.model, dtype_name)
-        rec = records[("rope2d", n)]
+        rec = records[("rope2d", n, policies[0])]
         step_s = rec["latency"]["tpot_s"] * cpu_util(rec)  # CPU-seconds per decoding step
         roof_s = 2 * params * n / rate
         print(f"compute roof, rope2d N={n}: matmul {rate / 1e9:.0f} GFLOP per CPU-s "
               f"({dtype_name}), {params / 1e6:.1f}M parameters -> {roof_s * 1e3:.1f} CPU-ms "
-              f"per {n}-token step; measured {step_s * 1e3:.1f} CPU-ms "
+              f"per {n}-token step; measured {step_s * 1e3:.1f} CPU-ms ({policies[0]}) "
               f"({roof_s / step_s:.0%} of the roof)")
-    summary = {f"{m}:{n}": {"run_id": r["run_id"], "throughput": r["throughput"],
-                            "memory": r["memory"], "latency": r["latency"]}
-               for (m, n), r in records.items()}
+    summary = {f"{m}:{n}:{p}": {"run_id": r["run_id"], "throughput": r["throughput"],
+                                "memory": r["memory"], "latency": r["latency"]}
+               for (m, n, p), r in records.items()}
     (out_dir / "bench_methods.json").write_text(json.dumps(summary, indent=1))
     print(f"\nrecords: {out_dir}", file=sys.stderr)
 
