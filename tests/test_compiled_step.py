@@ -134,3 +134,15 @@ def test_compiled_step_with_prepacked_linears(tokenizer):
     gen = early_stop_gen(model, tokenizer, group, "batch")
     assert answers(model, tokenizer, "batch", group, gen, "on") == answers(
         model, tokenizer, "batch", group, gen, "off")
+
+
+@pytest.mark.parametrize("method", ["sequential", "batch"])
+def test_sliding_window_model_decodes_eagerly(tokenizer, method):
+    """A sliding-window model keeps transformers' cache, so the static mode falls back."""
+    from conftest import make_family_model
+
+    model = make_family_model("mistral", len(tokenizer), sliding_window=4096)
+    group = random_group(3, 2)
+    gen = GenerationConfig(max_new_tokens=5, eos_token_ids=[])
+    assert answers(model, tokenizer, method, group, gen, "static") == answers(
+        model, tokenizer, method, group, gen, "off")

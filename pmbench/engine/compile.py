@@ -48,6 +48,14 @@ def resolve(mode: str, device: torch.device | str) -> str:
     return mode
 
 
+def static_possible(cache: Any) -> bool:
+    """Whether `cache` can decode in fixed shapes: reserved layers only (a sliding-window
+    model's DynamicCache cannot; it decodes eagerly)."""
+    from pmbench.engine.kvcache import ReservedLayer
+
+    return all(isinstance(layer, ReservedLayer) for layer in cache.layers)
+
+
 def compile_seconds() -> float:
     """Wall seconds of every step call that compiled a graph, in this process."""
     return _compile_s[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from pmbench.engine.compile import StaticRows, resolve
+from pmbench.engine.compile import StaticRows, resolve, static_possible
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import reserved_cache
 from pmbench.engine.runners.base import Runner
@@ -82,7 +82,7 @@ class BatchRunner(Runner):
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
             nonlocal kv_peak
-            if mode != "off":  # all rows stay, in fixed shapes
+            if mode != "off" and static_possible(cache):  # all rows stay, in fixed shapes
                 if not static:
                     static.append(StaticRows(self.model, cache, mask.bool(), state["pos"] + 1,
                                              mode == "on"))

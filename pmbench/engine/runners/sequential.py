@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pmbench.engine.compile import StaticRows, resolve
+from pmbench.engine.compile import StaticRows, resolve, static_possible
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import reserved_cache
 from pmbench.engine.runners.base import Runner
@@ -45,7 +45,7 @@ class SequentialRunner(Runner):
             def step(live: list[int], last: torch.Tensor, cache=cache,
                      static=static) -> torch.Tensor:
                 nonlocal pos
-                if mode != "off":
+                if mode != "off" and static_possible(cache):
                     if not static:
                         visible = torch.ones((1, pos), dtype=torch.bool, device=device)
                         static.append(StaticRows(self.model, cache, visible,
