@@ -269,7 +269,7 @@ def test_to_argv_is_the_command_line_of_its_spec(monkeypatch):
         allow_code_execution=True, allow_unisolated_code_execution=True,
         rope2d={"ratio": 0.5, "mode": "additive", "branch_freqs": "high", "mask": "cross"},
         threads=2, attn_implementation="eager", cpu_prepack=False, prefix_kv="copy",
-        run_id="r1", resume="r0")
+        compile="static", run_id="r1", resume="r0")
     for f in fields(spec):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         assert getattr(spec, f.name) != default, f"{f.name}: give it a value of its own"
