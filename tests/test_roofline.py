@@ -187,3 +187,23 @@ def test_machine_peaks_bad_dtype(tmp_path, monkeypatch):
     monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path))
     with pytest.raises(BadInput):
         machine_peaks("cpu", "float8")
+
+
+def test_a_run_that_beats_the_cached_peak_measures_it_again(monkeypatch):
+    """A fraction above 1 means the cached peak was measured too low (say under load):
+    the run measures the peak again instead of reporting more than 100%."""
+    from pmbench.jobs import run as jobs_run
+
+    calls = []
+
+    def peaks(device, dtype, refresh=False):
+        calls.append(refresh)
+        return {"matmul_flops": 1e15, "copy_bytes_s": 1e12 if refresh else 1.0}
+
+    monkeypatch.setattr(jobs_run, "machine_peaks", peaks)
+    model = torch.nn.Linear(100, 100, bias=False)  # 40 kB of weights
+    groups = [{"decode_steps": 10, "tokens_processed": 20, "kv_cache_bytes": 0}]
+    summary = {"latency": {"wall_s": 1.0, "decode_s": 0.5}}
+    roof = jobs_run._roofline(model, groups, "cpu", "float32", summary)
+    assert calls == [False, True]
+    assert 0 < roof["bandwidth_fraction"] <= 1

@@ -195,8 +195,10 @@ def machine_peaks(device: str, dtype: str, *, refresh: bool = False, **measure: 
             break
         time.sleep(1.0)
         busy = busy_percent()
+    measured = measure_peaks(device, dtype, **measure)
+    busy = max(busy, busy_percent())  # busy before or after: either lowers the peak
     peaks = {
-        **measure_peaks(device, dtype, **measure),
+        **measured,
         "key": key,
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
         "measured_at": time.time(),
