@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # threads made small ops ~150x slower (measured by the training work).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo peers clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ test: setup lint
 DEMO_WAIT_POLICY ?= active
 demo: setup
 	$(BIN)/python benchmarks/demo.py --wait-policy $(DEMO_WAIT_POLICY)
+
+# The llama.cpp peer (`--method llamacpp`): a native build of llama-cpp-python, about
+# 3.5 min on 2 cores. Built for AVX2 without AMX: llama.cpp's native default enabled AMX
+# on this project's machines and segfaulted in llama_decode (issue 16's note).
+LLAMACPP_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+peers: setup
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python==0.3.36'
 
 clean:
 	rm -rf $(VENV)
