@@ -7,6 +7,7 @@ suites behave as with the real model, while a forward pass costs microseconds.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,32 @@ def tiny_llama(tokenizer):
 @pytest.fixture(scope="session")
 def tiny_qwen2(tokenizer):
     return make_tiny_model("qwen2", len(tokenizer), seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """A tiny model saved as an HF folder, for tests that load a model by path."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model("llama", len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root only), unmounted afterwards."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.fixture(scope="session")

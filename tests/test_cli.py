@@ -9,7 +9,6 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_tiny_model
 from pmbench.cli import app
 
 DESIGN_KEYS = {
@@ -17,14 +16,6 @@ DESIGN_KEYS = {
     "ignore_eos", "seed", "rope2d", "metrics", "throughput", "latency", "memory", "telemetry",
     "env",
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, tokenizer):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    make_tiny_model("llama", len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def invoke(*args: str):

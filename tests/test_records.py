@@ -96,23 +96,6 @@ def _consistent(store: RunStore) -> list[int]:
     return [g["group_id"] for g in groups]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 KiB tmpfs (root only), unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-
-
 def test_full_disk_is_one_line_and_never_marks_a_group_done_without_its_samples(small_disk):
     store = RunStore(small_disk, "r1")
     store.write_run({"run_id": "r1", "status": "running"})
