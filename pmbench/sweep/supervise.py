@@ -10,7 +10,6 @@ shard) trains it. Ctrl-C or SIGTERM stops the cell in flight the way Ctrl-C stop
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.records import store
 from pmbench.records.train import CHECKPOINT_DIR
 from pmbench.sweep.grid import AnyCell
 from pmbench.sweep.train_cells import TrainCell
@@ -32,14 +32,10 @@ LOG_FILE = "sweep.log"
 
 def cell_state(output_dir: str | Path, cell: AnyCell) -> str:
     """'done' (complete record), 'partial' (interrupted: resume it) or 'new'."""
-    path = Path(output_dir) / cell.id / cell.record_file
-    try:
-        status = json.loads(path.read_text(encoding="utf-8")).get("status")
-    except FileNotFoundError:
+    if not (Path(output_dir) / cell.id / cell.record_file).exists():
         return "new"
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return "partial"  # unreadable record: `--resume` reports it precisely
-    return "done" if status == COMPLETE_STATUS else "partial"
+    record = read_record(output_dir, cell)  # unreadable: `--resume` reports it precisely
+    return "done" if record and record.get("status") == COMPLETE_STATUS else "partial"
 
 
 def cell_command(cell: AnyCell, output_dir: str | Path, state: str) -> list[str]:
@@ -146,10 +142,10 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
 
 
 def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
+    """The cell's record, or None when it is missing or unreadable."""
     try:
-        path = Path(output_dir) / cell.id / cell.record_file
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return store.read_record(Path(output_dir) / cell.id / cell.record_file)
+    except BadInput:
         return None
 
 
