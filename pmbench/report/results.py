@@ -33,7 +33,6 @@ file, so one bad file never stops a table from building.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +41,8 @@ from typing import Any
 
 import pandas as pd
 
+from pmbench.errors import BadInput
+from pmbench.records.store import read_record
 from pmbench.rope2d.settings import DEFAULTS, NAMES, RECORD_COLUMNS
 
 RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
@@ -160,10 +161,10 @@ def load(root: str | Path) -> Records:
     for path in files:
         kind = RECORD_FILES[path.name]
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = read_record(path, f"{kind} record")
             problem = _problem(kind, record)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problem = f"unreadable JSON ({exc})"
+        except BadInput as exc:  # unreadable, not an object, or a newer schema
+            problem = str(exc)
         if problem:
             records.skipped.append((path, problem))
             warnings.warn(f"skipped {path}: {problem}", RecordWarning, stacklevel=2)
