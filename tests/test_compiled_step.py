@@ -44,6 +44,24 @@ def test_static_step_equals_eager_with_early_stops(tiny_llama, tokenizer, method
         assert answers(tiny_llama, tokenizer, method, group, gen, "static") == eager
 
 
+@pytest.mark.parametrize("method", ["batch", "prefix", "rope2d"])
+def test_static_step_counts_every_row_it_computes(tiny_llama, tokenizer, method):
+    """A finished row keeps feeding tokens in a static step: the compute counted for the
+    roofline must include it (the eager step drops it and counts only live rows)."""
+    group = random_group(5, 1)
+    gen = early_stop_gen(tiny_llama, tokenizer, group, method)
+    out = {}
+    for mode in ("off", "static"):
+        runner = get_runner(method)(tiny_llama, tokenizer, RunnerOptions(compile=mode))
+        out[mode] = runner.run_group(group, gen)
+    eager, static = out["off"], out["static"]
+    lengths = [len(o.output_ids) for o in eager.outputs]
+    assert len(set(lengths)) > 1  # streams stop at different steps
+    assert static.decode_steps == eager.decode_steps == max(lengths) - 1
+    extra = sum(max(lengths) - n for n in lengths)  # steps finished rows still computed
+    assert static.tokens_processed - eager.tokens_processed == extra
+
+
 def test_static_prefix_copied_equals_eager(tiny_llama, tokenizer):
     group = random_group(4, 7)
     gen = early_stop_gen(tiny_llama, tokenizer, group, "prefix")

@@ -123,6 +123,7 @@ class StaticRows:
         self.pos = pos.view(rows, 1).clone()
         self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.filled = filled
+        self.fed = 0  # tokens computed: every row, finished or not, at every step
         self.forward = step_forward(model, compiled)
         mark_dynamic(self.mask, dims=(0, 3))
         mark_dynamic(self.pos, self.tokens, dims=(0,))
@@ -140,6 +141,7 @@ class StaticRows:
         self.index += 1
         self.pos += 1
         self.filled += 1
+        self.fed += self.tokens.shape[0]
         return logits[rows, -1]
 
     def finish(self) -> None:

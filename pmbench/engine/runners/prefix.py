@@ -158,6 +158,6 @@ class PrefixRunner(Runner):
             res.prefill_s,
             res.decode_s,
             kv_cache_bytes=kv_peak,
-            tokens_processed=p + ids.numel() + res.step_tokens,
+            tokens_processed=p + ids.numel() + (static[0].fed if static else res.step_tokens),
             decode_steps=res.steps,
         )

@@ -97,7 +97,7 @@ class Rope2DRunner(Runner):
             prefill_s=res.prefill_s,
             decode_s=res.decode_s,
             kv_cache_bytes=cache_nbytes(cache),
-            tokens_processed=len(layout) + res.step_tokens,
+            tokens_processed=len(layout) + (step.fed[0] if step else res.step_tokens),
             decode_steps=res.steps,
         )
 
@@ -136,9 +136,11 @@ def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled
         index.add_(n)
         pos[0].add_(1)
         step.filled[0] = int(index[0])
+        step.fed[0] += n  # every branch computes a token, finished or not
         return logits[0, rows]
 
     step.filled = [len(layout)]
+    step.fed = [0]
     return step
 
 
