@@ -23,6 +23,16 @@ one busy core whatever the others do, and the ratios on it are the robust ones.
     python benchmarks/bench_methods.py --cells rope2d:8,prefix:8 --limit 16
     python benchmarks/bench_methods.py --cells rope2d:8 --wait-policy both
 
+`--peers` adds llama.cpp beside them, at each N the cells use: the `llamacpp` runner on the
+shipped GGUF (Q4_1, what a CPU user runs) and on a float32 copy of it (`gguf_f32.py`: the
+same bytes per step as the torch methods), both in llama.cpp's shared-prefix parallel
+mode (the context once, copied to N sequences of one unified KV cache, N tokens per
+step). Then `llamacpp_decode.py` replays each llama.cpp run's groups with nothing but
+`llama_decode` in the clock, and the script checks that the runner's step is within 10%
+of it (exit status 1 when not), so the peer is never handicapped by pmbench's harness.
+
+    python benchmarks/bench_methods.py --cells rope2d:8 --limit 8 --peers
+
 OpenMP's wait policy is set for each `pmbench run` process (OMP_WAIT_POLICY): ACTIVE by
 default, where idle OpenMP threads spin between parallel regions, which measured fastest
 for one process at a time (benchmarks/README.md, "Thread policy"); PASSIVE (sleep) is
@@ -46,6 +56,8 @@ import torch
 from pmbench.measure.roofline import matmul_rate
 
 METHODS = ("sequential", "batch", "prefix", "rope2d")
+PEERS = ("llamacpp", "llamacpp-f32")  # the shipped GGUF, and its float32 copy
+HARNESS_LIMIT = 1.10  # the llamacpp runner's step / llama_decode's own, at most
 DEFAULT_CELLS = ",".join(f"{m}:{n}" for n in (4, 8, 16) for m in METHODS)
 WAIT_POLICIES = {"active": ("ACTIVE",), "passive": ("PASSIVE",), "both": ("PASSIVE", "ACTIVE")}
 DEFAULT_WAIT_POLICY = "active"
@@ -62,9 +74,34 @@ def pmbench_command() -> list[str]:
     return [found]
 
 
+def f32_gguf(model: str | None) -> Path:
+    """The float32 copy of the GGUF the llama.cpp peer runs (made once, then cached)."""
+    from gguf_f32 import dequantize_gguf
+
+    from pmbench.engine.models import default_gguf
+
+    src = Path(model) if model and model.endswith(".gguf") else default_gguf()
+    cache = Path(os.environ.get("PMBENCH_CACHE") or Path.home() / ".cache" / "pmbench")
+    dst = cache / "peers" / f"{src.stem}-f32.gguf"
+    if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        print(f"writing {dst} (float32 copy of {src.name})", file=sys.stderr)
+        dequantize_gguf(src, dst)
+    return dst
+
+
+def cell_label(record: dict) -> str:
+    """A record's method as the table names it (llamacpp-f32 for the float32 GGUF)."""
+    gguf = (record.get("llamacpp") or {}).get("gguf", "")
+    return "llamacpp-f32" if gguf.endswith("-f32.gguf") else record["method"]
+
+
 def run_cell(method: str, branch: int, policy: str, args: argparse.Namespace,
              out_dir: Path) -> dict:
     """One `pmbench run` in its own process, under OMP_WAIT_POLICY=policy; its run.json."""
+    model = args.model
+    if method == "llamacpp-f32":
+        method, model = "llamacpp", str(f32_gguf(args.model))
     cmd = pmbench_command() + [
         "run", "--method", method, "--suite", args.suite, "--branch", str(branch),
         "--limit", str(args.limit), "--max-new-tokens", str(args.max_new_tokens),
@@ -73,8 +110,8 @@ def run_cell(method: str, branch: int, policy: str, args: argparse.Namespace,
     ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if args.model:
-        cmd += ["--model", args.model]
+    if model:
+        cmd += ["--model", model]
     if args.no_cpu_prepack:
         cmd += ["--no-cpu-prepack"]
     if method == "prefix":
@@ -140,6 +177,34 @@ def print_policy_table(records: dict, cells: list, policies: tuple[str, ...]) ->
         print(row + f"| {ratio(last, first)} |")
 
 
+def harness_check(records: dict, out_dir: Path) -> bool:
+    """Each llama.cpp cell's step against `llama_decode` alone on the same groups (run
+    under the cell's wait policy); prints a table, returns whether every one is within
+    HARNESS_LIMIT."""
+    cells = [c for c in records if c[0] in PEERS]
+    if not cells:
+        return True
+    print("\n| peer | N | policy | runner ms per step | llama_decode ms per step "
+          "| runner / llama_decode | check |")
+    print("|---" * 7 + "|")
+    ok = True
+    script = Path(__file__).with_name("llamacpp_decode.py")
+    for cell in cells:
+        run_dir = out_dir / records[cell]["run_id"]
+        env = dict(os.environ, OMP_WAIT_POLICY=cell[2])
+        done = subprocess.run([sys.executable, str(script), str(run_dir)], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"llamacpp_decode.py {run_dir} failed:\n{done.stderr.strip()[-2000:]}")
+        got = json.loads(done.stdout)
+        within = got["runner_over_raw"] <= HARNESS_LIMIT
+        ok &= within
+        print(f"| {cell[0]} | {cell[1]} | {cell[2]} | {1e3 * got['runner_step_s']:.1f} "
+              f"| {1e3 * got['raw_step_s']:.1f} | {got['runner_over_raw']:.2f} "
+              f"| {'ok' if within else f'FAIL (> {HARNESS_LIMIT:.2f})'} |")
+    return ok
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default=DEFAULT_CELLS, help="method:branch,... in run order")
@@ -156,16 +221,22 @@ def main() -> None:
                     help="prefix: the context's KV shared by reference or copied per row")
     ap.add_argument("--wait-policy", default=DEFAULT_WAIT_POLICY, choices=tuple(WAIT_POLICIES),
                     help="OMP_WAIT_POLICY of the runs; both: every cell under each, side by side")
+    ap.add_argument("--peers", action="store_true",
+                    help="add llama.cpp (shipped GGUF and float32) at each N, and check "
+                         "the llamacpp runner against llama_decode alone")
     ap.add_argument("--output-dir", default=None, help="where the run records go (temp dir)")
     ap.add_argument("--records", default=None,
                     help="only print the table from the run records already in this folder")
     args = ap.parse_args()
     cells = [(m, int(n)) for m, n in (c.split(":") for c in args.cells.split(","))]
+    if args.peers:
+        cells += [(peer, n) for n in dict.fromkeys(n for _, n in cells) for peer in PEERS
+                  if (peer, n) not in cells]
 
     if args.records:
         out_dir = Path(args.records)
         found = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/run.json"))]
-        records = {(r["method"], r["branch"], wait_policy(r)): r for r in found}
+        records = {(cell_label(r), r["branch"], wait_policy(r)): r for r in found}
         policies = tuple(sorted({p for *_, p in records}, reverse=True))  # PASSIVE first
         cells = [c for c in cells if all((*c, p) in records for p in policies)]
         if not cells:
@@ -187,7 +258,8 @@ def main() -> None:
     print(f"\n{first['suite']}, {first['limit']} questions, {first['max_new_tokens']} new "
           f"tokens (--ignore-eos), {dtype_name}, {first['repeats']} repeats after a warm-up; "
           f"threads {threads}, OMP_WAIT_POLICY {' and '.join(policies)}{load}\n")
-    refs = ("prefix", "batch", "sequential")
+    refs = ("prefix", "batch", "sequential") + tuple(
+        p for p in PEERS if any(m == p for m, _ in cells))
     print("| method | N | policy | output tok/s median [min, max] | prefill s | decode s "
           "| ms per step "
           + "".join(f"| vs {r} " for r in refs) + "| tok per CPU-s "
@@ -235,6 +307,8 @@ def main() -> None:
                for (m, n, p), r in records.items()}
     (out_dir / "bench_methods.json").write_text(json.dumps(summary, indent=1))
     print(f"\nrecords: {out_dir}", file=sys.stderr)
+    if not harness_check(records, out_dir):
+        sys.exit(f"the llamacpp runner's step is more than {HARNESS_LIMIT:.2f}x llama_decode's")
 
 
 if __name__ == "__main__":
