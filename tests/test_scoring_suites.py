@@ -65,8 +65,9 @@ def test_gsm8k_cuts_at_stop_strings_and_eos(tokenizer):
     # text after EOS never counts
     s = suite.score(q, out(tokenizer, " #### 18<|im_end|>99"))
     assert s["prediction"] == " #### 18" and s["score"] == 1.0 and s["em_flexible"] == 1.0
-    m = suite.aggregate([{"em_strict": 1.0, "em_flexible": 1.0}, {"em_strict": 0.0,
-                                                                 "em_flexible": 1.0}])
+    # the metrics block comes from the gsm8k metric, over the stored answers and targets
+    m = suite.aggregate([{"prediction": " #### 18", "target": "18"},
+                         {"prediction": " so 18 eggs.", "target": "18"}])
     assert m == {"exact_match": 0.5, "exact_match_strict": 0.5, "exact_match_flexible": 1.0,
                  "n": 2}
 

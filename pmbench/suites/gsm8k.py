@@ -14,7 +14,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
-from pmbench.suites.metrics import extract_flexible, extract_strict, gsm8k_match, mean
+from pmbench.suites.metrics import compute
 from pmbench.types import Question, QuestionOutput
 
 
@@ -44,21 +44,32 @@ class GSM8KSuite(Suite):
         self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
         eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        text = self.answer_text(output, eos_token_ids)
-        strict, flexible = extract_strict(text), extract_flexible(text)
-        em_strict = gsm8k_match(strict, question.target)
-        return {
-            "target": question.target, "prediction": text,
-            "extracted_strict": strict, "extracted_flexible": flexible,
-            "em_strict": em_strict, "em_flexible": gsm8k_match(flexible, question.target),
-            "score": em_strict,
-        }
+        return self.score_all([question], [output], eos_token_ids=eos_token_ids)[0]
+
+    def score_all(
+        self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
+        allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """A group's answers through the gsm8k metric (pmbench/suites/metrics/gsm8k.py)."""
+        texts = [self.answer_text(o, eos_token_ids) for o in outputs]
+        targets = [q.target for q in questions]
+        m = compute("gsm8k", predictions=texts, references=targets, per_item=True)
+        return [
+            {"target": target, "prediction": text,
+             "extracted_strict": strict, "extracted_flexible": flexible,
+             "em_strict": em_strict, "em_flexible": em_flexible, "score": em_strict}
+            for target, text, strict, flexible, em_strict, em_flexible in zip(
+                targets, texts, m["extracted_strict"], m["extracted_flexible"],
+                m["exact_match_strict"], m["exact_match_flexible"], strict=True)
+        ]
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        strict = mean(s["em_strict"] for s in samples)
+        m = compute("gsm8k", predictions=[s["prediction"] for s in samples],
+                    references=[s["target"] for s in samples])
+        strict = m["exact_match_strict"]
         return {"exact_match": strict, "exact_match_strict": strict,
-                "exact_match_flexible": mean(s["em_flexible"] for s in samples),
-                "n": len(samples)}
+                "exact_match_flexible": m["exact_match_flexible"], "n": len(samples)}
 
     @classmethod
     def fetch(cls, config: dict[str, Any], root: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
-from pmbench.suites.metrics import mean, pass_at_k
+from pmbench.suites.metrics import compute
 from pmbench.types import Question, QuestionOutput
 
 OPT_IN = ("humaneval executes generated code: pass --allow-code-execution or set "
@@ -83,10 +83,9 @@ class HumanEvalSuite(Suite):
         for s in samples:
             by_task[s["task_id"]].append(bool(s["passed"]))
         n = min((len(v) for v in by_task.values()), default=0)
-        metrics: dict[str, Any] = {
-            f"pass@{k}": mean(pass_at_k(len(v), sum(v), k) for v in by_task.values())
-            for k in self.config.get("pass_at_k", [1]) if k <= n
-        }
+        ks = [k for k in self.config.get("pass_at_k", [1]) if k <= n]
+        metrics: dict[str, Any] = (
+            compute("pass_at_k", predictions=list(by_task.values()), k=ks) if ks else {})
         metrics["n"] = len(by_task)
         metrics["samples_per_task"] = n
         return metrics

@@ -17,7 +17,7 @@ from pmbench.errors import BadInput
 from pmbench.suites import data
 from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
-from pmbench.suites.metrics import binary_f1, mean, multirc_em
+from pmbench.suites.metrics import compute, mean
 from pmbench.types import Question, QuestionOutput
 
 
@@ -54,11 +54,12 @@ class MultiRCSuite(ChoiceSuite):
                 "label": question.meta["label"], "pred_label": judged_true}
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        labels = [s["label"] for s in samples]
-        preds = [s["pred_label"] for s in samples]
+        m = compute("multirc", predictions=[s["pred_label"] for s in samples],
+                    references=[s["label"] for s in samples],
+                    question_ids=[s["question_id"] for s in samples])
         return {
-            "em": multirc_em((s["question_id"], s["label"], s["pred_label"]) for s in samples),
-            "f1a": binary_f1(labels, preds),
+            "em": m["exact_match"],
+            "f1a": m["f1_a"],
             "acc": mean(s["acc"] for s in samples),
             "n": len(samples),
             "n_questions": len({s["question_id"] for s in samples}),

@@ -15,8 +15,10 @@ from typing import Any
 
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, data_files
-from pmbench.suites.metrics import NO_ANSWER, mean, normalize_answer, squad_scores
+from pmbench.suites.metrics import compute
 from pmbench.types import Question, QuestionOutput
+
+NO_ANSWER = "unanswerable"  # a prediction meaning "no answer", as well as the empty string
 
 
 class SquadSuite(Suite):
@@ -57,23 +59,31 @@ class SquadSuite(Suite):
         self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
         eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        prediction = self.answer_text(output, eos_token_ids).strip()
-        em, f1 = squad_scores(question.target, prediction)
-        has_answer = any(normalize_answer(g) for g in question.target)
-        return {"target": question.target, "prediction": prediction, "em": em, "f1": f1,
-                "has_answer": has_answer, "score": f1}
+        return self.score_all([question], [output], eos_token_ids=eos_token_ids)[0]
+
+    def score_all(
+        self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
+        allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """A group's answers through the squad metric (pmbench/suites/metrics/squad.py)."""
+        predictions = [self.answer_text(o, eos_token_ids).strip() for o in outputs]
+        targets = [q.target for q in questions]
+        m = compute("squad", predictions=predictions, references=targets, no_answer=NO_ANSWER,
+                    per_item=True)
+        return [{"target": t, "prediction": p, "em": em, "f1": f1, "has_answer": has, "score": f1}
+                for t, p, em, f1, has in zip(targets, predictions, m["exact_match"], m["f1"],
+                                             m["has_answer"], strict=True)]
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        metrics: dict[str, Any] = {
-            "f1": mean(s["f1"] for s in samples), "em": mean(s["em"] for s in samples),
-            "n": len(samples),
-        }
-        if self.config.get("version") == 2 or not all(s["has_answer"] for s in samples):
-            for key, flag in (("has_ans", True), ("no_ans", False)):
-                part = [s for s in samples if s["has_answer"] == flag]
-                metrics[f"{key}_f1"] = mean(s["f1"] for s in part) if part else None
-                metrics[f"{key}_em"] = mean(s["em"] for s in part) if part else None
-                metrics[f"{key}_n"] = len(part)
+        m = compute("squad", predictions=[s["prediction"] for s in samples],
+                    references=[s["target"] for s in samples], no_answer=NO_ANSWER)
+        metrics: dict[str, Any] = {"f1": m["f1"], "em": m["exact_match"], "n": m["total"]}
+        if self.config.get("version") == 2 or "NoAns_total" in m:
+            for key, part in (("has_ans", "HasAns"), ("no_ans", "NoAns")):
+                metrics[f"{key}_f1"] = m.get(f"{part}_f1")
+                metrics[f"{key}_em"] = m.get(f"{part}_exact_match")
+                metrics[f"{key}_n"] = m.get(f"{part}_total", 0)
         return metrics
 
     @classmethod
