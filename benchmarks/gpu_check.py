@@ -128,11 +128,14 @@ def summary_row(cell: Cell, rec: dict[str, Any]) -> str:
         _g(lat.get("tpot_s"), 1e3, ".2f"), _g(tel.get("gpu_util_mean"), spec=".0f"),
         _g(tel.get("gpu_mem_peak_bytes"), 1e-9, ".1f"), _g(tel.get("power_w_mean"), spec=".0f"),
         _g(tel.get("energy_j"), spec=".0f"), _g(tel.get("j_per_token"), spec=".3f"),
-        _g(rec.get("compile_s"), spec=".1f"), _g(rec.get("load_s"), spec=".1f")]) + " |"
+        _g(rec.get("compile_s"), spec=".1f"), _g(rec.get("load_s"), spec=".1f"),
+        _g((rec.get("roofline") or {}).get("step_over_roof"), spec=".2f"),
+        _g(rec.get("cuda_graph_skips"), spec="d")]) + " |"
 
 
 HEADER = ("| model | compile | method | N | output tok/s | TTFT ms | TPOT ms | GPU util % "
-          "| GPU mem GB | power W | energy J | J/token | compile s so far | load s |")
+          "| GPU mem GB | power W | energy J | J/token | compile s so far | load s "
+          "| step / weight-streaming | CUDA graph skips |")
 
 
 def problems(cell: Cell, rec: dict[str, Any] | None) -> list[str]:
@@ -148,6 +151,9 @@ def problems(cell: Cell, rec: dict[str, Any] | None) -> list[str]:
     if missing:
         return [f"{cell.run_id}: telemetry {', '.join(missing)} null "
                 f"(nvml_error: {tel.get('nvml_error')})"]
+    if rec.get("cuda_graph_skips"):
+        return [f"{cell.run_id}: {rec['cuda_graph_skips']} compiled graphs ran without CUDA "
+                "graphs (TORCH_LOGS=perf_hints says why)"]
     return []
 
 
@@ -163,7 +169,10 @@ def report(out: Path) -> int:
              "bfloat16, random weights; TTFT median, TPOT decode time per step; telemetry "
              "over the timed groups (GPU board: memory includes the CUDA context); compile s "
              "counts every compile in the process up to that cell; load s is the model's "
-             "build, once per model."]
+             "build, once per model; step / weight-streaming is the decoding step over the "
+             "time to read the weights and KV once at the measured HBM bandwidth; CUDA "
+             "graph skips counts, in the process so far, compiled graphs not run as CUDA "
+             "graphs (0: every compiled step was one graph launch)."]
     text = "\n".join(["# GPU check", "", *rows, "", *notes,
                       *(["", "Problems:", *(f"- {b}" for b in bad)] if bad else [])]) + "\n"
     out.mkdir(parents=True, exist_ok=True)

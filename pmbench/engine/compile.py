@@ -12,7 +12,9 @@ length and the row count are marked dynamic so that later groups reuse it.
 `--compile` (RunSettings.compile):
     off     the eager step (the reference: rows leave, shapes change)
     static  the static step, eager (what the fixed shapes alone change)
-    on      the static step, compiled with `torch.compile` (inductor; weights frozen on CPU)
+    on      the static step, compiled with `torch.compile` (inductor; weights frozen on CPU;
+            on CUDA mode="reduce-overhead": the step replays as one CUDA graph, its buffers
+            -- cache, mask, positions, tokens -- at static addresses, as in gpt-fast)
     auto    on for CUDA; off on CPU: on this 2-core CPU (SmolLM2-135M, float32, SQuAD
             N=8, 32 tokens) compiled steps measured slower for batch, prefix and rope2d
             (-12 to -19% tok/s) and faster only for sequential (+44%), after 28-64 s of
@@ -71,14 +73,33 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def cuda_graph_skips() -> int:
+    """Compiled graphs inductor could not run as CUDA graphs, in this process (0 is the
+    goal: a skipped graph launches its kernels one by one; the reason goes to its log)."""
+    from torch._dynamo.utils import counters
+
+    return sum(counters["inductor"].get(k, 0) for k in ("cudagraph_skips",))
+
+
+def static_addresses(*tensors: torch.Tensor) -> None:
+    """Tell a CUDA-graph step these buffers keep their address across calls (they are
+    updated in place), so the graph reads and writes them directly instead of copying
+    them in, and in-place writes to them (the KV cache) do not disable the graph."""
+    for t in tensors:
+        if t.device.type == "cuda":
+            torch._dynamo.mark_static_address(t)
+
+
 def step_forward(model: Any, compiled: bool) -> Callable[..., torch.Tensor]:
     """`forward(**inputs) -> logits`, compiled once per model when `compiled`."""
     if not compiled:
         return lambda **inputs: _forward(model, **inputs)
     fn = _compiled.get(model)
     if fn is None:
-        options = {"freezing": True} if model.device.type == "cpu" else None
-        graph = torch.compile(_forward, options=options)
+        if model.device.type == "cuda":
+            graph = torch.compile(_forward, mode="reduce-overhead")
+        else:
+            graph = torch.compile(_forward, options={"freezing": True})
 
         def fn(**inputs: Any) -> torch.Tensor:
             before, t0 = _graphs(), time.perf_counter()
@@ -127,10 +148,13 @@ class StaticRows:
         self.forward = step_forward(model, compiled)
         mark_dynamic(self.mask, dims=(0, 3))
         mark_dynamic(self.pos, self.tokens, dims=(0,))
+        static_addresses(self.mask, self.pos, self.tokens, self.index)
         for layer in cache.layers:
             mark_dynamic(layer._k, layer._v, dims=(0, 2))
+            static_addresses(layer._k, layer._v)
             if hasattr(layer, "prefix_keys"):  # a shared prefix (prefix method)
                 mark_dynamic(layer.prefix_keys, layer.prefix_values, dims=(2,))
+                static_addresses(layer.prefix_keys, layer.prefix_values)
 
     def __call__(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
         rows = torch.tensor(live, device=self.tokens.device)

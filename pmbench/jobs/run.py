@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pmbench.engine.compile import compile_seconds
+from pmbench.engine.compile import compile_seconds, cuda_graph_skips
 from pmbench.engine.compile import resolve as resolve_compile
 from pmbench.engine.cpu_linear import MIN_ROWS, prepack_linears
 from pmbench.engine.random_models import is_random
@@ -339,6 +339,8 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     # first calls that compiled a graph: before the timed region, and (should be 0) inside it
     record["compile_s"] = compile_warm - compile_before
     record["compile_s_timed"] = compile_seconds() - compile_warm
+    if record["compile"] == "on" and torch.device(device).type == "cuda":
+        record["cuda_graph_skips"] = cuda_graph_skips()  # 0: every step ran as a CUDA graph
     record["deterministic"] = all(g.get("deterministic", True) for g in groups)
     record["status"] = "complete"
     record["finished"] = now_iso()

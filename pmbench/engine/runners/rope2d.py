@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pmbench.engine.attention_kernels import GQA_SDPA, swapped_attention
-from pmbench.engine.compile import mark_dynamic, resolve, step_forward
+from pmbench.engine.compile import mark_dynamic, resolve, static_addresses, step_forward
 from pmbench.engine.decoding import cache_nbytes, decode_loop
 from pmbench.engine.kvcache import end_static, make_static, reserved_cache
 from pmbench.engine.runners.base import Runner, RunnerOptions
@@ -127,8 +127,10 @@ def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled
         if step.filled[0] == len(layout):  # the first step: the prefill has filled the cache
             make_static(cache, index)
             mark_dynamic(mask, dims=(3,))
+            static_addresses(masks.rows, pos, ids, index)
             for layer in cache.layers:
                 mark_dynamic(layer._k, layer._v, dims=(2,))
+                static_addresses(layer._k, layer._v)
         rows = torch.tensor(live, device=device)
         ids[0, rows] = tokens.to(device)
         masks.rows[branch, index] = 0.0
