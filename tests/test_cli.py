@@ -256,7 +256,7 @@ def test_to_argv_is_the_command_line_of_its_spec(monkeypatch):
         method="batch", suite="mmlu", branch=4, model="m", limit=3, max_new_tokens=5,
         ignore_eos=True, repeats=2, warmup=False, seed=7, dtype="float32", device="cpu",
         device_map="auto", data_dir="d", output_dir="o", num_fewshot=2, split="test",
-        subjects=["a", "b"], samples_per_task=2, apply_chat_template=True,
+        subjects=["a", "b"], samples_per_task=2, apply_chat_template=True, truncate_documents=True,
         allow_code_execution=True, allow_unisolated_code_execution=True,
         rope2d={"ratio": 0.5, "mode": "additive", "branch_freqs": "high", "mask": "cross"},
         threads=2, attn_implementation="eager", cpu_prepack=False, prefix_kv="copy",

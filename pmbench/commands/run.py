@@ -50,6 +50,9 @@ def run(
     samples_per_task: Annotated[int, typer.Option(help="Samples per problem (pass@k).")] = 1,
     apply_chat_template: Annotated[bool, typer.Option(
         "--apply-chat-template", help="Wrap prompts in the model's chat template.")] = False,
+    truncate_documents: Annotated[bool, typer.Option(
+        "--truncate-documents", help="Cut a document longer than the model's context from its "
+        "end to fit (run.json lists each cut); without it such a group is refused.")] = False,
     allow_code_execution: Annotated[bool, typer.Option(
         "--allow-code-execution", help="Run generated code (sandboxed).")] = False,
     allow_unisolated_code_execution: Annotated[bool, typer.Option(

@@ -121,6 +121,7 @@ def prepare_run(s: RunSettings) -> PreparedRun:
     """Check everything that is cheap to check, so bad input fails before the model loads,
     then lock the run folder (a second writer of the same run is refused here)."""
     from pmbench.engine.models import load_tokenizer
+    from pmbench.jobs.context import context_window
     from pmbench.suites import load_suite
 
     previous: dict[str, Any] | None = None
@@ -156,7 +157,8 @@ def prepare_run(s: RunSettings) -> PreparedRun:
         s.suite, tokenizer, data_dir=s.data_dir, branch=s.branch, limit=s.limit,
         num_fewshot=s.num_fewshot, split=s.split, subjects=s.subjects,
         apply_chat_template=s.apply_chat_template, samples_per_task=s.samples_per_task,
-        seed=s.seed,
+        seed=s.seed, context_window=context_window(s.model), max_new_tokens=s.max_new_tokens,
+        truncate_documents=s.truncate_documents,  # every method gets the same groups
     )
     code_execution = None
     if suite.requires_code_execution:

@@ -42,6 +42,7 @@ class RunSettings:
     subjects: list[str] | None = None
     samples_per_task: int = 1
     apply_chat_template: bool = False
+    truncate_documents: bool = False  # cut a document past the model's context, else refuse
     allow_code_execution: bool = False
     allow_unisolated_code_execution: bool = False  # run it even where isolation is partial
     rope2d: dict[str, Any] = field(default_factory=dict)

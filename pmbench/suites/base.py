@@ -25,12 +25,12 @@ suites follow the same rules:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pmbench.errors import BadInput
-from pmbench.suites import data
+from pmbench.suites import data, window
 from pmbench.suites.metrics import cut_at_stops
 from pmbench.types import GenerationConfig, Group, Question, QuestionOutput
 
@@ -51,12 +51,16 @@ class TextQuestion:
 
 @dataclass
 class TextGroup:
-    """Questions that share `context`; `system` is the task description (if any)."""
+    """Questions that share `context`; `system` is the task description (if any).
+
+    `document` is the long text inside `context` (a reading-comprehension article) that
+    --truncate-documents may cut from the end when the group does not fit the model."""
 
     context: str
     questions: list[TextQuestion]
     system: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    document: str = ""
 
 
 DATA_ROLES = ("eval", "shots")  # the roles of a YAML `files` list, in order
@@ -113,7 +117,14 @@ class Suite:
         samples_per_task: int = 1,
         seed: int = 0,
         eos_token_ids: Sequence[int] | None = None,
+        context_window: int | None = None,
+        max_new_tokens: int | None = None,
+        truncate_documents: bool = False,
     ):
+        """`context_window`: the positions the model reads (None: no check); a group whose
+        context, longest question and `max_new_tokens` (default the YAML's) need more is
+        refused here, before any model runs, unless `truncate_documents` lets its document
+        be cut from the end to fit (each cut is listed in `record_info`)."""
         _positive("--branch", branch)
         _positive("--limit", limit)
         _positive("--num-fewshot", num_fewshot, minimum=0)
@@ -134,6 +145,10 @@ class Suite:
             raise BadInput(f"--samples-per-task applies to sampled suites (humaneval), "
                            f"not {self.name}")
         self.samples_per_task = samples_per_task
+        self.context_window = context_window
+        self.max_new_tokens: int = max_new_tokens or config["max_new_tokens"]
+        self.truncate_documents = truncate_documents
+        self.truncated: list[dict[str, Any]] = []  # per cut group: document, tokens, kept
         self.apply_chat_template = apply_chat_template
         if apply_chat_template and not getattr(tokenizer, "chat_template", None):
             raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
@@ -181,8 +196,10 @@ class Suite:
     # --- shared behaviour -----------------------------------------------------------------
 
     def data_path(self, role: str = "eval") -> Path:
-        """The file or folder of YAML `data.files` role `role`, for this suite's split."""
-        return self.data_root / data_files(self.config, self.split)[role]
+        """The file or folder of YAML `data.files` role `role`, for this suite's split (a
+        glob pattern's first match)."""
+        relative = data_files(self.config, self.split)[role]
+        return data.locate(self.data_root, relative) or self.data_root / relative
 
     def score_token_ids(self) -> list[int] | None:
         return None
@@ -249,6 +266,9 @@ class Suite:
             "default_max_new_tokens": self.config["max_new_tokens"],
             "n_groups": len(self.groups),
             "n_questions": n_questions,
+            "context_window": self.context_window,
+            "truncate_documents": self.truncate_documents,
+            "truncated_documents": list(self.truncated),
         }
 
     # --- tokenization ----------------------------------------------------------------------
@@ -309,17 +329,43 @@ class Suite:
             items = tg.questions if left is None else tg.questions[:left]
             if not items:
                 continue
-            context, suffix = self._wrap(tg)
-            context, head = self._split_context(context)
-            questions = []
-            for q in items:
-                prompt = head + q.text + suffix
-                meta = {"prompt_text": prompt, "gold_output": q.gold_output, **q.meta}
-                questions.append(Question(q.doc_id, self.encode(prompt), q.target, meta))
-            meta = {"context_text": context, **tg.meta}
-            groups.append(Group(len(groups), self._context_ids(context), questions, meta))
+            groups.append(self._fit_window(replace(tg, questions=items), len(groups)))
             if left is not None:
                 left -= len(items)
                 if left == 0:
                     break
         return groups
+
+    def _token_group(self, tg: TextGroup, group_id: int) -> Group:
+        context, suffix = self._wrap(tg)
+        context, head = self._split_context(context)
+        questions = []
+        for q in tg.questions:
+            prompt = head + q.text + suffix
+            meta = {"prompt_text": prompt, "gold_output": q.gold_output, **q.meta}
+            questions.append(Question(q.doc_id, self.encode(prompt), q.target, meta))
+        meta = {"context_text": context, **tg.meta}
+        return Group(group_id, self._context_ids(context), questions, meta)
+
+    def _fit_window(self, tg: TextGroup, group_id: int) -> Group:
+        """The group of `tg`, within the model's context window: refused (one line) when it
+        does not fit, or with its document cut from the end when the user asked for that."""
+        group = self._token_group(tg, group_id)
+        limit = self.context_window
+        if limit is None or window.needed(group, self.max_new_tokens) <= limit:
+            return group
+        if not (self.truncate_documents and tg.document and tg.document in tg.context):
+            raise BadInput(window.too_long(self, tg, group))
+        doc_ids = self.encode(tg.document)
+        keep = len(doc_ids)
+        while (excess := window.needed(group, self.max_new_tokens) - limit) > 0:
+            keep -= excess  # decoding and re-encoding may shift the cut: measure again
+            if keep <= 0:
+                raise BadInput(window.too_long(self, tg, group, even_without_document=True))
+            cut = self.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
+            head, _, tail = tg.context.rpartition(tg.document)
+            group = self._token_group(replace(tg, context=head + cut + tail), group_id)
+        # per group: each group of a document is cut to fit its own longest question
+        self.truncated.append({"group_id": group_id, "document": tg.meta.get("document"),
+                               "tokens": len(doc_ids), "kept": keep})
+        return group

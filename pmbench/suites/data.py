@@ -1,9 +1,12 @@
 """Where a suite's files come from: `--data-dir`, `$PMBENCH_DATA`, or the HF hub.
 
-Every suite reads one local layout (that of ../shared/data, see its README). A hub copy
+Every suite reads one local layout (that of ../shared/data, see its README; for suites
+that are not there, RACE and QuALITY, the hub dataset's own parquet layout). A hub copy
 is fetched through `datasets` and written in that same layout, into the cache
 (`$PMBENCH_CACHE/data`) or, with `pmbench data download`, into the data folder; the
 suite then reads it like any other local folder, so there is one reader per suite.
+A data path may be a glob pattern (`*`): the hub names its parquet shards
+`train-00000-of-00001-<hash>.parquet`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from pmbench.errors import BadInput
@@ -73,7 +77,15 @@ class DataSpec:
     hub: str  # dataset id on the HF hub, for messages
 
     def present_in(self, root: Path) -> bool:
-        return all((root / f).exists() for f in self.files)
+        return all(locate(root, f) is not None for f in self.files)
+
+
+def locate(root: Path, relative: str) -> Path | None:
+    """`root / relative` if it exists; for a glob pattern, its first match in name order."""
+    if "*" not in relative and "?" not in relative:
+        path = root / relative
+        return path if path.exists() else None
+    return next(iter(sorted(root.glob(relative))), None)
 
 
 def find_local(spec: DataSpec, data_dir: str | Path | None = None) -> Path | None:
@@ -145,6 +157,48 @@ def read_jsonl(path: Path) -> list[dict]:
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
     return rows
+
+
+def _parquet_file(path: Path, columns: Sequence[str]):
+    """The opened parquet file, checked for `columns`; unreadable or lacking: one line."""
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInput(f"cannot read {path}: {first}") from None
+    missing = [c for c in columns if c not in file.schema_arrow.names]
+    if missing:
+        raise BadInput(f"{path}: no column {', '.join(missing)} (has "
+                       f"{', '.join(file.schema_arrow.names)})")
+    return file
+
+
+def iter_parquet(path: Path, columns: Sequence[str]) -> Iterator[dict]:
+    """The rows of a parquet file (only `columns`), batch by batch: a reader that needs the
+    first few rows of a large split reads no more than a batch of it."""
+    for batch in _parquet_file(path, columns).iter_batches(batch_size=256,
+                                                           columns=list(columns)):
+        yield from batch.to_pylist()
+
+
+def read_parquet(path: Path, columns: Sequence[str]) -> list[dict]:
+    """All rows of a parquet file (only `columns`)."""
+    return _parquet_file(path, columns).read(columns=list(columns)).to_pylist()
+
+
+def write_parquet(path: Path, rows: Any) -> None:
+    """Write a `datasets.Dataset` as parquet, atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    os.close(fd)
+    try:
+        rows.to_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: Path, text: str) -> None:
