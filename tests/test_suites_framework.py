@@ -17,7 +17,7 @@ SUITES = ["squad", "gsm8k", "mmlu", "ceval", "humaneval", "multirc"]
 
 def test_available_suites_come_from_the_yaml_files():
     suites = available_suites()
-    assert set(suites) == {*SUITES, "squad_v2"}
+    assert set(suites) == {*SUITES, "squad_v2", "race", "quality"}
     assert all(desc for desc in suites.values())
 
 
@@ -36,7 +36,8 @@ def test_bad_options_are_bad_input(tokenizer, options, message):
 
 
 def test_unknown_suite_and_subject(tokenizer):
-    with pytest.raises(BadInput, match="valid: ceval, gsm8k, humaneval, mmlu, multirc, squad"):
+    with pytest.raises(BadInput, match="valid: ceval, gsm8k, humaneval, mmlu, multirc, "
+                                       "quality, race, squad"):
         load_suite("squat", tokenizer)
     with pytest.raises(BadInput, match="unknown mmlu subject.*valid: abstract_algebra"):
         load_suite("mmlu", tokenizer, subjects=["anatomy", "astrology"])
