@@ -23,6 +23,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.records import store
 from pmbench.records.train import CHECKPOINT_DIR
+from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
 from pmbench.sweep.train_cells import TrainCell
 
@@ -47,7 +48,7 @@ def cell_command(cell: AnyCell, output_dir: str | Path, state: str) -> list[str]
 @dataclass
 class CellResult:
     cell: AnyCell
-    status: str  # "skipped" (already done), "ran", "resumed", "failed"
+    status: str  # "skipped" (already done), "ran", "resumed", "failed", "busy" (see claims)
     wall_s: float = 0.0
     message: str = ""
     record: dict[str, Any] | None = None
@@ -65,11 +66,15 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def _last_error(log: Path) -> str:
+def last_error(log: Path) -> str:
+    """The error line of the cell's last attempt in its sweep.log (each attempt starts with
+    a `# date command` line), else that attempt's last line; '' without a log."""
     try:
         lines = [x.strip() for x in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except FileNotFoundError:
+    except OSError:
         return ""
+    starts = [k for k, x in enumerate(lines) if x.startswith("# ")]
+    lines = lines[starts[-1] + 1:] if starts else lines
     errors = [x for x in lines if x.startswith("error:")]
     tail = errors[-1] if errors else next((x for x in reversed(lines) if x), "")
     return tail[:300]
@@ -137,7 +142,7 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
     if proc.returncode == 0 and cell_state(output_dir, cell) == "done":
         status = "resumed" if state == "partial" else "ran"
         return CellResult(cell, status, wall, record=read_record(output_dir, cell))
-    msg = _last_error(log) or f"exit code {proc.returncode}"
+    msg = last_error(log) or f"exit code {proc.returncode}"
     return CellResult(cell, "failed", wall, f"{msg} (log: {log})")
 
 
@@ -160,8 +165,8 @@ def needed_training(cell: AnyCell, trainings: Mapping[str, TrainCell]) -> str | 
     return None
 
 
-def _wait_for_training(training: TrainCell, output_dir: str | Path, ran_here: bool,
-                       on_event: EventFn | None, cell: AnyCell, wait_s: float) -> str:
+def wait_for_training(training: TrainCell, output_dir: str | Path, ran_here: bool,
+                      on_event: EventFn | None, cell: AnyCell, wait_s: float) -> str:
     """'' once `training` is complete; an error message when it cannot become so.
 
     A training run of this process that is not complete has failed; one that another
@@ -190,15 +195,27 @@ def run_sweep(cells: list[AnyCell], output_dir: str | Path, on_event: EventFn | 
     Ctrl-C (KeyboardInterrupt) or SIGTERM stops the cell in flight the way Ctrl-C stops
     `pmbench run` (its finished groups are kept) and propagates; running the same sweep
     again resumes that cell and skips every complete one.
+
+    The cells are claimed first (pmbench.sweep.claims): one that another live sweep or a
+    queued or running Slurm job holds is left alone ("busy").
     """
     trainings = {c.id: c for c in (grid_cells or cells) if c.kind == "train"}
     mine = {c.id for c in cells}
+    busy = claims.claim_local(output_dir, [c.id for c in cells
+                                           if cell_state(output_dir, c) != "done"])
     results: list[CellResult] = []
     for cell in cells:
         if on_event:
             on_event("start", cell, None, 0, cell.total)
+        if cell.id in busy:  # another sweep or a Slurm job has it: never run a cell twice
+            results.append(CellResult(cell, "busy", message=f"{claims.owner(busy[cell.id])} "
+                                                            "has it; left alone"))
+            if on_event:
+                on_event("end", cell, results[-1], 0, None)
+            continue
+        claims.mark_started(output_dir, cell.id)
         needed = needed_training(cell, trainings)
-        missing = needed and _wait_for_training(trainings[needed], output_dir, needed in mine,
+        missing = needed and wait_for_training(trainings[needed], output_dir, needed in mine,
                                                 on_event, cell, wait_s)
         if missing:
             result = CellResult(cell, "failed", message=missing)
