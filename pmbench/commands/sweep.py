@@ -83,25 +83,97 @@ def sweep(
                       "alike: KEY=VALUE (repeatable), e.g. --set device=cuda.")] = None,
     fail_fast: Annotated[bool, typer.Option(
         "--fail-fast", help="Stop at the first failed cell.")] = False,
+    executor: Annotated[str, typer.Option(
+        help="local: each cell a process here, one after another. slurm: each cell a "
+             "Slurm job (submitit; a job array), records in the same output folder.",
+        case_sensitive=False)] = "local",
+    status: Annotated[bool, typer.Option(
+        "--status", help="Show every cell as done / running / queued / failed / missing, "
+                         "with its job and last error line; run nothing.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Slurm: also re-submit failed cells (without it only missing ones "
+                         "go in). Local cells always resume.")] = False,
+    cancel: Annotated[bool, typer.Option(
+        "--cancel", help="Cancel this grid's queued and running cells (scancel its Slurm "
+                         "jobs, stop its local sweeps on this host).")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Slurm: follow the jobs until they end (Ctrl-C cancels "
+                                 "them), or submit and return.")] = True,
+    partition: Annotated[str | None, typer.Option(
+        help="Slurm partition of the cells' jobs (default: the grid's slurm block, else "
+             "the cluster's default).", rich_help_panel="Slurm")] = None,
+    gpus_per_cell: Annotated[int | None, typer.Option(
+        help="GPUs per cell's job (default 0).", rich_help_panel="Slurm")] = None,
+    cpus_per_cell: Annotated[int | None, typer.Option(
+        help="CPUs per cell's job.", rich_help_panel="Slurm")] = None,
+    mem: Annotated[str | None, typer.Option(
+        help="Memory per cell's job, e.g. 64G.", rich_help_panel="Slurm")] = None,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="Time limit per cell's job: minutes or [D-]HH:MM:SS (default 1 day); "
+                       "a job near its limit is requeued and resumes.",
+        rich_help_panel="Slurm")] = None,
+    slurm_option: Annotated[list[str] | None, typer.Option(
+        "--slurm-option", help="Any other sbatch option, KEY=VALUE (repeatable), e.g. "
+                               "account=myproj, constraint=a100; a bare KEY is a flag.",
+        rich_help_panel="Slurm")] = None,
+    poll: Annotated[float, typer.Option(
+        help="Slurm: seconds between status checks while waiting.", min=0.1,
+        rich_help_panel="Slurm")] = 10.0,
 ) -> None:
     """Run a grid of cells (models x methods x branches x suites x rope2d), each in its own
-    process, skipping cells whose record is complete; rerun the same command to resume.
-    With a `throughput:` block each cell is an accuracy run and a throughput run."""
-    from pmbench.sweep.grid import expand_grid, grid_output_dir, parse_shard, pick_stage, read_grid
+    process here or as a Slurm job, skipping cells whose record is complete; rerun the same
+    command to resume. With a `throughput:` block each cell is an accuracy run and a
+    throughput run."""
+    from pmbench.commands import sweep_cluster
+    from pmbench.errors import BadInput
+    from pmbench.sweep.grid import (
+        expand_grid,
+        grid_output_dir,
+        grid_slurm,
+        parse_shard,
+        pick_stage,
+        read_grid,
+    )
     from pmbench.sweep.grid import shard as pick_shard
     from pmbench.sweep.options import parse_set
+    from pmbench.sweep.slurm import slurm_resources
     from pmbench.sweep.supervise import env_for_cells, run_sweep, sigterm_as_interrupt
 
+    executor = executor.lower()
+    if executor not in ("local", "slurm"):
+        raise BadInput(f"--executor: local or slurm, got {executor!r}")
+    if sum([status, cancel, dry_run]) > 1:
+        raise BadInput("--status, --cancel and --dry-run go one at a time")
+    slurm_given = [name for name, value in (
+        ("--partition", partition), ("--gpus-per-cell", gpus_per_cell),
+        ("--cpus-per-cell", cpus_per_cell), ("--mem", mem), ("--time", time),
+        ("--slurm-option", slurm_option), ("--no-wait", None if wait else True))
+        if value is not None]
+    if executor == "local" and slurm_given:
+        raise BadInput(f"{', '.join(slurm_given)}: for --executor slurm")
     which = parse_shard(shard)
     raw = read_grid(grid)
     output_dir = output_dir or grid_output_dir(raw) or "results"
     every = expand_grid(raw, Path(grid).stem, parse_set(set_ or []))
     cells = pick_shard(pick_stage(every, stage), which)
+    resources = slurm_resources(grid_slurm(raw), partition=partition,
+                                gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell,
+                                mem=mem, time=time, options=slurm_option)
     if dry_run:
         out.print(_plan_table(cells, output_dir))
         return
     if not cells:
         err.print("this shard has no cells")
+        return
+    if status:
+        sweep_cluster.show_status(cells, output_dir)
+        return
+    if cancel:
+        sweep_cluster.cancel(cells, output_dir)
+        return
+    if executor == "slurm":
+        sweep_cluster.run_on_slurm(grid, cells, every, output_dir, resources, resume, wait,
+                                   poll)
         return
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -120,6 +192,9 @@ def sweep(
                                                  "checkpoint (another process is training it)")
         elif event == "end":
             progress.advance(overall)
+            if result.status == "busy":
+                progress.console.print(f"[yellow]busy[/yellow] {cell.id}: "
+                                       f"{escape(result.message)}", highlight=False)
             if result.status == "failed":
                 progress.console.print(f"[red]failed[/red] {cell.id}: {escape(result.message)}",
                                        highlight=False)

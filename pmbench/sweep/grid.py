@@ -100,7 +100,7 @@ from pmbench.sweep.run_cells import Cell, expand_run
 from pmbench.sweep.train_cells import TrainCell, expand_train
 
 KINDS = ("run", "train")
-STAGED_KEYS = {"name", "description", "output_dir", "stages"}
+STAGED_KEYS = {"name", "description", "output_dir", "stages", "slurm"}
 STAGE_KEY = "stage"  # a stage's own name (for --stage), not part of its cells' ids
 
 AnyCell = Cell | TrainCell
@@ -144,9 +144,9 @@ def _expand_stages(raw: Mapping[str, Any], grid: str,
         if stage_name in names:
             raise BadInput(f"grid stages: two stages named {stage_name!r}")
         names.append(stage_name)
-        if "stages" in stage or "name" in stage or "output_dir" in stage:
-            raise BadInput(f"grid stage {stage_name}: 'stages', 'name' and 'output_dir' belong "
-                           "to the whole grid")
+        if {"stages", "name", "output_dir", "slurm"} & set(stage):
+            raise BadInput(f"grid stage {stage_name}: 'stages', 'name', 'output_dir' and "
+                           "'slurm' belong to the whole grid")
         train = stage.get("kind") == "train"
         stage_cells = expand_grid({**stage, "name": grid}, grid,
                                   None if train else overrides)
@@ -185,6 +185,12 @@ def grid_output_dir(raw: Any) -> str | None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise BadInput(f"grid output_dir: expected a folder name, got {value!r}")
     return value
+
+
+def grid_slurm(raw: Any) -> Any:
+    """The grid's `slurm:` block (the resources of each cell's job; checked by
+    pmbench.sweep.slurm.slurm_resources), or None."""
+    return raw.get("slurm") if isinstance(raw, Mapping) else None
 
 
 def read_grid(path: str | Path) -> Any:

@@ -23,7 +23,7 @@ from pmbench.sweep.options import SWEEP_SET, as_list, check_keys, merge, normali
 
 AXES = {"models": "model", "methods": "method", "branches": "branch", "suites": "suite"}
 RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "exclude",
-            "throughput", *AXES}
+            "throughput", "slurm", *AXES}
 ROPE2D_METHODS = {"rope2d"}  # methods whose cells are crossed with the rope2d settings
 RUN_AXES_SET = {"method", "suite", "branch", "model", *ROPE2D_OPTIONS.values()}
 # what a `throughput:` block gives its runs unless it says otherwise

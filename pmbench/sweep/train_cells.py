@@ -18,7 +18,7 @@ from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.sweep.options import SWEEP_SET, check_keys, normalize_options, safe_name
 from pmbench.train.settings import KINDS, TrainSettings
 
-TRAIN_KEYS = {"name", "kind", "description", "options", "runs"}
+TRAIN_KEYS = {"name", "kind", "description", "options", "runs", "slurm"}
 NOT_OPTIONS = {"kind", "max_grad_norm"}  # settings no option of `pmbench train` sets
 ONLY = {"pretrain": {"size", "context_len", "segment_len", "corpus", "vocab_size",
                      "tokenizer_chars"},
