@@ -104,3 +104,15 @@ def test_stored_squad_runs_score_the_same(run, tokenizer):
                              for s in samples], eos_token_ids=[tokenizer.eos_token_id])
     assert [(f["em"], f["f1"], f["prediction"]) for f in fresh] == [
         (s["em"], s["f1"], s["prediction"]) for s in samples]
+
+
+def test_a_suite_loads_its_metric_before_any_group_runs(tokenizer):
+    """Importing evaluate takes seconds: a suite pays it when built (prepare_run, before the
+    model loads), not inside the first timed group."""
+    from pmbench.suites import load_suite
+
+    load.cache_clear()
+    load_suite("gsm8k", tokenizer, limit=1)
+    assert load.cache_info().currsize == 1
+    load_suite("mmlu", tokenizer, limit=1)  # scored by letter logits: no metric module
+    assert load.cache_info().currsize == 1

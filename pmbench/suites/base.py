@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from pmbench.errors import BadInput
 from pmbench.suites import data, window
 from pmbench.suites.metrics import cut_at_stops
+from pmbench.suites.metrics import load as load_metric
 from pmbench.types import GenerationConfig, Group, Question, QuestionOutput
 
 _SENTINEL = "\ue000"  # a private-use character: marks where the question goes in a chat render
@@ -101,6 +102,7 @@ class Suite:
     """A benchmark suite. Subclasses implement `text_groups`, `score` and `aggregate`."""
 
     requires_code_execution: ClassVar[bool] = False
+    metric: ClassVar[str | None] = None  # the `evaluate` module scoring it (suites/metrics)
 
     def __init__(
         self,
@@ -169,6 +171,8 @@ class Suite:
         if not self.groups:
             raise BadInput(f"suite {self.name}: no questions in {self.data_root} "
                            "for this selection")
+        if self.metric:  # loaded now, before any model or timed group (importing takes ~2 s)
+            load_metric(self.metric)
 
     # --- to implement -------------------------------------------------------------------
 

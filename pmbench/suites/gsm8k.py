@@ -24,6 +24,8 @@ def final_answer(solution: str) -> str:
 
 
 class GSM8KSuite(Suite):
+    metric = "gsm8k"
+
     def text_groups(self) -> Iterator[TextGroup]:
         template = self.config["prompt"]["question"]
         shots = data.read_jsonl(self.data_path("shots"))[: self.num_fewshot]

@@ -34,6 +34,7 @@ def check_code_execution(allowed: bool) -> None:
 
 class HumanEvalSuite(Suite):
     requires_code_execution = True
+    metric = "pass_at_k"
 
     def text_groups(self) -> Iterator[TextGroup]:
         items = []

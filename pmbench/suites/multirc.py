@@ -24,6 +24,8 @@ from pmbench.types import Question, QuestionOutput
 class MultiRCSuite(ChoiceSuite):
     """YAML choices are [yes, no]: index 0 means "this option is correct" (label 1)."""
 
+    metric = "multirc"
+
     def text_groups(self) -> Iterator[TextGroup]:
         prompt = self.config["prompt"]
         for record in data.read_jsonl(self.data_path("eval")):

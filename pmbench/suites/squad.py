@@ -22,6 +22,8 @@ NO_ANSWER = "unanswerable"  # a prediction meaning "no answer", as well as the e
 
 
 class SquadSuite(Suite):
+    metric = "squad"
+
     def text_groups(self) -> Iterator[TextGroup]:
         with open(self.data_path("eval"), encoding="utf-8") as f:
             articles = json.load(f)["data"]
