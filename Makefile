@@ -29,8 +29,9 @@ lint: setup
 	$(BIN)/ruff check pmbench tests benchmarks
 
 # pytest exits 5 when it collected nothing: that must fail, and it does (non-zero).
+# -rs: every skipped test says why (e.g. the real-Slurm test where Slurm is not installed).
 test: setup lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
 
 # The demo's runs go one at a time: their OpenMP threads spin while idle (ACTIVE), which
 # measured fastest for one process (benchmarks/README.md, "Thread policy"). Only the
