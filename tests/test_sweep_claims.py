@@ -151,3 +151,34 @@ def test_status_of_a_local_grid_from_the_command_line(grid, tmp_path):
                                     "--status"])
     assert done.exit_code == 0, done.output
     assert "2 missing (records in" in done.output and done.output.count("missing") == 3
+
+
+def test_a_staged_grid_goes_in_stage_by_stage_each_after_the_last(tmp_path, monkeypatch):
+    """One job array per stage; a later stage's array waits (afterany) for the jobs of the
+    stages before it, and an evaluation job carries the training run it needs."""
+    from pmbench.sweep import cluster
+    from pmbench.sweep.grid import expand_grid
+    from pmbench.sweep.slurm import SlurmResources
+
+    staged = {"name": "st", "stages": [
+        {"stage": "train", "kind": "train", "options": {"steps": 2},
+         "runs": [{"id": "p-a", "command": "pretrain", "size": "cpu-tiny"}]},
+        {"stage": "eval", "models": [str(tmp_path / "p-a" / "checkpoint")],
+         "methods": ["sequential", "batch"], "branches": [2], "suites": ["squad"]}]}
+    cells = expand_grid(staged, "st")
+    calls = []
+
+    def fake_submit(batch, output_dir, resources, env, trainings, dependency):
+        calls.append(([c.id for c in batch], dict(trainings), list(dependency)))
+        base = str(100 + len(calls))
+        return {c.id: (f"{base}_{k}", f"/f/{base}_{k}") for k, c in enumerate(batch)}
+
+    monkeypatch.setattr(cluster, "submit_cells", fake_submit)
+    monkeypatch.setenv("PMBENCH_DATA", "/data")
+    sub = cluster.submit_pending(cells, cells, tmp_path, SlurmResources(), resume=False)
+    assert [ids for ids, _, _ in calls] == [[cells[0].id], [cells[1].id, cells[2].id]]
+    assert [deps for _, _, deps in calls] == [[], ["101"]]
+    assert calls[1][1] == {cells[1].id: cells[0], cells[2].id: cells[0]}
+    assert sub.submitted == {cells[0].id: "101_0", cells[1].id: "102_0", cells[2].id: "102_1"}
+    claim = claims.read_claim(tmp_path, cells[2].id)
+    assert claim["executor"] == "slurm" and claim["job_id"] == "102_1"
