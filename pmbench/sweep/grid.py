@@ -77,6 +77,13 @@ done when `<output-dir>/<id>/run.json` (train.json) exists with status "complete
 left "running" by an interruption is continued with `--resume <id>`
 (pmbench.sweep.supervise runs the cells).
 
+A grid of any kind may name the resources of each cell's Slurm job, for
+`pmbench sweep --executor slurm` (pmbench.sweep.slurm; the command line's --partition,
+--gpus-per-cell, ... win):
+
+    slurm: {partition: gpu, gpus_per_cell: 1, cpus_per_cell: 8, mem: 64G, time: "4:00:00",
+            options: {account: myproj}}     # options: any other sbatch option
+
 `--shard I/N` keeps cells whose position in the expanded list is I-1 modulo N (a
 throughput run counts with its accuracy run and goes to the same shard): shards are
 disjoint, balanced and cover the grid, so a Slurm array, several GPUs or several
