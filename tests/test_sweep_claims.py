@@ -138,7 +138,8 @@ def test_a_cell_another_live_owner_holds_is_left_alone(grid, tmp_path):
     (["--partition", "gpu"], "for --executor slurm"),
     (["--executor", "pbs"], "--executor: local or slurm"),
     (["--status", "--cancel"], "one at a time"),
-    (["--executor", "slurm", "--mem", "lots"], "--mem")])
+    (["--executor", "slurm", "--mem", "lots"], "--mem"),
+    (["--executor", "slurm", "--fail-fast"], "--fail-fast")])
 def test_bad_slurm_options_are_one_line_of_bad_input(grid, tmp_path, args, needle):
     done = CliRunner().invoke(app, ["sweep", str(grid), "--output-dir", str(tmp_path), *args])
     assert done.exit_code == 2, (args, done.output)

@@ -151,6 +151,9 @@ def sweep(
         if value is not None]
     if executor == "local" and slurm_given:
         raise BadInput(f"{', '.join(slurm_given)}: for --executor slurm")
+    if executor == "slurm" and fail_fast:
+        raise BadInput("--fail-fast: for --executor local (Slurm runs the cells at once; "
+                       "--cancel stops them)")
     which = parse_shard(shard)
     raw = read_grid(grid)
     output_dir = output_dir or grid_output_dir(raw) or "results"
