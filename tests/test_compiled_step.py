@@ -140,18 +140,28 @@ def test_compiled_run_times_no_compilation(tiny_llama, tokenizer, tmp_path, monk
     assert record["timed_region_s"] < 1.0
 
 
-def test_compiled_step_with_prepacked_linears(tokenizer):
-    """cpu_prepack's oneDNN weights step aside inside the compiled graph (inductor
-    prepacks its frozen weights itself), with the eager step's tokens."""
+def test_compiled_step_with_prepacked_linears(tokenizer, monkeypatch):
+    """The compiled graph keeps cpu_prepack's oneDNN weights (one opaque op per linear,
+    instead of inductor's MKL packing), with the eager step's tokens."""
     from conftest import make_tiny_model
-    from pmbench.engine.cpu_linear import prepack_linears
+    from pmbench.engine import cpu_linear
 
     model = make_tiny_model("llama", len(tokenizer), seed=5)
-    assert prepack_linears(model)
+    assert cpu_linear.prepack_linears(model)
     group = random_group(6, 4)
     gen = early_stop_gen(model, tokenizer, group, "batch")
-    assert answers(model, tokenizer, "batch", group, gen, "on") == answers(
-        model, tokenizer, "batch", group, gen, "off")
+    eager = answers(model, tokenizer, "batch", group, gen, "off")
+
+    class Counting(dict):
+        lookups = 0
+
+        def __getitem__(self, key):
+            Counting.lookups += 1
+            return super().__getitem__(key)
+
+    monkeypatch.setattr(cpu_linear, "_PACKED", Counting(cpu_linear._PACKED))
+    assert answers(model, tokenizer, "batch", group, gen, "on") == eager
+    assert Counting.lookups > 0  # the compiled step ran the prepacked op
 
 
 @pytest.mark.parametrize("method", ["sequential", "batch"])

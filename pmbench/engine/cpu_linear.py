@@ -28,6 +28,24 @@ from torch import nn
 
 MIN_ROWS = 4  # from the table above; below it MKL's GEMV path wins
 
+# Packed weights by id, for the compiled step: the oneDNN tensor is opaque to torch.compile,
+# so the op below hides it behind an integer key. Inductor left to itself would pack a
+# frozen float32 weight for MKL instead (`mkl._mkl_linear`), slower from 4 rows on.
+_PACKED: dict[int, torch.Tensor] = {}
+
+
+@torch.library.custom_op("pmbench::prepacked_linear", mutates_args=())
+def prepacked_linear(x: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+                     key: int) -> torch.Tensor:
+    """oneDNN's GEMM on the weight packed under `key`, as one opaque op."""
+    return torch.ops.mkldnn._linear_pointwise(x, _PACKED[key], bias, "none", [], "")
+
+
+@prepacked_linear.register_fake
+def _(x: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+      key: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
+
 
 class PrepackedLinear(nn.Module):
     """A drop-in for an inference-only `nn.Linear` holding a oneDNN-prepacked weight."""
@@ -41,11 +59,14 @@ class PrepackedLinear(nn.Module):
         # A plain attribute, not a buffer: state_dict and .to() never see the opaque
         # oneDNN tensor, so checkpoints and device moves behave as for nn.Linear.
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.key = id(self)
+        _PACKED[self.key] = self.packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # compiled (engine/compile.py): inductor freezes and prepacks the weight itself
-        if x.numel() < self.min_rows * self.in_features or torch.compiler.is_compiling():
+        if x.numel() < self.min_rows * self.in_features:
             return F.linear(x, self.weight, self.bias)
+        if torch.compiler.is_compiling():  # compiled step (engine/compile.py)
+            return prepacked_linear(x, self.bias, self.out_features, self.key)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
