@@ -38,6 +38,12 @@ default, where idle OpenMP threads spin between parallel regions, which measured
 for one process at a time (benchmarks/README.md, "Thread policy"); PASSIVE (sleep) is
 what several processes at once need, as in `make test`. `--wait-policy both` runs every
 cell under each policy, in alternating order, and puts them side by side.
+
+`--compile off,on` does the same for the decoding step (`pmbench run --compile`): the
+eager step and the static compiled one, every cell in both, side by side; a variant is
+then named POLICY/MODE (ACTIVE/on). llama.cpp cells run once per policy (no torch step).
+
+    python benchmarks/bench_methods.py --cells sequential:8,rope2d:8 --compile off,on --peers
 """
 
 from __future__ import annotations
@@ -96,9 +102,17 @@ def cell_label(record: dict) -> str:
     return "llamacpp-f32" if gguf.endswith("-f32.gguf") else record["method"]
 
 
-def run_cell(method: str, branch: int, policy: str, args: argparse.Namespace,
+def split_variant(variant: str) -> tuple[str, str | None]:
+    """"ACTIVE/on" -> ("ACTIVE", "on"); "ACTIVE" -> ("ACTIVE", None)."""
+    policy, _, mode = variant.partition("/")
+    return policy, mode or None
+
+
+def run_cell(method: str, branch: int, variant: str, args: argparse.Namespace,
              out_dir: Path) -> dict:
-    """One `pmbench run` in its own process, under OMP_WAIT_POLICY=policy; its run.json."""
+    """One `pmbench run` in its own process, under the variant's OMP_WAIT_POLICY (and
+    --compile mode); its run.json."""
+    policy, compile_mode = split_variant(variant)
     model = args.model
     if method == "llamacpp-f32":
         method, model = "llamacpp", str(f32_gguf(args.model))
@@ -116,6 +130,8 @@ def run_cell(method: str, branch: int, policy: str, args: argparse.Namespace,
         cmd += ["--no-cpu-prepack"]
     if method == "prefix":
         cmd += ["--prefix-kv", args.prefix_kv]
+    if compile_mode and method != "llamacpp":
+        cmd += ["--compile", compile_mode]
     print(f"$ OMP_WAIT_POLICY={policy} {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     env = dict(os.environ, OMP_WAIT_POLICY=policy)  # read once, when OpenMP starts
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -143,19 +159,27 @@ def ratio(x: float, base: float | None) -> str:
     return f"{x / base:.2f}x" if base else "–"
 
 
-def wait_policy(record: dict) -> str:
-    """The OMP_WAIT_POLICY a run had ("unset" for records from before it was recorded)."""
-    return (record["env"].get("omp_wait_policy") or "unset").upper()
+def wait_policy(record: dict, with_compile: bool = False) -> str:
+    """The OMP_WAIT_POLICY a run had ("unset" for records from before it was recorded),
+    and its compile mode after a slash when `with_compile`."""
+    policy = (record["env"].get("omp_wait_policy") or "unset").upper()
+    return f"{policy}/{record.get('compile', 'off')}" if with_compile else policy
 
 
 def run_all(cells: list[tuple[str, int]], policies: tuple[str, ...],
             args: argparse.Namespace, out_dir: Path) -> dict[tuple[str, int, str], dict]:
-    """Every cell under every policy, the policies' order flipped from one cell to the next
-    (A B, B A, ...) so that a drift of the machine favours neither."""
+    """Every cell under every variant, their order flipped from one cell to the next
+    (A B, B A, ...) so that a drift of the machine favours neither. A llama.cpp cell
+    runs once per wait policy: the compile mode does not touch it."""
     records = {}
     for i, (method, n) in enumerate(cells):
-        for policy in policies[::-1] if i % 2 else policies:
-            records[method, n, policy] = run_cell(method, n, policy, args, out_dir)
+        for variant in policies[::-1] if i % 2 else policies:
+            again = [v for v in policies if (method, n, v) in records
+                     and split_variant(v)[0] == split_variant(variant)[0]]
+            if method in PEERS and again:
+                records[method, n, variant] = records[method, n, again[0]]
+                continue
+            records[method, n, variant] = run_cell(method, n, variant, args, out_dir)
     return records
 
 
@@ -181,7 +205,8 @@ def harness_check(records: dict, out_dir: Path) -> bool:
     """Each llama.cpp cell's step against `llama_decode` alone on the same groups (run
     under the cell's wait policy); prints a table, returns whether every one is within
     HARNESS_LIMIT."""
-    cells = [c for c in records if c[0] in PEERS]
+    runs = {records[c]["run_id"]: c for c in records if c[0] in PEERS}  # once per run
+    cells = list(runs.values())
     if not cells:
         return True
     print("\n| peer | N | policy | runner ms per step | llama_decode ms per step "
@@ -191,7 +216,7 @@ def harness_check(records: dict, out_dir: Path) -> bool:
     script = Path(__file__).with_name("llamacpp_decode.py")
     for cell in cells:
         run_dir = out_dir / records[cell]["run_id"]
-        env = dict(os.environ, OMP_WAIT_POLICY=cell[2])
+        env = dict(os.environ, OMP_WAIT_POLICY=split_variant(cell[2])[0])
         done = subprocess.run([sys.executable, str(script), str(run_dir)], env=env,
                               capture_output=True, text=True)
         if done.returncode != 0:
@@ -221,6 +246,8 @@ def main() -> None:
                     help="prefix: the context's KV shared by reference or copied per row")
     ap.add_argument("--wait-policy", default=DEFAULT_WAIT_POLICY, choices=tuple(WAIT_POLICIES),
                     help="OMP_WAIT_POLICY of the runs; both: every cell under each, side by side")
+    ap.add_argument("--compile", default=None,
+                    help="comma-separated --compile modes of the runs (off,on: side by side)")
     ap.add_argument("--peers", action="store_true",
                     help="add llama.cpp (shipped GGUF and float32) at each N, and check "
                          "the llamacpp runner against llama_decode alone")
@@ -236,7 +263,12 @@ def main() -> None:
     if args.records:
         out_dir = Path(args.records)
         found = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/run.json"))]
-        records = {(cell_label(r), r["branch"], wait_policy(r)): r for r in found}
+        modes = {r.get("compile") for r in found if r["method"] != "llamacpp"}
+        records = {(cell_label(r), r["branch"], wait_policy(r, len(modes) > 1)): r
+                   for r in found}
+        if len(modes) > 1:  # a llama.cpp record stands in every compile mode of its policy
+            records |= {(m, n, f"{p}/{mode}"): r for (m, n, p), r in list(records.items())
+                        if m in PEERS for mode in modes}
         policies = tuple(sorted({p for *_, p in records}, reverse=True))  # PASSIVE first
         cells = [c for c in cells if all((*c, p) in records for p in policies)]
         if not cells:
@@ -244,6 +276,8 @@ def main() -> None:
     else:
         out_dir = Path(args.output_dir or tempfile.mkdtemp(prefix="pmbench-bench-"))
         policies = WAIT_POLICIES[args.wait_policy]
+        if args.compile:
+            policies = tuple(f"{p}/{m}" for p in policies for m in args.compile.split(","))
         records = run_all(cells, policies, args, out_dir)
     load = "" if args.records else f"; load average {os.getloadavg()[0]:.1f}"
     first = records[(*cells[0], policies[0])]

@@ -75,7 +75,8 @@ def main() -> None:
         n, steps = g["n_questions"], g["decode_steps"]
         if not steps:
             continue
-        question = max(1, round((g["prompt_tokens"] - g["context_tokens"]) / n))
+        # prompt_tokens counts the context once per question (jobs/run.py)
+        question = max(1, round(g["prompt_tokens"] / n - g["context_tokens"]))
         times = replay(engine, g["context_tokens"], question, n, steps, len(g["decode_s"]))
         raw.append(statistics.median(times) * steps)
         runner.append(statistics.median(g["decode_s"]))

@@ -16,9 +16,10 @@ length and the row count are marked dynamic so that later groups reuse it.
             on CUDA mode="reduce-overhead": the step replays as one CUDA graph, its buffers
             -- cache, mask, positions, tokens -- at static addresses, as in gpt-fast)
     auto    on for CUDA; off on CPU: on this 2-core CPU (SmolLM2-135M, float32, SQuAD
-            N=8, 32 tokens) compiled steps measured slower for batch, prefix and rope2d
-            (-12 to -19% tok/s) and faster only for sequential (+44%), after 28-64 s of
-            compilation; "on" everywhere or nowhere keeps the methods compared alike
+            N=8, 16 questions x 16 tokens, ACTIVE waits) the compiled step gains +9%
+            (sequential), +8% (prefix), +6% (rope2d) and -2% (batch) tok/s, after 28-62 s
+            of compilation per process, which a short run never wins back
+            (benchmarks/README.md); "on" everywhere or nowhere keeps the methods alike
 
 Compilation happens at the first call of a new shape, which a run's untimed warm-up group
 makes; `compile_seconds()` counts the wall of every call that compiled a graph, so run.json
