@@ -1,12 +1,13 @@
 """Where a decoding step's time goes: torch.profiler over one group, per method.
 
     .venv/bin/python benchmarks/profile_step.py [--method rope2d] [--branch 8] [--tokens 16]
+                                                [--compile off|static|on]
 
 Loads the default model as `pmbench run` does (float32, prepacked linears), builds one
-SQuAD group of #branch questions, runs it once untimed (warm-up), then once under the
-profiler, and prints the step time, the time reading the weights takes at the measured
-peak bandwidth, and the operators that take the most self CPU time. Python's own share
-is the step's wall time minus the operators' self time.
+SQuAD group of #branch questions, runs it once untimed (warm-up; with --compile on, that
+compiles), then once under the profiler, and prints the step time, the time reading the
+weights takes at the measured peak bandwidth, and the operators that take the most self
+CPU time. Python's own share is the step's wall time minus the operators' self time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--branch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=16, help="decoding steps per question")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--compile", default="off", choices=("off", "static", "on"),
+                        help="the decoding step (pmbench run --compile)")
     args = parser.parse_args()
 
     tokenizer = load_tokenizer(None)
@@ -38,7 +41,7 @@ def main() -> None:
     suite = load_suite("squad", tokenizer, branch=args.branch, limit=args.branch * 2)
     gen = suite.generation(args.tokens, True, eos_token_ids(loaded.model, tokenizer))
     runner = get_runner(args.method)(loaded.model, tokenizer,
-                                     RunnerOptions(branch=args.branch))
+                                     RunnerOptions(branch=args.branch, compile=args.compile))
     warm, group = suite.groups[0], suite.groups[1]
     runner.run_group(warm, gen)
 
