@@ -34,14 +34,22 @@ MIN_ROWS = 4  # from the table above; below it MKL's GEMV path wins
 _PACKED: dict[int, torch.Tensor] = {}
 
 
-@torch.library.custom_op("pmbench::prepacked_linear", mutates_args=())
+# Registered with the low-level torch.library API: its dispatch adds about 1.5 us a call,
+# where @torch.library.custom_op's adds about 13 us (measured here; 211 linears a step).
+_LIB = torch.library.Library("pmbench", "DEF")
+_LIB.define("prepacked_linear(Tensor x, Tensor? bias, int out_features, int key) -> Tensor")
+
+
 def prepacked_linear(x: torch.Tensor, bias: torch.Tensor | None, out_features: int,
                      key: int) -> torch.Tensor:
     """oneDNN's GEMM on the weight packed under `key`, as one opaque op."""
     return torch.ops.mkldnn._linear_pointwise(x, _PACKED[key], bias, "none", [], "")
 
 
-@prepacked_linear.register_fake
+_LIB.impl("prepacked_linear", prepacked_linear, "CPU")
+
+
+@torch.library.register_fake("pmbench::prepacked_linear", lib=_LIB)
 def _(x: torch.Tensor, bias: torch.Tensor | None, out_features: int,
       key: int) -> torch.Tensor:
     return x.new_empty(*x.shape[:-1], out_features)
@@ -66,7 +74,8 @@ class PrepackedLinear(nn.Module):
         if x.numel() < self.min_rows * self.in_features:
             return F.linear(x, self.weight, self.bias)
         if torch.compiler.is_compiling():  # compiled step (engine/compile.py)
-            return prepacked_linear(x, self.bias, self.out_features, self.key)
+            return torch.ops.pmbench.prepacked_linear(x, self.bias, self.out_features,
+                                                      self.key)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
