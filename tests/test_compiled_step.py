@@ -162,6 +162,12 @@ def test_compiled_step_with_prepacked_linears(tokenizer, monkeypatch):
     monkeypatch.setattr(cpu_linear, "_PACKED", Counting(cpu_linear._PACKED))
     assert answers(model, tokenizer, "batch", group, gen, "on") == eager
     assert Counting.lookups > 0  # the compiled step ran the prepacked op
+    # all models' steps share one code object: many compiled models in one process (as
+    # under PMBENCH_TEST_COMPILE=1) must not fall back to eager silently past 8 graphs
+    import torch
+
+    assert torch._dynamo.config.recompile_limit >= 64
+    assert torch._dynamo.config.fail_on_recompile_limit_hit
 
 
 @pytest.mark.parametrize("method", ["sequential", "batch"])

@@ -97,6 +97,12 @@ def step_forward(model: Any, compiled: bool) -> Callable[..., torch.Tensor]:
         return lambda **inputs: _forward(model, **inputs)
     fn = _compiled.get(model)
     if fn is None:
+        # Every model's step shares `_forward`'s code object, and dynamo caches graphs per
+        # code object: past 8 (a process that runs many models, methods or shapes, as
+        # gpu_check does) it would silently run the step eagerly under "compile on". Allow
+        # more, and make running out an error rather than an eager step.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
         if model.device.type == "cuda":
             graph = torch.compile(_forward, mode="reduce-overhead")
         else:
