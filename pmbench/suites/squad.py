@@ -57,12 +57,6 @@ class SquadSuite(Suite):
         gold = " " + (golds[0] if golds else NO_ANSWER)
         return TextQuestion(qa["id"], text, golds, gold, {"title": title})
 
-    def score(
-        self, question: Question, output: QuestionOutput, *, allow_code_execution: bool = False,
-        eos_token_ids: Sequence[int] | None = None,
-    ) -> dict[str, Any]:
-        return self.score_all([question], [output], eos_token_ids=eos_token_ids)[0]
-
     def score_all(
         self, questions: Sequence[Question], outputs: Sequence[QuestionOutput],
         allow_code_execution: bool = False, allow_unisolated_code_execution: bool = False,
