@@ -25,14 +25,6 @@ import torch
 from pmbench.engine.runners.llamacpp import N_BATCH, LlamaCppEngine
 
 
-def fill(engine: LlamaCppEngine, rows: list[tuple[int, int, int, bool]]) -> None:
-    b = engine.batch
-    for i, (tok, pos, seq, logits) in enumerate(rows):
-        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
-        b.seq_id[i][0] = seq
-    b.n_tokens = len(rows)
-
-
 def replay(engine: LlamaCppEngine, context: int, question: int, n: int, steps: int,
            repeats: int) -> list[float]:
     """Seconds of each timed `llama_decode` step (all N sequences live), every repeat."""
@@ -50,7 +42,7 @@ def replay(engine: LlamaCppEngine, context: int, question: int, n: int, steps: i
                        for k in range(n) for j in range(question)])
         pos = context + question
         for _ in range(steps):
-            fill(engine, [(token, pos, k, True) for k in range(n)])
+            engine.fill([(token, pos, k, True) for k in range(n)])
             t0 = time.perf_counter()
             if lc.llama_decode(engine.ctx, engine.batch) != 0:
                 raise RuntimeError("llama_decode failed")

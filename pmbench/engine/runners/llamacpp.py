@@ -113,23 +113,27 @@ class LlamaCppEngine:
     def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
         self.lc.llama_memory_seq_cp(self.mem, src, dst, p0, p1)
 
+    def fill(self, rows: list[tuple[int, int, int, bool]]) -> None:
+        """Put (token, position, sequence, wants logits) rows, at most N_BATCH, in the batch."""
+        b = self.batch
+        for i, (tok, pos, seq, logits) in enumerate(rows):
+            b.token[i] = tok
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = logits
+        b.n_tokens = len(rows)
+
     def decode(self, rows: list[tuple[int, int, int, bool]]) -> np.ndarray:
         """Evaluate (token, position, sequence, wants logits) rows, chunked by N_BATCH.
 
         Returns the logits of the flagged rows, in row order: [n_flagged, vocab] float32.
         """
         out = []
-        b = self.batch
         for start in range(0, len(rows), N_BATCH):
             chunk = rows[start:start + N_BATCH]
-            for i, (tok, pos, seq, logits) in enumerate(chunk):
-                b.token[i] = tok
-                b.pos[i] = pos
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = seq
-                b.logits[i] = logits
-            b.n_tokens = len(chunk)
-            rc = self.lc.llama_decode(self.ctx, b)
+            self.fill(chunk)
+            rc = self.lc.llama_decode(self.ctx, self.batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc} ({self.n_ctx} cells)")
             flagged = [i for i, row in enumerate(chunk) if row[3]]
