@@ -62,6 +62,9 @@ class QuestionOutput:
     ttft_s: float  # from the start of the group to this question's first token
     first_logits: list[float] | None = None  # logits of GenerationConfig.score_token_ids
     finish_reason: str = "length"  # "length" | "eos" | "stop"
+    ttlt_s: float | None = None  # from the start of the group to its last token
+    start_s: float = 0.0  # from the start of the group to its own prefill (its queueing)
+    idle_steps: int = 0  # decoding steps its loop ran after it had finished (a straggler's)
 
 
 @dataclass

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from pmbench.errors import BadInput
-from pmbench.jobs.run import summarize_groups
+from pmbench.jobs.summary import summarize_groups
+from pmbench.measure.stats import median_interval
 from pmbench.records import store as records
 from pmbench.records.store import (
     GROUPS_FILE,
@@ -69,6 +70,10 @@ def test_summary_medians_over_repeats():
     assert s["latency"]["wall_s"] == 6.0
     assert s["latency"]["tpot_s"] == 2.0 / 6  # median decode 2.0 over 6 steps
     assert s["latency"]["ttft_s"] == 0.6
+    # the median's 95% interval over the three repeats: the percentile bootstrap
+    assert (s["throughput"]["output_tok_s_ci_low"], s["throughput"]["output_tok_s_ci_high"]
+            ) == median_interval([4.0, 16 / 6, 16 / 6])
+    assert summarize_groups(groups[:1], 1)["throughput"].get("q_s_ci_low") is None  # 1 repeat
 
 
 # ------------------------------------------------------------- faults (issue 14)

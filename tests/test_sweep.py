@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from conftest import make_tiny_model
 from pmbench.cli import app
 from pmbench.errors import BadInput
+from pmbench.jobs.spec import THROUGHPUT_REPEATS, RunSettings
 from pmbench.sweep.grid import expand_grid, load_grid, parse_shard, shard
 from pmbench.sweep.options import parse_set
 from pmbench.sweep.supervise import cell_state, run_sweep
@@ -161,14 +162,18 @@ def test_throughput_block_makes_every_cell_an_accuracy_and_a_throughput_run():
         assert (acc.method, acc.suite, acc.branch) == (tp.method, tp.suite, tp.branch)
         assert "ignore_eos" not in acc.options and acc.options["limit"] == 4  # --set: both
         assert tp.options == {"ignore_eos": True, "limit": 4, "max_new_tokens": 16,
-                              "no_warmup": True, "repeats": 3}  # the block beats mmlu's 1
+                              "no_warmup": True}  # the block beats mmlu's 1
         assert tp.id.startswith(f"sweep-tp-{acc.method}-{acc.suite}-b{acc.branch}-tp-")
         assert "--ignore-eos" in tp.run_args() and "--ignore-eos" not in acc.run_args()
         assert tp.label().endswith("(throughput)")
     assert len({c.id for c in cells}) == len(cells)
     mmlu = next(c for c in accuracy if c.suite == "mmlu")
     assert mmlu.options["max_new_tokens"] == 1
-    # defaults: 64 tokens, 3 repeats; `--set` beats the block too
+    # defaults: 64 tokens, and `pmbench run`'s repeats for --ignore-eos; `--set` beats the
+    # block too
+    tp = expand_grid({**TP_GRID, "throughput": None}, "f")[1]
+    assert tp.options["max_new_tokens"] == 64 and "repeats" not in tp.options
+    assert RunSettings("rope2d", "squad", ignore_eos=True).timed_repeats == THROUGHPUT_REPEATS == 5
     tp = expand_grid({**TP_GRID, "throughput": None}, "f", overrides={"repeats": 2})[1]
     assert tp.options["max_new_tokens"] == 64 and tp.options["repeats"] == 2
 

@@ -32,7 +32,8 @@ def run(
     max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer.")] = None,
     ignore_eos: Annotated[bool, typer.Option(
         "--ignore-eos", help="Generate exactly --max-new-tokens (equal token volume).")] = False,
-    repeats: Annotated[int, typer.Option(help="Timed repeats after one warm-up.")] = 1,
+    repeats: Annotated[int | None, typer.Option(
+        help="Timed repeats after one warm-up [default: 5 with --ignore-eos, else 1].")] = None,
     no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16.")] = None,
@@ -123,9 +124,16 @@ def _print_summary(record: dict[str, Any]) -> None:
     table.add_row("output tok/s (median [min, max])",
                   f"{_fmt(tp.get('output_tok_s'))} [{_fmt(tp.get('output_tok_s_min'))}, "
                   f"{_fmt(tp.get('output_tok_s_max'))}]")
+    if tp.get("output_tok_s_ci_low") is not None:
+        table.add_row("output tok/s, 95% CI of the median",
+                      f"[{_fmt(tp['output_tok_s_ci_low'])}, {_fmt(tp['output_tok_s_ci_high'])}]")
     table.add_row("questions/s", _fmt(tp.get("q_s")))
     for key in ("ttft_s", "tpot_s", "prefill_s", "decode_s", "wall_s"):
         table.add_row(key, _fmt(lat.get(key)))
+    answer = (record.get("question_latency") or {}).get("last_token_s")
+    if answer:
+        table.add_row("time to answer p50 / p99 (s)",
+                      f"{_fmt(answer['p50'])} / {_fmt(answer['p99'])}")
     table.add_row("kv_cache_bytes", _fmt(mem.get("kv_cache_bytes")))
     table.add_row("peak_bytes", _fmt(mem.get("peak_bytes")))
     roof = record.get("roofline") or {}

@@ -76,8 +76,9 @@ def decode_loop(
 ) -> DecodeResult:
     """Decode `n_streams` questions that are prefilled together, until each stops.
 
-    `t0` is the group's start on the host clock (defaults to now); time to first
-    token is measured from it, so queueing inside a group counts.
+    `t0` is the group's start on the host clock (defaults to now); each question's
+    times to its first and last token are measured from it, so queueing inside a group
+    counts (a one-at-a-time method's later questions wait for the earlier ones).
     """
     t0 = time.perf_counter() if t0 is None else t0
     start = time.perf_counter()
@@ -108,16 +109,22 @@ def decode_loop(
         return len(ids) >= gen.max_new_tokens
 
     live = [i for i in range(n_streams) if not finished(i)]
+    # when each stream produced its last token: host time, and decoding steps run by then
+    done_at = {i: (t_first, 0) for i in range(n_streams) if i not in live}
     steps = step_tokens = 0
     while live:
         tokens = torch.tensor([out_ids[i][-1] for i in live], dtype=torch.long)
         logits = step(live, tokens)
-        nxt = pick(logits).tolist()
+        nxt = pick(logits).tolist()  # synchronizes: the step's work is done
         steps += 1
         step_tokens += len(live)
         for i, tok in zip(live, nxt, strict=True):
             out_ids[i].append(tok)
-        live = [i for i in live if not finished(i)]
+        still = [i for i in live if not finished(i)]
+        if len(still) < len(live):
+            now = time.perf_counter()
+            done_at.update({i: (now, steps) for i in live if i not in still})
+        live = still
     device_sync(device)
     decode_s = time.perf_counter() - t_first
 
@@ -128,6 +135,9 @@ def decode_loop(
             ttft_s=t_first - t0,
             first_logits=first_logits[i] if first_logits is not None else None,
             finish_reason=reasons[i],
+            ttlt_s=done_at[i][0] - t0,
+            start_s=start - t0,
+            idle_steps=steps - done_at[i][1],
         )
         for i, ids in enumerate(out_ids)
     ]

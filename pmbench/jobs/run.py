@@ -14,7 +14,6 @@ the min and max and every repeat's value.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,79 +28,14 @@ from pmbench.engine.random_models import is_random
 from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
 from pmbench.errors import BadInput, check_device
 from pmbench.jobs.spec import RunSettings, resumed_settings
+from pmbench.jobs.summary import group_row, question_latency, sample_row, summarize_groups
 from pmbench.measure.envinfo import env_fingerprint
 from pmbench.measure.roofline import machine_peaks, model_weights, roofline
 from pmbench.measure.telemetry import TelemetrySampler
 from pmbench.records.store import RunStore, check_run_id, new_run_id, now_iso
-from pmbench.types import GenerationConfig, Group, GroupOutput
+from pmbench.types import GenerationConfig
 
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
-
-
-def _median_range(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def _group_row(group: Group, outs: list[GroupOutput], repeat_walls: list[float]) -> dict:
-    first = outs[0]
-    return {
-        "group_id": group.group_id,
-        "n_questions": len(group.questions),
-        "context_tokens": len(group.context_ids),
-        "prompt_tokens": sum(len(group.context_ids) + len(q.prompt_ids) for q in group.questions),
-        "output_tokens": sum(len(o.output_ids) for o in first.outputs),
-        "prefill_s": [o.prefill_s for o in outs],
-        "decode_s": [o.decode_s for o in outs],
-        "wall_s": repeat_walls,
-        "ttft_s": [o.ttft_s for o in first.outputs],
-        "kv_cache_bytes": first.kv_cache_bytes,
-        "tokens_processed": first.tokens_processed,
-        "decode_steps": first.decode_steps,
-        "deterministic": all(
-            [x.output_ids for x in o.outputs] == [x.output_ids for x in first.outputs]
-            for o in outs
-        ),
-    }
-
-
-def summarize_groups(groups: list[dict], repeats: int) -> dict[str, Any]:
-    """Throughput and latency blocks from the per-group rows (medians over repeats)."""
-    if not groups:
-        return {"throughput": None, "latency": None}
-    out_tok = sum(g["output_tokens"] for g in groups)
-    all_tok = out_tok + sum(g["prompt_tokens"] for g in groups)
-    n_q = sum(g["n_questions"] for g in groups)
-    walls = [sum(g["wall_s"][r] for g in groups) for r in range(repeats)]
-    prefills = [sum(g["prefill_s"][r] for g in groups) for r in range(repeats)]
-    decodes = [sum(g["decode_s"][r] for g in groups) for r in range(repeats)]
-    per_repeat = {
-        "output_tok_s": [out_tok / w if w > 0 else None for w in walls],
-        "total_tok_s": [all_tok / w if w > 0 else None for w in walls],
-        "q_s": [n_q / w if w > 0 else None for w in walls],
-    }
-    throughput: dict[str, Any] = {}
-    for key, vals in per_repeat.items():
-        clean = [v for v in vals if v is not None]
-        if clean:
-            med, lo, hi = _median_range(clean)
-            throughput.update({key: med, f"{key}_min": lo, f"{key}_max": hi})
-        else:
-            throughput[key] = None
-    throughput["repeats"] = per_repeat
-    steps = sum(g["decode_steps"] for g in groups)
-    decode_med = statistics.median(decodes)
-    ttfts = [t for g in groups for t in g["ttft_s"]]
-    latency = {
-        "ttft_s": statistics.median(ttfts) if ttfts else None,
-        "tpot_s": decode_med / steps if steps else None,
-        "prefill_s": statistics.median(prefills),
-        "decode_s": decode_med,
-        "wall_s": statistics.median(walls),
-        "ttft_s_mean": statistics.fmean(ttfts) if ttfts else None,
-        "ttft_s_max": max(ttfts) if ttfts else None,
-    }
-    return {"throughput": throughput, "latency": latency,
-            "tokens": {"output": out_tok, "prompt": all_tok - out_tok, "questions": n_q}}
 
 
 @dataclass
@@ -242,7 +176,7 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "max_new_tokens": gen.max_new_tokens,
         "ignore_eos": s.ignore_eos,
         "seed": s.seed,
-        "repeats": s.repeats,
+        "repeats": s.timed_repeats,
         "dtype": dtype,
         "device": device,
         "status": "running",
@@ -283,31 +217,18 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     new_groups: list[dict] = []
     try:
         for group in pending:
-            outs = []
-            for _ in range(s.repeats):
+            outs, elapsed = [], []
+            for _ in range(s.timed_repeats):
+                start = time.perf_counter()
                 outs.append(runner.run_group(group, gen))
-            walls = [o.wall_s for o in outs]
+                elapsed.append(time.perf_counter() - start)
             scored = suite.score_all(
                 group.questions, outs[0].outputs, allow_code_execution=s.allow_code_execution,
                 allow_unisolated_code_execution=s.allow_unisolated_code_execution,
                 eos_token_ids=eos)  # the model's own, as generation used them
-            samples = []
-            for k, (q, out, extra) in enumerate(
-                zip(group.questions, outs[0].outputs, scored, strict=True)
-            ):
-                samples.append({
-                    "doc_id": q.doc_id,
-                    "group_id": group.group_id,
-                    "branch": k,
-                    "prompt_ids": group.context_ids + q.prompt_ids,
-                    "context_len": len(group.context_ids),
-                    "output_ids": out.output_ids,
-                    "output_text": out.output_text,
-                    "finish_reason": out.finish_reason,
-                    "ttft_s": out.ttft_s,
-                    **extra,
-                })
-            row = _group_row(group, outs, walls)
+            samples = [sample_row(group, k, [o.outputs[k] for o in outs], extra)
+                       for k, extra in enumerate(scored)]
+            row = group_row(group, outs, elapsed)
             store.append_group(samples, row)
             new_samples += samples
             new_groups.append(row)
@@ -321,13 +242,14 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     samples = done_samples + new_samples
     groups = done_groups + new_groups
     record["metrics"] = suite.aggregate(samples)
-    summary = summarize_groups(groups, s.repeats)
+    summary = summarize_groups(groups, s.timed_repeats)
     record["throughput"] = summary["throughput"]
     record["latency"] = summary["latency"]
     record["tokens"] = summary.get("tokens")
+    record["question_latency"] = question_latency(samples)
     # torch's CUDA peak (the sampler resets it at start) or the process RSS peak on CPU
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
-    out_tokens_timed = sum(g["output_tokens"] for g in new_groups) * s.repeats
+    out_tokens_timed = sum(g["output_tokens"] for g in new_groups) * s.timed_repeats
     telemetry = sampler.summary(out_tokens_timed)
     peak = telemetry.get("memory_peak_bytes") or peak
     record["telemetry"] = telemetry

@@ -17,6 +17,10 @@ from pmbench.records.store import check_run_id
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.rope2d.settings import Rope2DSettings, resolve_settings
 
+# Timed repeats of a throughput run unless --repeats says: with 5, the median's bootstrap
+# interval over repeats is [min, max], a 94% interval (pmbench.measure.stats).
+THROUGHPUT_REPEATS = 5
+
 
 @dataclass
 class RunSettings:
@@ -29,7 +33,7 @@ class RunSettings:
     limit: int | None = None
     max_new_tokens: int | None = None
     ignore_eos: bool = False
-    repeats: int = 1
+    repeats: int | None = None  # timed repeats; unset: timed_repeats
     warmup: bool = True
     seed: int = 0
     dtype: str | None = None
@@ -53,6 +57,12 @@ class RunSettings:
     compile: str = "auto"  # the decoding step: auto | on | static | off (engine/compile.py)
     run_id: str | None = None
     resume: str | None = None
+
+    @property
+    def timed_repeats(self) -> int:
+        """--repeats, else THROUGHPUT_REPEATS for a throughput run (--ignore-eos: its
+        figure's interval is over repeats) and one for an accuracy run."""
+        return self.repeats or (THROUGHPUT_REPEATS if self.ignore_eos else 1)
 
     def validate(self) -> None:
         """Cheap checks that need no model, data or device (a sweep runs them on every

@@ -23,7 +23,7 @@ Two kinds of grid (YAML), told apart by `kind`:
       - {method: llamacpp, suite: squad, branch: 8}
     throughput:                  # makes every cell two runs: accuracy + throughput
       max_new_tokens: 64         # default 64
-      repeats: 3                 # default 3
+      repeats: 5                 # default: `pmbench run`'s for --ignore-eos (5)
       # any other `pmbench run` option, for the throughput runs only
 
 An axis entry may be a mapping that carries options for its cells, e.g.

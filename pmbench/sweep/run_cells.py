@@ -27,7 +27,7 @@ RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "excl
 ROPE2D_METHODS = {"rope2d"}  # methods whose cells are crossed with the rope2d settings
 RUN_AXES_SET = {"method", "suite", "branch", "model", *ROPE2D_OPTIONS.values()}
 # what a `throughput:` block gives its runs unless it says otherwise
-THROUGHPUT_DEFAULTS = {"max_new_tokens": 64, "repeats": 3}
+THROUGHPUT_DEFAULTS = {"max_new_tokens": 64}  # repeats: the run's own default for --ignore-eos
 
 
 @dataclass(frozen=True)
