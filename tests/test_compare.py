@@ -1,5 +1,7 @@
-"""pmbench compare: throughput (threshold and repeat ranges), accuracy (binomial SE),
-method ratios, exit codes and the github-action-benchmark JSON shape."""
+"""pmbench compare of two results folders: throughput and method ratios (the 95% interval
+of candidate / baseline over repeats against the threshold), accuracy (binomial SE for
+records without samples; paired tests are in test_paired.py), exit codes and the
+github-action-benchmark JSON shape."""
 
 from __future__ import annotations
 
@@ -60,21 +62,40 @@ def test_throughput_halved_exits_1(tmp_path):
     assert "regression(s) flagged" in result.stderr
 
 
-def test_ten_percent_inside_overlapping_ranges_exits_0(tmp_path):
+def test_ten_percent_with_a_wide_interval_exits_0(tmp_path):
     # baseline repeats span about ±5%; the candidate is 10% slower with a ±15% spread
     result = invoke("compare", FIXTURES, candidate(tmp_path, scale(0.9, spread=0.15)))
     assert result.exit_code == 0, result.output
 
 
-def test_overlap_rule_and_threshold_rule_both_needed(tmp_path):
-    # 15% slower: beyond the threshold, but the repeat ranges overlap -> not flagged
-    assert invoke("compare", FIXTURES, candidate(tmp_path / "a", scale(0.85, spread=0.2))
-                  ).exit_code == 0
-    # 15% slower with ranges that no longer overlap -> flagged
-    tight = candidate(tmp_path / "b", scale(0.85))
-    assert invoke("compare", FIXTURES, tight).exit_code == 1
-    # ... unless the threshold allows 20%
-    assert invoke("compare", FIXTURES, tight, "--threshold", "0.2").exit_code == 0
+def test_a_regression_needs_the_whole_interval_below_the_threshold(tmp_path):
+    # 25% slower but noisy: the 95% interval of candidate / baseline reaches past 0.9
+    noisy = candidate(tmp_path / "a", scale(0.75, spread=0.3))
+    assert invoke("compare", FIXTURES, noisy).exit_code == 0
+    # 25% slower with the baseline's own spread: the whole interval is below 0.9
+    tight = candidate(tmp_path / "b", scale(0.75))
+    result = invoke("compare", FIXTURES, tight)
+    assert result.exit_code == 1
+    row = next(line for line in result.stdout.splitlines()
+               if "squad rope2d r=0 b4" in line and "| output_tok_s " in line)
+    assert "95% CI [" in row and "REGRESSION" in row
+    # ... unless the threshold allows 40%
+    assert invoke("compare", FIXTURES, tight, "--threshold", "0.4").exit_code == 0
+
+
+def test_the_interval_is_the_bootstrap_of_the_ratio_of_medians():
+    from pmbench.measure.stats import median_ratio_interval
+    from pmbench.report.compare import _judge
+
+    figs = figures(load(FIXTURES))
+    cell = "squad rope2d r=0 b4 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
+    base = figs[cell, "output_tok_s"]
+    slower = type(base)("throughput", "tok/s", base.value * 0.5, base.low * 0.5,
+                        base.high * 0.5, num=(tuple(x * 0.5 for x in base.num[0]),))
+    status, test = _judge(base, slower, 0.1, False, False, None, "output_tok_s")
+    low, high = median_ratio_interval([slower.num[0]], [base.num[0]])
+    assert status == "REGRESSION" and test.endswith(f"95% CI [{low:.4g}, {high:.4g}]")
+    assert high < 0.9
 
 
 def test_faster_candidate_is_not_a_regression(tmp_path):
@@ -152,22 +173,41 @@ def test_json_has_the_github_action_benchmark_shape(tmp_path):
 
 
 def test_run_ids_are_looked_up_under_results(tmp_path):
+    """Two run ids are two runs: compared question by question (these fixture records kept
+    no samples, which the report says), and by speed over their repeats."""
     run_id = "20261126-100400-rope2d-squad-b4-6918"
     out = tmp_path / "report.json"
     result = invoke("compare", run_id, run_id, "--results", FIXTURES, "-f", "json", "-o", out)
     assert result.exit_code == 0, result.output
-    assert {e["name"].rsplit(" ", 1)[1] for e in json.loads(out.read_text())} == {
-        "output_tok_s", "total_tok_s", "q_s", "f1", "em"}
+    report = json.loads(out.read_text())
+    assert report["a"] == report["b"] == run_id and report["metrics"] == []
+    assert report["note"].startswith("no samples.jsonl beside")
+    assert {s["figure"] for s in report["speed"]} == {"output_tok_s", "total_tok_s", "q_s"}
+    assert all(s["ratio"] == 1 and s["low"] <= 1 <= s["high"] for s in report["speed"])
+
+
+def _folders_without_common_cells(tmp_path: Path) -> list[str]:
+    out = []
+    for run in ("20261126-100400-rope2d-squad-b4-6918", "20261126-110000-sequential-mmlu-b1-2921"):
+        shutil.copytree(FIXTURES / run, tmp_path / run / run)
+        out.append(str(tmp_path / run))
+    return out
 
 
 @pytest.mark.parametrize("args, message", [
     (["no-such-run", str(FIXTURES)], "neither a folder nor a run id"),
     ([str(FIXTURES / "20261126-100400-rope2d-squad-b4-6918"),
-      str(FIXTURES / "20261126-110000-sequential-mmlu-b1-2921")], "no cell in common"),
+      str(FIXTURES / "20261126-110000-sequential-mmlu-b1-2921")], "runs of different suites"),
+    ([str(FIXTURES / "20261126-100400-rope2d-squad-b4-6918"), str(FIXTURES)],
+     "not one of each"),
+    (["FOLDERS"], "no cell in common"),
     ([str(FIXTURES), str(FIXTURES), "--threshold", "1.5"], "--threshold"),
+    ([str(FIXTURES), str(FIXTURES), "--margin", "-1"], "--margin"),
     ([str(FIXTURES), str(FIXTURES), "--format", "xml"], "unknown format"),
 ])
-def test_bad_input(args, message):
+def test_bad_input(args, message, tmp_path):
+    if args == ["FOLDERS"]:
+        args = _folders_without_common_cells(tmp_path)
     result = invoke("compare", *args)
     assert isinstance(result.exception, BadInput)
     assert message in str(result.exception)

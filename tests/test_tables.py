@@ -79,6 +79,7 @@ Table 1: Throughput (output tok/s, throughput runs) and accuracy (%, accuracy ru
 Acc (%): MMLU accuracy, C-Eval accuracy, GSM8K exact match, HumanEval pass@1, SQuAD F1, SQuAD v2.0 F1.
 tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Acc: accuracy runs (each suite's own stop strings and token budget). A cell without its kind of run shows –.
 {MERGED}
+Paired Δ to the reference: none could be judged (no samples.jsonl).
 """  # noqa: E501
 
 TABLE2 = """\
@@ -95,6 +96,7 @@ Table 2: rope_2d_ratio ablation: held-out loss and accuracy before and after tra
 | results/20261121-080000-finetune-r0.50-ab03/checkpoint | fine-tuned  | cross    |  0.50 | split/interleaved |       4 | 2.000 |         52.5 |         37.5 |     31.2 |          – |
 
 Weights: as shipped is the base model before training (its sequential row, decoding one question at a time, is the reference); fine-tuned / pre-trained is the training run's checkpoint. Loss: held-out loss on the training run's held-out split at the trained #branch: for a checkpoint after training, for as shipped before the first step (heldout_loss_start: the base model at the same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at that #branch in accuracy runs (each suite's own stop strings and token budget), as shipped at the training run's ratio, mask and setting; of several runs, the one with the most questions.
+Paired Δ to the reference: none could be judged (no samples.jsonl).
 """  # noqa: E501
 
 TABLE3 = f"""\
@@ -139,22 +141,23 @@ Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_s
 TABLE5 = """\
 Table 5: SQuAD parallel QA: Q/s (accuracy runs, real stopping) and speedup over sequential decoding
 
-| Version | Method             | #questions |  Q/s | Speedup (×) | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
-|:--------|:-------------------|-----------:|-----:|------------:|-------:|-------:|--------------:|-------------:|
-| **results/20261121-080000-finetune-r0.50-ab03/checkpoint** |                    |            |      |             |        |        |               |              |
-| v1.1    | rope2d r=0.5 cross |          4 | 6.00 |           – |   52.5 |   37.5 |             – |            – |
-| **smollm2-135m-instruct** |                    |            |      |             |        |        |               |              |
-| v1.1    | sequential         |          1 | 2.00 |        1.00 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0         |          1 | 2.10 |        1.05 |   55.0 |   50.0 |             – |            – |
-| v1.1    | prefix             |          2 | 3.50 |        1.75 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0         |          4 | 7.00 |        3.50 |   57.5 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0.5 cross |          4 | 6.50 |        3.25 |   40.0 |   25.0 |             – |            – |
-| v2.0    | sequential         |          1 | 1.80 |        1.00 |   60.0 |   50.0 |          45.0 |         75.0 |
-| v2.0    | rope2d r=0         |          4 | 6.30 |        3.50 |   55.0 |   50.0 |          40.0 |         70.0 |
+| Version | Method             | #questions |  Q/s | Answer p50 (s) | Answer p99 (s) | Speedup (×) | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
+|:--------|:-------------------|-----------:|-----:|---------------:|---------------:|------------:|-------:|-------:|--------------:|-------------:|
+| **results/20261121-080000-finetune-r0.50-ab03/checkpoint** |                    |            |      |                |                |             |        |        |               |              |
+| v1.1    | rope2d r=0.5 cross |          4 | 6.00 |              – |              – |           – |   52.5 |   37.5 |             – |            – |
+| **smollm2-135m-instruct** |                    |            |      |                |                |             |        |        |               |              |
+| v1.1    | sequential         |          1 | 2.00 |              – |              – |        1.00 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0         |          1 | 2.10 |              – |              – |        1.05 |   55.0 |   50.0 |             – |            – |
+| v1.1    | prefix             |          2 | 3.50 |              – |              – |        1.75 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0         |          4 | 7.00 |              – |              – |        3.50 |   57.5 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0.5 cross |          4 | 6.50 |              – |              – |        3.25 |   40.0 |   25.0 |             – |            – |
+| v2.0    | sequential         |          1 | 1.80 |              – |              – |        1.00 |   60.0 |   50.0 |          45.0 |         75.0 |
+| v2.0    | rope2d r=0         |          4 | 6.30 |              – |              – |        3.50 |   55.0 |   50.0 |          40.0 |         70.0 |
 
-Q/s: questions answered per second in accuracy runs (each suite's own stop strings and token budget), i.e. with real stopping; #questions: questions answered together (the group size N); Speedup: Q/s over sequential on the same questions (same model, suite and number scored).
+Q/s: questions answered per second in accuracy runs (each suite's own stop strings and token budget), i.e. with real stopping; #questions: questions answered together (the group size N); Answer p50 / p99: each question's time from its group's start to its last token, percentiles over the run's questions (one at a time, a question also waits for those before it); Speedup: Q/s over sequential on the same questions (same model, suite and number scored).
 Questions scored per row: 8 on SQuAD results/20261121-080000-finetune-r0.50-ab03/checkpoint, 8 on SQuAD smollm2-135m-instruct, 16 on SQuAD v2.0 smollm2-135m-instruct.
 HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.
+Paired Δ to the reference: none could be judged (no samples.jsonl).
 """  # noqa: E501
 
 EXPECTED = {1: TABLE1, 2: TABLE2, 3: TABLE3, 4: TABLE4, 5: TABLE5}
@@ -249,6 +252,10 @@ def test_filters_keep_only_the_chosen_model_and_suite(records):
 
 @pytest.mark.parametrize("args, message", [
     (["table", "6"], "no table 6"),
+    (["table", "3b"], "no table 3b; tables are 1-5, and 1b, 2b, 5b"),
+    (["table", "1b"], "no Table 1b here: Paired Δ to the reference: none could be judged "
+                      "(no samples.jsonl)"),
+    (["table", "1", "--margin", "-2"], "--margin"),
     (["table", "1", "--results", "does/not/exist"], "does not exist"),
     (["table", "1", "--format", "html"], "unknown format"),
     (["table", "1", "--standalone"], "--standalone"),

@@ -52,8 +52,22 @@ def _write(text: str, output: Path | None) -> None:
     _stderr().print(f"wrote {escape(str(output))}")
 
 
+def _table_number(number: str) -> tuple[int, bool]:
+    """(N, companion only) from "N" or "Nb" (the paired companion of Tables 1, 2 and 5)."""
+    from pmbench.report.tables import BUILDERS, PAIRED
+
+    digits, suffix = number[:-1], number[-1:]
+    if suffix != "b":
+        digits, suffix = number, ""
+    if not digits.isdigit() or int(digits) not in BUILDERS or (suffix and int(digits)
+                                                               not in PAIRED):
+        raise BadInput(f"no table {number}; tables are 1-5, and 1b, 2b, 5b (paired)")
+    return int(digits), bool(suffix)
+
+
 def table(
-    number: int | None = typer.Argument(None, help="Table number, 1-5; without it, every "
+    number: str | None = typer.Argument(None, help="Table number, 1-5, or 1b, 2b, 5b (their "
+                                        "paired companions alone); without it, every "
                                         "table that has records, Table 1 first."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown, latex or csv."),
     results: Path = RESULTS,
@@ -62,13 +76,20 @@ def table(
     suite: list[str] | None = SUITES,
     standalone: bool = typer.Option(False, "--standalone",
                                     help="LaTeX: a whole document pdflatex compiles."),
+    margin: float = typer.Option(1.0, "--margin", help="Non-inferiority margin, in points "
+                                 "of accuracy, of the paired Tables 1b, 2b and 5b."),
+    paired: bool = typer.Option(True, "--paired/--no-paired",
+                                help="Tables 1, 2 and 5 with their paired companion (1b, 2b, "
+                                     "5b: each row against its reference, question by "
+                                     "question)."),
 ) -> None:
     """Build the paper's Tables 1-5 from the records under --results.
 
     Without a number, every table with matching records is written (tables without are
     named in one line on stderr), a blank line between tables, all into one file with
-    --output; in CSV each table's rows follow a "# Table N" line. Notes go to stderr in
-    CSV, which has no room for them.
+    --output; in CSV each table's rows follow a "# Table N" line (and a companion's a
+    "# Table Nb" line). One table in CSV is that table alone (its companion: `pmbench
+    table Nb`). Notes go to stderr in CSV, which has no room for them.
     """
     from pmbench.report import table_format, tables
 
@@ -77,18 +98,27 @@ def table(
     if fmt not in table_format.FORMATS:
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(table_format.FORMATS)}")
     records = _load(results)
+    margin_or_none = margin if paired else None
     if number is None:
-        built, skipped = tables.build_all(records, model, suite)
+        built, skipped = tables.build_all(records, model, suite, margin_or_none)
         if skipped:
             _stderr().print("tables not shown (no records match, or --suite does not "
                             f"apply): {', '.join(map(str, skipped))}")
         text = table_format.render_all(built, fmt, standalone)
     else:
-        built = [tables.build(number, records, model, suite)]
+        n, companion_only = _table_number(number)
+        built = [tables.build(n, records, model, suite, margin if companion_only else
+                              margin_or_none)]
+        if companion_only:
+            if built[0].companion is None:
+                why = next((x for x in built[0].notes if x.startswith("Paired Δ")), "")
+                raise BadInput(f"no Table {n}b here: {why}")
+            built = [built[0].companion]
         text = table_format.render(built[0], fmt, standalone)
     _write(text, output)
     if fmt == "csv":  # CSV has no room for notes: they go to stderr
-        for t in built:
+        companions = [t.companion for t in built if t.companion and number is None]
+        for t in [*built, *companions]:
             for note in t.notes:
                 _stderr().print(escape(note))
 
@@ -133,26 +163,71 @@ def compare(
     exact_accuracy: bool = typer.Option(False, "--exact-accuracy",
                                         help="Flag any accuracy change (fixed greedy subset)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
+    margin: float = typer.Option(1.0, "--margin", help="Non-inferiority margin in points of "
+                                 "accuracy, fixed before looking at the results."),
 ) -> None:
-    """Compare two sets of run records; exit 1 when a regression is flagged, which includes
-    a figure of the baseline missing from the candidate and a broken one (NaN, inf, a
-    speed <= 0); exit 2 when the baseline itself has a broken figure."""
+    """Compare two runs question by question, or two results folders cell by cell.
+
+    Two runs (run folders or run ids) of the same suite and model: paired accuracy
+    statistics with a non-inferiority verdict at --margin, agreement, speed and latency;
+    exit 1 when B is inferior beyond the margin. Two results folders: the regression check
+    CI runs; exit 1 when a regression is flagged, which includes a figure of the baseline
+    missing from the candidate and a broken one (NaN, inf, a speed <= 0); exit 2 when the
+    baseline itself has a broken figure."""
     from pmbench.report import compare as cmp
+    from pmbench.report import compare_format as show
 
     if fmt not in ("markdown", "json"):
         raise BadInput(f"unknown format {fmt!r}; use markdown or json")
-    result = cmp.compare(_load(cmp.resolve(baseline, results)),
-                         _load(cmp.resolve(candidate, results)),
-                         threshold, machine_independent, exact_accuracy)
-    text = (cmp.to_markdown_report(result) if fmt == "markdown" else
-            json.dumps(cmp.to_benchmark_json(result), indent=2, ensure_ascii=False) + "\n")
+    paths = [cmp.resolve(spec, results) for spec in (baseline, candidate)]
+    if any(cmp.is_run(p) for p in paths):
+        if machine_independent or exact_accuracy:
+            raise BadInput("--machine-independent and --exact-accuracy apply to two results "
+                           "folders, not two runs")
+        _compare_runs(paths, results, margin, fmt, output)
+        return
+    result = cmp.compare(_load(paths[0]), _load(paths[1]), threshold, machine_independent,
+                         exact_accuracy, margin)
+    text = (show.to_markdown_report(result) if fmt == "markdown" else
+            json.dumps(show.to_benchmark_json(result), indent=2, ensure_ascii=False) + "\n")
     _write(text, output)
     if fmt == "json":  # JSON has no place for a missing or non-finite figure: name them here
-        for row in cmp.unshown(result):
+        for row in show.unshown(result):
             _stderr().print(f"{row.status}: {escape(row.cell)} {escape(row.metric)} "
                             f"({escape(row.test)})", highlight=False)
     if result.regressions:
         _stderr().print(f"[red]{len(result.regressions)} regression(s) flagged[/]")
+        raise typer.Exit(1)
+
+
+def _compare_runs(paths: list[Path], results: Path, margin: float, fmt: str,
+                  output: Path | None) -> None:
+    """`compare RUN_A RUN_B`: B against A on the questions both scored."""
+    from pmbench.report import compare as cmp
+    from pmbench.report import compare_format as show
+    from pmbench.report.compare_runs import compare_runs
+    from pmbench.report.results import load
+
+    if not all(cmp.is_run(p) for p in paths):
+        raise BadInput("compare two runs (run folders or run ids) or two results folders, "
+                       "not one of each")
+    runs = []
+    for path in paths:
+        found = _load(path).runs
+        if len(found) != 1:
+            raise BadInput(f"{path} holds no complete run record")
+        runs.append(found[0])
+    with warnings.catch_warnings():  # training records, to find a fine-tune's base model
+        warnings.simplefilter("ignore")
+        train = load(results, ("train",)).train if results.is_dir() else []
+    result = compare_runs(runs[0], runs[1], margin, train)
+    text = (show.runs_markdown(result) if fmt == "markdown" else
+            json.dumps(show.runs_json(result), indent=2, ensure_ascii=False) + "\n")
+    _write(text, output)
+    if result.inferior:
+        names = ", ".join(m.label for m in result.inferior)
+        _stderr().print(f"[red]B is inferior to A beyond ±{margin:g} pt on: "
+                        f"{escape(names)}[/]")
         raise typer.Exit(1)
 
 

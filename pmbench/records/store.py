@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 from collections import Counter
 from datetime import UTC, datetime
@@ -154,6 +155,27 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_samples(run_dir: Path) -> list[dict[str, Any]] | None:
+    """The samples.jsonl lines of a finished run folder, as JSON objects (None when it has
+    none). Records are read from folders anyone may have filled: the file must be a
+    regular file, not a link (a link could point at a device or another user's file), and
+    a line that is not a JSON object is BadInput naming the file."""
+    path = Path(run_dir) / SAMPLES_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {_reason(exc)} (a link is not read)") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BadInput(f"cannot read {path}: not a regular file")
+        lines = _Lines.parse(f.read())
+    if any(row is None for row in lines):
+        raise BadInput(f"corrupt samples file: {path} (a line is not a JSON object)")
+    return lines
+
+
 class _Lines:
     """The complete lines of a JSON-lines file, with their byte spans, as written."""
 
@@ -167,18 +189,26 @@ class _Lines:
             raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
         self.spans: list[tuple[int, int]] = []
         self.rows: list[Any] = []  # the parsed line, None when it is not a JSON object
+        self.rows = self.parse(self.data, self.spans)
+
+    @staticmethod
+    def parse(data: bytes, spans: list[tuple[int, int]] | None = None) -> list[Any]:
+        """Each complete line of `data` parsed (None when it is not a JSON object); bytes
+        after the last newline are a line an interruption cut short, and are left out."""
+        rows: list[Any] = []
         start = 0
-        while (end := self.data.find(b"\n", start)) >= 0:
-            line = self.data[start:end]
+        while (end := data.find(b"\n", start)) >= 0:
+            line = data[start:end]
             if line.strip():
                 try:
                     row = json.loads(line.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError):
                     row = None
-                self.spans.append((start, end + 1))
-                self.rows.append(row if isinstance(row, dict) else None)
+                if spans is not None:
+                    spans.append((start, end + 1))
+                rows.append(row if isinstance(row, dict) else None)
             start = end + 1
-        # bytes after the last newline: a line an interruption cut short
+        return rows
 
     def keep(self, wanted: list[bool]) -> None:
         """Leave only the lines `wanted` says, and no half-written last line.

@@ -5,51 +5,49 @@ sharing, #branch, limit, max_new_tokens, ignore_eos, dtype); in each folder the 
 record of a cell wins. Per matched cell three kinds of figures are compared (bigger is
 better for all):
 
-- **throughput** (``output_tok_s``, ``total_tok_s``, ``q_s``): the record's median, with
-  the range [min, max] of its repeats. A regression is flagged only when the candidate
-  median is worse by more than ``threshold`` (default 10%) *and* the two repeat ranges
-  do not overlap, so run-to-run noise does not fail CI.
+- **throughput** (``output_tok_s``, ``total_tok_s``, ``q_s``): the record's median over
+  repeats. The candidate / baseline ratio gets a 95% interval by bootstrapping each
+  record's repeats (:func:`pmbench.measure.stats.median_ratio_interval`); a regression is
+  flagged when that interval lies wholly below ``1 - threshold`` (default 10%), an
+  improvement when it lies wholly above ``1 + threshold``, so run-to-run noise does not
+  fail CI and few repeats make a wide interval, not a verdict.
 - **ratio** rows, machine-independent: within one folder, the output tok/s of rope2d
   over prefix, batch and sequential, of prefix over batch and of batch over
-  sequential, for the same cell
-  (model, suite, #branch, limit, tokens, dtype). Their range is
-  [min_a / max_b, max_a / min_b]; the throughput rule applies. Compare folders from
-  different machines with ``machine_independent=True``: absolute throughput is then
-  reported but never flagged, and only ratios and accuracy can fail.
+  sequential, for the same cell (model, suite, #branch, limit, tokens, dtype), with the
+  interval of a ratio of medians; candidate over baseline is judged as throughput is.
+  Compare folders from different machines with ``machine_independent=True``: absolute
+  throughput is then reported but never flagged, and only ratios and accuracy can fail.
 - **accuracy** (the accuracies the suite's YAML declares, :func:`pmbench.suites.metric_keys`,
-  that a record has: fractions in [0, 1] over its ``metrics.n`` questions; per-category
-  scores are not declared, since their number of questions is not recorded): a drop is flagged
-  when it exceeds the binomial standard error of the difference,
-  sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). F1 and pass@1 use the same formula: a per-question
-  score in [0, 1] with mean p has variance at most p(1-p), so for them it is a
-  conservative approximation. With ``exact_accuracy=True`` any change is flagged
-  (greedy decoding on a fixed subset must reproduce exactly).
+  that a record has: fractions in [0, 1] over its ``metrics.n`` questions). Where both
+  runs kept their samples the difference is paired on the questions both scored
+  (:mod:`pmbench.report.paired`): a drop is flagged when its paired-bootstrap interval lies
+  wholly below 0 and, for a 0/1 metric, McNemar's exact p is below 0.05; the test column
+  gives Δ, the interval and the non-inferiority verdict at ``margin``. Without samples
+  (older records) a drop is flagged when it exceeds the binomial standard error of the
+  difference, sqrt(p1(1-p1)/n1 + p2(1-p2)/n2). With ``exact_accuracy=True`` any change is
+  flagged (greedy decoding on a fixed subset must reproduce exactly).
 
 A broken run never passes the gate. A figure of the candidate that is not finite (NaN,
 inf), a throughput or ratio that is zero or negative (or whose repeat minimum is), an
 accuracy outside [0, 1] are regressions whatever the other rules say, and so is every
 figure of the baseline that the candidate lacks (a cell or a metric: status ``missing``).
 The same faults in the baseline make it unusable: bad input (exit 2), not a verdict.
-
-Output: a Markdown table for CI logs, or JSON in the github-action-benchmark
-``customBiggerIsBetter`` shape: a list of ``{"name": str, "unit": str, "value": float,
-"range": str, "extra": str}`` holding the *candidate's* values (accuracy in %), ``range``
-as ``"± x"`` (half the repeat range around the median, or the binomial standard error),
-and ``extra`` the baseline value, the ratio and the verdict.
+Text and JSON output: :mod:`pmbench.report.compare_format`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pmbench.errors import BadInput
+from pmbench.measure.stats import median_ratio_interval
+from pmbench.report.paired import MARGIN, RunPair, pair_runs
 from pmbench.report.results import Records, method_label, newest, repeat_range
-from pmbench.report.table_format import Table, to_markdown
 from pmbench.rope2d.settings import RECORD_COLUMNS
 from pmbench.suites import metric_keys
 
@@ -63,11 +61,16 @@ THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
 RATIOS = (("rope2d", "prefix"), ("rope2d", "batch"), ("rope2d", "sequential"),
           ("prefix", "batch"), ("batch", "sequential"))
 FLAGS = ("REGRESSION", "CHANGED", "MISSING")
+ALPHA = 0.05  # McNemar's level for a paired accuracy drop of a 0/1 metric
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure: value (median or metric) and its range [low, high]."""
+    """One measured figure: value (median or metric) and its range [low, high].
+
+    A throughput or ratio figure keeps the repeats behind it (`num` over `den`: the
+    samples whose medians multiply and divide to its value), for intervals; an accuracy
+    keeps its run record, for the paired test."""
 
     kind: str  # "throughput" | "ratio" | "accuracy"
     unit: str
@@ -75,6 +78,9 @@ class Figure:
     low: float
     high: float
     n: int | None = None  # questions behind an accuracy
+    num: tuple[tuple[float, ...], ...] = ()
+    den: tuple[tuple[float, ...], ...] = ()
+    record: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def se(self) -> float | None:
@@ -83,6 +89,11 @@ class Figure:
             return None
         p = min(max(self.value, 0.0), 1.0)
         return math.sqrt(p * (1 - p) / self.n)
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """95% interval of a throughput or ratio figure over its repeats (None: one repeat)."""
+        return median_ratio_interval(self.num, self.den) if self.num else None
 
 
 def fault(fig: Figure) -> str | None:
@@ -134,6 +145,7 @@ class Comparison:
     only_baseline: list[str]
     only_candidate: list[str]
     threshold: float
+    margin: float = MARGIN
 
     @property
     def regressions(self) -> list[Row]:
@@ -154,12 +166,25 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def repeats_of(record: dict[str, Any], metric: str) -> tuple[float, ...] | None:
+    """The repeats behind a throughput median: every repeat's value, the median alone for
+    records without them, None when the record has no such figure."""
+    tp = record.get("throughput") or {}
+    values = [v for v in (tp.get("repeats") or {}).get(metric) or []
+              if isinstance(v, int | float) and not isinstance(v, bool)]
+    if values:
+        return tuple(float(v) for v in values)
+    median = tp.get(metric)
+    return (float(median),) if isinstance(median, int | float) else None
+
+
 def _throughput(record: dict[str, Any], metric: str) -> Figure | None:
     value = (record["throughput"] or {}).get(metric)
     span = repeat_range(record, metric)
     if not isinstance(value, int | float) or span is None:
         return None
-    return Figure("throughput", THROUGHPUT[metric], float(value), *span)
+    return Figure("throughput", THROUGHPUT[metric], float(value), *span,
+                  num=(repeats_of(record, metric) or (float(value),),))
 
 
 def figures(records: Records) -> dict[tuple[str, str], Figure]:
@@ -182,7 +207,8 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
         for metric in metric_keys(rec["suite"]):
             value = rec["metrics"].get(metric)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n)
+                out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n,
+                                           record=rec)
     # Ratios between methods of one cell: same keys but the method and its own settings.
     group = [k for k in CELL_KEYS if k != "method" and k not in METHOD_KEYS]
     for _, same in cells.groupby(group, dropna=False, sort=False):
@@ -196,7 +222,7 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
                 b = refs[0]
                 out[cell, f"output_tok_s {num}/{den}"] = Figure(
                     "ratio", "×", _div(a.value, b.value), _div(a.low, b.high),
-                    _div(a.high, b.low))
+                    _div(a.high, b.low), num=a.num, den=b.num)
     return out
 
 
@@ -206,35 +232,77 @@ def _div(a: float, b: float) -> float:
 
 
 def _judge(base: Figure, cand: Figure, threshold: float, machine_independent: bool,
-           exact_accuracy: bool) -> tuple[str, str]:
+           exact_accuracy: bool, pair: RunPair | None, key: str) -> tuple[str, str]:
     """(status, test) for one figure: see the module docstring for the rules."""
     broken = fault(cand)
     if broken:
         return "REGRESSION", f"candidate {broken}"
     if base.kind == "accuracy":
-        diff = cand.value - base.value
-        if exact_accuracy:
-            return ("ok" if abs(diff) < 1e-12 else "CHANGED"), "exact"
-        if base.se is None or cand.se is None:
-            return "info", "n unknown"
-        se = math.sqrt(base.se**2 + cand.se**2)
-        test = f"Δ {100 * diff:+.1f} pts, SE {100 * se:.1f}"
-        return ("REGRESSION" if -diff > se else "improved" if diff > se else "ok"), test
-    test = f"[{_num(base.low)}, {_num(base.high)}] → [{_num(cand.low)}, {_num(cand.high)}]"
+        return _judge_accuracy(base, cand, exact_accuracy, pair, key)
+    ci = median_ratio_interval(cand.num + base.den, cand.den + base.num)
+    low, high = ci or (cand.value / base.value,) * 2
+    test = f"×{num(cand.value / base.value)}, 95% CI [{num(low)}, {num(high)}]"
+    if ci is None:
+        test += " (no repeats)"
     if base.kind == "throughput" and machine_independent:
         return "info", test
-    if cand.value < base.value * (1 - threshold) and cand.high < base.low:
+    if high < 1 - threshold:
         return "REGRESSION", test
-    if cand.value > base.value * (1 + threshold) and cand.low > base.high:
+    if low > 1 + threshold:
         return "improved", test
     return "ok", test
 
 
+def _judge_accuracy(base: Figure, cand: Figure, exact_accuracy: bool, pair: RunPair | None,
+                    key: str) -> tuple[str, str]:
+    diff = cand.value - base.value
+    if exact_accuracy:
+        return ("ok" if abs(diff) < 1e-12 else "CHANGED"), "exact"
+    paired = next((m for m in pair.metrics if m.key == key), None) if pair else None
+    if paired is not None:
+        p = f", McNemar p {paired.p_value:.3g}" if paired.p_value is not None else ""
+        test = (f"paired n {paired.n}: Δ {paired.delta:+.1f} pts [{paired.low:+.1f}, "
+                f"{paired.high:+.1f}]{p}; {paired.verdict} at ±{pair.margin:g}")
+        significant = paired.p_value is None or paired.p_value < ALPHA
+        if paired.high < 0 and significant:
+            return "REGRESSION", test
+        if paired.low > 0 and significant:
+            return "improved", test
+        return "ok", test
+    if base.se is None or cand.se is None:
+        return "info", "n unknown"
+    se = math.sqrt(base.se**2 + cand.se**2)
+    test = f"Δ {100 * diff:+.1f} pts, SE {100 * se:.1f} (unpaired: no samples)"
+    return ("REGRESSION" if -diff > se else "improved" if diff > se else "ok"), test
+
+
+def _pairs(base: dict[tuple[str, str], Figure], cand: dict[tuple[str, str], Figure],
+           margin: float) -> dict[str, RunPair]:
+    """The paired comparison of each cell whose accuracy both folders have, where both
+    runs kept their samples (cells without stay unpaired)."""
+    out = {}
+    for (cell, _), fig in base.items():
+        other = next((cand[k] for k in cand if k[0] == cell and cand[k].kind == "accuracy"),
+                     None) if fig.kind == "accuracy" and cell not in out else None
+        if other is None or fig.record is None or other.record is None:
+            continue
+        try:
+            pair = pair_runs(fig.record, other.record, margin)
+        except BadInput:  # not comparable after all: judged unpaired
+            continue
+        if pair.metrics:
+            out[cell] = pair
+    return out
+
+
 def compare(baseline: Records, candidate: Records, threshold: float = 0.10,
-            machine_independent: bool = False, exact_accuracy: bool = False) -> Comparison:
+            machine_independent: bool = False, exact_accuracy: bool = False,
+            margin: float = MARGIN) -> Comparison:
     """Match the cells of two record sets and judge every shared figure."""
     if not 0 <= threshold < 1:
         raise BadInput(f"--threshold must be in [0, 1), got {threshold}")
+    if margin < 0:
+        raise BadInput(f"--margin must be >= 0 points, got {margin:g}")
     base, cand = figures(baseline), figures(candidate)
     broken = [(key, problem) for key, fig in base.items() if (problem := fault(fig))]
     if broken:
@@ -243,77 +311,28 @@ def compare(baseline: Records, candidate: Records, threshold: float = 0.10,
         raise BadInput(f"unusable baseline: {cell} {metric}: {problem}{more}")
     if not any(k in cand for k in base):
         raise BadInput("baseline and candidate have no cell in common")
+    pairs = {} if exact_accuracy else _pairs(base, cand, margin)
     rows = [Row(cell, metric, base[cell, metric], cand[cell, metric],
                 *_judge(base[cell, metric], cand[cell, metric], threshold,
-                        machine_independent, exact_accuracy))
+                        machine_independent, exact_accuracy, pairs.get(cell), metric))
             if (cell, metric) in cand else
             Row(cell, metric, base[cell, metric], None, "MISSING", "not in the candidate")
             for cell, metric in base]
     base_cells, cand_cells = {c for c, _ in base}, {c for c, _ in cand}
     return Comparison(rows, sorted(base_cells - cand_cells), sorted(cand_cells - base_cells),
-                      threshold)
+                      threshold, margin)
 
 
-def _shown(fig: Figure) -> float:
-    return 100 * fig.value if fig.unit == "%" else fig.value
-
-
-def _num(x: float) -> str:
+def num(x: float) -> str:
     """Four significant digits, without exponents for large throughputs."""
     if not math.isfinite(x):
         return str(x)
     return f"{x:.1f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
-def to_markdown_report(result: Comparison) -> str:
-    """A Markdown table (cell, metric, baseline, candidate, ratio, test, status) and a verdict."""
-    data = pd.DataFrame({
-        "Cell": [r.cell for r in result.rows], "Metric": [r.metric for r in result.rows],
-        "Unit": [r.baseline.unit for r in result.rows],
-        "Baseline": [_num(_shown(r.baseline)) for r in result.rows],
-        "Candidate": ["–" if r.candidate is None else _num(_shown(r.candidate))
-                      for r in result.rows],
-        "Ratio": [r.ratio for r in result.rows], "Test": [r.test for r in result.rows],
-        "Status": [r.status for r in result.rows]})
-    flagged = len(result.regressions)
-    missing = sum(r.status == "MISSING" for r in result.rows)
-    notes = [f"{flagged} regression(s) flagged (threshold {result.threshold:.0%}, "
-             "repeat ranges must not overlap; accuracy against the binomial SE"
-             + (f"; {missing} figure(s) of the baseline missing from the candidate" if missing
-                else "") + ")."]
-    notes += [f"Only in baseline: {c}" for c in result.only_baseline]
-    notes += [f"Only in candidate: {c}" for c in result.only_candidate]
-    table = Table(None, "pmbench compare: baseline vs candidate", data,
-                  {"Baseline": "", "Candidate": "", "Ratio": ".3f"}, notes)
-    return to_markdown(table)
-
-
-def to_benchmark_json(result: Comparison) -> list[dict[str, Any]]:
-    """The candidate's figures in github-action-benchmark's customBiggerIsBetter shape.
-
-    Figures the candidate lacks or that are not finite have no value to show: they are
-    left out here (JSON has no NaN) and named on stderr by the command (:func:`unshown`).
-    """
-    entries = []
-    for r in result.rows:
-        c = r.candidate
-        if c is None or not all(math.isfinite(x) for x in (c.value, c.low, c.high)):
-            continue
-        spread = (100 * c.se if c.se is not None else None) if c.kind == "accuracy" else max(
-            c.value - c.low, c.high - c.value)
-        entries.append({
-            "name": f"{r.cell} {r.metric}", "unit": c.unit, "value": _shown(c),
-            "range": "" if spread is None else f"± {spread:.4g}",
-            "extra": f"baseline {_num(_shown(r.baseline))}; ratio {r.ratio:.3f}; {r.status}",
-        })
-    return entries
-
-
-def unshown(result: Comparison) -> list[Row]:
-    """Flagged rows that :func:`to_benchmark_json` cannot hold (missing, not finite)."""
-    return [r for r in result.rows if r.flagged and (
-        r.candidate is None or not all(math.isfinite(x) for x in (
-            r.candidate.value, r.candidate.low, r.candidate.high)))]
+def is_run(path: Path) -> bool:
+    """Whether `path` is one run (its folder, or its run.json), not a results folder."""
+    return (path.is_file() and path.name == "run.json") or (path / "run.json").is_file()
 
 
 def resolve(spec: str, results_dir: str | Path = "results") -> Path:

@@ -150,13 +150,15 @@ def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
     return None
 
 
-def load(root: str | Path) -> Records:
-    """All valid records under `root` (a folder, searched recursively, or one record file)."""
+def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values())) -> Records:
+    """All valid records of `kinds` ("run", "train", "attention") under `root` (a folder,
+    searched recursively, or one record file)."""
     root = Path(root)
+    names = [name for name, kind in RECORD_FILES.items() if kind in kinds]
     if root.is_file():
-        files = [root] if root.name in RECORD_FILES else []
+        files = [root] if root.name in names else []
     else:
-        files = sorted(p for name in RECORD_FILES for p in root.rglob(name) if p.is_file())
+        files = sorted(p for name in names for p in root.rglob(name) if p.is_file())
     records = Records()
     for path in files:
         kind = RECORD_FILES[path.name]

@@ -27,6 +27,7 @@ class Table:
     `row_group` names a column of `data` whose value heads a group of consecutive rows:
     Markdown and LaTeX write it once, as a line above its rows, and not as a column;
     CSV keeps it as an ordinary column on every row, so the file stays machine-readable.
+    A `companion` (Tables 1, 2 and 5: paired differences) follows the table in every format.
     """
 
     number: int | None  # the paper's table number; None for other tables (compare)
@@ -35,6 +36,13 @@ class Table:
     formats: dict[Any, str]  # column -> format spec of its numbers; other columns are text
     notes: list[str] = field(default_factory=list)
     row_group: Any = None
+    suffix: str = ""  # after the number: a companion is Table 1b
+    companion: Table | None = None  # rendered right after this table (its paired figures)
+
+    @property
+    def name(self) -> str:
+        """"1", or "1b" for the companion of Table 1."""
+        return f"{self.number}{self.suffix}"
 
     def shown(self) -> pd.DataFrame:
         """The cells as display strings, DASH where there is no value."""
@@ -81,7 +89,7 @@ def to_markdown(table: Table) -> str:
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1)
                           for w, r in zip(widths, right, strict=True)) + "|"
-    title = f"Table {table.number}: {table.title}" if table.number else table.title
+    title = f"Table {table.name}: {table.title}" if table.number else table.title
     body = []
     for head, row in zip(heads, rows, strict=True):
         if head is not None:
@@ -101,7 +109,8 @@ def to_csv(table: Table) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+                  "^": r"\textasciicircum{}", "Δ": r"\ensuremath{\Delta}",
+                  "±": r"\ensuremath{\pm}"}
 
 
 def latex_escape(text: str) -> str:
@@ -146,6 +155,15 @@ def _latex_document(floats: list[tuple[int | None, str]]) -> str:
             f"\\pagestyle{{empty}}\n\\begin{{document}}\n{body}\\end{{document}}\n")
 
 
+def _latex_number(table: Table) -> str:
+    """A companion shares its table's number: the caption's counter is stepped back and
+    printed with the suffix (inside the float, so \\thetable changes there only)."""
+    if not table.suffix:
+        return ""
+    return (f"\\addtocounter{{table}}{{-1}}\\renewcommand{{\\thetable}}"
+            f"{{\\arabic{{table}}{latex_escape(table.suffix)}}}\n")
+
+
 def to_latex(table: Table, standalone: bool = False) -> str:
     """A booktabs table float, shrunk to the line width when wider (needs booktabs and
     graphicx); `standalone` wraps it in a document that pdflatex compiles."""
@@ -169,28 +187,40 @@ def to_latex(table: Table, standalone: bool = False) -> str:
                     for n in table.notes)
     fit = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
     body = (f"\\begin{{table}}[ht]\n\\centering\\small\n"
-            f"\\caption{{{latex_escape(table.title)}}}\\label{{tab:pmbench-{table.number}}}\n"
+            f"{_latex_number(table)}\\caption{{{latex_escape(table.title)}}}"
+            f"\\label{{tab:pmbench-{table.name}}}\n"
             f"{fit}\n{tabular}}}\n{notes}\\end{{table}}\n")
     return _latex_document([(table.number, body)]) if standalone else body
 
 
+def _parts(table: Table) -> list[Table]:
+    return [table] if table.companion is None else [table, table.companion]
+
+
+def _csv_section(table: Table) -> str:
+    return f"# Table {table.name}\n{to_csv(table)}"
+
+
 def render(table: Table, fmt: str = "markdown", standalone: bool = False) -> str:
-    """`table` as text in `fmt` (markdown, latex or csv)."""
+    """`table` as text in `fmt` (markdown, latex or csv); in Markdown and LaTeX its
+    companion follows it, while CSV stays one table a program can read (the companion is
+    its own table: ``pmbench table Nb``)."""
+    if fmt not in FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if table.companion is not None and fmt != "csv":
+        return render_all([table], fmt, standalone)
     if fmt == "markdown":
         return to_markdown(table)
-    if fmt == "latex":
-        return to_latex(table, standalone)
-    if fmt == "csv":
-        return to_csv(table)
-    raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return to_latex(table, standalone) if fmt == "latex" else to_csv(table)
 
 
 def render_all(built: Sequence[Table], fmt: str = "markdown", standalone: bool = False) -> str:
     """Several tables as one text, a blank line between them: CSV puts a ``# Table N``
     line above each table's rows; standalone LaTeX is one document holding them all."""
+    parts = [p for t in built for p in _parts(t)]
     if fmt == "latex" and standalone:
-        return _latex_document([(t.number, to_latex(t)) for t in built])
+        return _latex_document([(None if t.suffix else t.number, to_latex(t)) for t in parts])
     if fmt == "csv":
-        return "\n".join(f"# Table {t.number}\n{to_csv(t)}" for t in built)
-    return "\n".join(render(t, fmt) for t in built)
+        return "\n".join(_csv_section(t) for t in parts)
+    return "\n".join(to_markdown(t) if fmt == "markdown" else to_latex(t) for t in parts)
 

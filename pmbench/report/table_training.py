@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
+from pmbench.report.paired import MARGIN
 from pmbench.report.results import Records, method_label, model_names, newest, trained_by
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
@@ -25,6 +26,7 @@ from pmbench.report.table_data import (
     throughput_source,
 )
 from pmbench.report.table_format import Table
+from pmbench.report.table_paired import Pairing, companion
 from pmbench.rope2d.settings import RECORD_COLUMNS
 from pmbench.suites import display_name, metric, primary_metric
 
@@ -136,13 +138,55 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
         "loss"])
 
 
-def table2(records: Records, models=None, suites=None) -> Table:
+def _reference(rows: pd.DataFrame, row: pd.Series) -> tuple[tuple[Any, str], str] | None:
+    """(weights, variant) of the run Table 2 judges `row` against, and its name: an
+    untrained row's sequential run; a trained row's ratio-0 control of the same kind, mask
+    and setting. None for the references themselves and rows without one."""
+    if row["variant"] == "sequential":
+        return None
+    if row["stage"] == "as shipped":
+        return (row["weights"], "sequential"), "sequential, as shipped"
+    if row["ratio"] == 0:
+        return None
+    same = rows[(rows["group"] == row["group"]) & (rows["stage"] == row["stage"])
+                & (rows["mask"] == row["mask"]) & (rows["setting"] == row["setting"])
+                & (rows["branch"] == row["branch"]) & (pd.to_numeric(rows["ratio"]) == 0)]
+    if same.empty:
+        return None
+    return (same["weights"].iloc[-1], "rope2d"), f"ratio-0 {row['mask']} control"
+
+
+def _ablation_pairings(rows: pd.DataFrame, accs: pd.DataFrame) -> list[Pairing]:
+    """Each row's accuracy runs against its reference's, per accuracy column."""
+    runs = {(r["weights"], r["variant"], r["branch"], r["suite"]): r["record"]
+            for _, r in accs.iterrows()}
+    out = []
+    for _, row in rows.iterrows():
+        found = _reference(rows, row)
+        if found is None:
+            continue
+        (weights, variant), name = found
+        keys = {"Model": row["model"], "Weights": row["stage"], "Mask": row["mask"],
+                "Ratio": pd.to_numeric(row["ratio"]), "#branch": row["branch"]}
+        for suite, key in ABLATION_COLUMNS:
+            run = runs.get((row["weights"], row["variant"], row["branch"], suite))
+            ref = runs.get((weights, variant, row["branch"], suite))
+            if run is not None and ref is not None:
+                out.append(Pairing(keys, _header(suite, key).removesuffix(" (%)"),
+                                   key or primary_metric(suite), run, ref, name))
+    return out
+
+
+def table2(records: Records, models=None, suites=None, margin: float | None = MARGIN
+           ) -> Table:
     """rope_2d_ratio ablation: held-out loss and accuracy before and after training.
 
     A row group per training kind and base model (see :func:`_ablation_rows`). Each row's
     accuracy is the accuracy run of its weights at the trained #branch with the most
     questions (the newest of those): a checkpoint's other #branch runs, or shorter runs
-    (Table 3's), never stand in for it.
+    (Table 3's), never stand in for it. With a `margin`, its companion Table 2b pairs a
+    trained row with its ratio-0 control of the same mask, an untrained one with the base
+    model's sequential run.
     """
     if suites:
         raise BadInput("table 2 has fixed suites (SQuAD, MMLU, C-Eval); drop --suite")
@@ -170,8 +214,16 @@ def table2(records: Records, models=None, suites=None) -> Table:
              f"that #branch in {ACCURACY_SOURCE}, as shipped at the training run's ratio, "
              "mask and setting; of several runs, the one with the most questions.",
              *merged_notes(cells, used)]
+    paired = None
+    if margin is not None:
+        paired, note = companion(
+            2, _ablation_pairings(rows, accs), margin, records.train,
+            "for a trained checkpoint, the ratio-0 checkpoint of the same training kind, mask "
+            "and setting (its control); for the base model as shipped, its sequential run",
+            {"Ratio": ".2f", "#branch": "d"})
+        notes.append(note)
     return Table(2, "rope_2d_ratio ablation: held-out loss and accuracy before and after "
-                 "training", data, formats, notes, row_group="Training")
+                 "training", data, formats, notes, row_group="Training", companion=paired)
 
 
 def _scaling_rows(tput: pd.DataFrame, accs: pd.DataFrame, keys: list[str],

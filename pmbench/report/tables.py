@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
+from pmbench.report.paired import MARGIN
 from pmbench.report.results import Records, newest, suite_version
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
@@ -50,18 +51,41 @@ from pmbench.report.table_data import (
     throughput_source,
 )
 from pmbench.report.table_format import DASH, Table
+from pmbench.report.table_paired import Pairing, companion, sequential_reference
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
-from pmbench.suites import display_name, metric
+from pmbench.suites import display_name, metric, suite_info
 
 CORE_SUITES = ("mmlu", "ceval", "gsm8k", "humaneval")  # Table 1's columns, always shown
 SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
 
 
-def table1(records: Records, models=None, suites=None) -> Table:
+def _table1_pairings(accs: pd.DataFrame, rows: pd.DataFrame,
+                     shown: Sequence[str]) -> list[Pairing]:
+    """Each non-sequential row's accuracy run per suite, against the model's sequential run."""
+    out = []
+    for row in rows.itertuples():
+        for suite in shown:
+            runs = accs[(accs["model"] == row.model) & (accs["label"] == row.label)
+                         & (accs["branch"] == row.branch) & (accs["suite"] == suite)]
+            if runs.empty or runs["method"].iloc[0] == "sequential":
+                continue
+            run = runs.iloc[0]
+            ref = sequential_reference(accs, row.model, suite, row.branch, run["n"])
+            if ref is not None:
+                out.append(Pairing(
+                    {"Model": row.model, "Method": row.label, "#branch": row.branch},
+                    f"{display_name(suite)} {metric(suite).label}", metric(suite).key,
+                    run["record"], ref, f"sequential #branch {ref['branch']}"))
+    return out
+
+
+def table1(records: Records, models=None, suites=None, margin: float | None = MARGIN
+           ) -> Table:
     """Throughput and accuracy: rows model x method x #branch (a row group per model),
     columns suite x (tok/s, Acc): MMLU, C-Eval, GSM8K, HumanEval always, then the other
-    suites with records (with --suite: those suites only)."""
+    suites with records (with --suite: those suites only). With a `margin` (points), its
+    companion Table 1b pairs each row's accuracy with the model's sequential run."""
     runs = run_frame(records, models, suites)
     require(runs, "run")
     keys = ["model", "label", "branch", "suite"]
@@ -84,9 +108,16 @@ def table1(records: Records, models=None, suites=None) -> Table:
     notes = [f"Acc (%): {metrics}.",
              f"{throughput_source(tput)}; Acc: {ACCURACY_SOURCE}. A cell without its kind "
              f"of run shows {DASH}.", *merged_notes(tput, accs)]
+    paired, note = None, None
+    if margin is not None:
+        paired, note = companion(1, _table1_pairings(accs, rows, shown), margin,
+                                 records.train, "the same model's sequential accuracy run of "
+                                 "the suite (the row's #branch where there is one)",
+                                 {"#branch": "d"})
     return Table(1, "Throughput (output tok/s, throughput runs) and accuracy (%, accuracy "
                  "runs) by model, method and #branch", data.reset_index(drop=True), formats,
-                 notes, row_group=("", "Model"))
+                 [*notes, *([note] if note else [])], row_group=("", "Model"),
+                 companion=paired)
 
 def table4(records: Records, models=None, suites=None) -> Table:
     """Attention analysis: where branch tokens attend and how heads specialise."""
@@ -157,12 +188,40 @@ def _scored_note(cells: pd.DataFrame) -> str | None:
     return f"Questions scored per row: {', '.join(parts)}."
 
 
-def table5(records: Records, models=None, suites=None) -> Table:
+def _answer_latency(record: dict[str, Any], key: str) -> float:
+    """A run's per-question time to its last token, percentile `key` (NaN for records
+    made before per-question latencies were kept)."""
+    block = ((record.get("question_latency") or {}).get("last_token_s") or {})
+    value = block.get(key)
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def _table5_pairings(cells: pd.DataFrame) -> list[Pairing]:
+    """Each non-sequential row's F1 and EM against the model's sequential run."""
+    out = []
+    for _, row in cells.iterrows():
+        if row["method"] == "sequential":
+            continue
+        ref = sequential_reference(cells, row["model"], row["suite"], row["branch"], row["n"])
+        if ref is None:
+            continue
+        keys = {"Model": row["model"], "Version": suite_version(row["record"]),
+                "Method": row["label"], "#questions": row["branch"]}
+        declared = [m for m in suite_info(row["suite"]).metrics if m.key in ("f1", "em")]
+        for m in declared or [metric(row["suite"])]:
+            out.append(Pairing(keys, m.label, m.key, row["record"], ref,
+                               f"sequential #questions {ref['branch']}"))
+    return out
+
+
+def table5(records: Records, models=None, suites=None, margin: float | None = MARGIN
+           ) -> Table:
     """Parallel QA (SQuAD v1.1 and v2.0 by default): per model (a row group), version,
     method and #questions answered together (the group size N), the accuracy run's Q/s,
-    the speedup over sequential on the same questions, F1 and EM, and for v2.0 the
-    HasAns / NoAns F1. Q/s comes from accuracy runs: real stopping is what a user waits for.
-    """
+    the time to each answer (p50 and p99 over questions), the speedup over sequential on
+    the same questions, F1 and EM, and for v2.0 the HasAns / NoAns F1. Q/s comes from
+    accuracy runs: real stopping is what a user waits for. With a `margin`, its
+    companion Table 5b pairs F1 and EM with the model's sequential run."""
     suites = list(dict.fromkeys(suites or SQUAD_SUITES))
     if len(suites) > 1 and not set(suites) <= set(SQUAD_SUITES):
         raise BadInput("table 5 shows one suite family: squad and/or squad_v2, or one other "
@@ -176,46 +235,63 @@ def table5(records: Records, models=None, suites=None) -> Table:
     data = pd.DataFrame({
         "Model": cells["model"], "Version": [suite_version(r) for r in cells["record"]],
         "Method": cells["label"], "#questions": cells["branch"], "Q/s": cells["q_s"],
+        "Answer p50 (s)": [_answer_latency(r, "p50") for r in cells["record"]],
+        "Answer p99 (s)": [_answer_latency(r, "p99") for r in cells["record"]],
         "Speedup (×)": cells["q_s"] / _sequential_q_s(cells),
         "F1 (%)": pct(f1), "EM (%)": pct(col(cells, "metrics.em")),
     }).reset_index(drop=True)
-    formats = {"#questions": "d", "Q/s": ".2f", "Speedup (×)": ".2f", "F1 (%)": ".1f",
-               "EM (%)": ".1f"}
+    formats = {"#questions": "d", "Q/s": ".2f", "Answer p50 (s)": ".3g",
+               "Answer p99 (s)": ".3g", "Speedup (×)": ".2f", "F1 (%)": ".1f", "EM (%)": ".1f"}
     notes = [f"Q/s: questions answered per second in {ACCURACY_SOURCE}, i.e. with real "
              "stopping; #questions: questions answered together (the group size N); "
-             "Speedup: Q/s over sequential on the same questions (same model, suite and "
-             "number scored).", _scored_note(cells)]
+             "Answer p50 / p99: each question's time from its group's start to its last "
+             "token, percentiles over the run's questions (one at a time, a question also "
+             "waits for those before it); Speedup: Q/s over sequential on the same questions "
+             "(same model, suite and number scored).", _scored_note(cells)]
     if (data["Version"] == "v2.0").any():
         for name, key in (("HasAns F1 (%)", "has_ans_f1"), ("NoAns F1 (%)", "no_ans_f1")):
             data[name] = pct(col(cells, f"metrics.{key}")).to_numpy()
             formats[name] = ".1f"
         notes.append("HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.")
+    paired = None
+    if margin is not None:
+        paired, note = companion(5, _table5_pairings(cells), margin, records.train,
+                                 "the same model's sequential accuracy run of the suite (the "
+                                 "row's #questions where there is one)", {"#questions": "d"})
+        notes.append(note)
     return Table(5, f"{family} parallel QA: Q/s (accuracy runs, real stopping) and speedup "
                  "over sequential decoding", data, formats,
-                 [n for n in notes if n] + merged_notes(cells), row_group="Model")
+                 [n for n in notes if n] + merged_notes(cells), row_group="Model",
+                 companion=paired)
 
 
 BUILDERS: dict[int, Callable[..., Table]] = {1: table1, 2: table2, 3: table3, 4: table4,
                                              5: table5}
+PAIRED = (1, 2, 5)  # the tables whose builders take a margin and add a paired companion
 
 
 def build(number: int, records: Records, models: Sequence[str] | None = None,
-          suites: Sequence[str] | None = None) -> Table:
-    """Table `number` (1-5) from `records`, keeping only `models` and `suites` when given."""
+          suites: Sequence[str] | None = None, margin: float | None = MARGIN) -> Table:
+    """Table `number` (1-5) from `records`, keeping only `models` and `suites` when given;
+    Tables 1, 2 and 5 with their paired companion at `margin` points (None: without)."""
     if number not in BUILDERS:
         raise BadInput(f"no table {number}; tables are 1-5")
-    return BUILDERS[number](records, models, suites)
+    if margin is not None and margin < 0:
+        raise BadInput(f"--margin must be >= 0 points, got {margin:g}")
+    extra = {"margin": margin} if number in PAIRED else {}
+    return BUILDERS[number](records, models, suites, **extra)
 
 
 def build_all(records: Records, models: Sequence[str] | None = None,
-              suites: Sequence[str] | None = None) -> tuple[list[Table], dict[int, str]]:
+              suites: Sequence[str] | None = None, margin: float | None = MARGIN
+              ) -> tuple[list[Table], dict[int, str]]:
     """Every table that `records` (after the filters) can fill, Table 1 first, and for
     each other table why it was left out (no matching records, or the filters do not
     apply to it, e.g. --suite for Table 2). Raises NoRecords when no table is left."""
     built, skipped = [], {}
-    for number, builder in BUILDERS.items():
+    for number in BUILDERS:
         try:
-            built.append(builder(records, models, suites))
+            built.append(build(number, records, models, suites, margin))
         except BadInput as exc:
             skipped[number] = str(exc)
     if not built:

@@ -79,14 +79,26 @@ def load_suite(name: str, tokenizer: Any, **options: Any) -> Suite:
 # --- what reports need to know about a suite ------------------------------------------
 
 
+REDUCERS = ("mean", "min")  # how a metric's unit folds its samples' values
+
+
 @dataclass(frozen=True)
 class Metric:
     """One accuracy-type metric of a suite: its key in run.json's `metrics`, its `label`
-    in table headers and figure legends, and its `words` in the notes under a table."""
+    in table headers and figure legends, and its `words` in the notes under a table.
+
+    `sample` names the samples.jsonl field that scores one question for it (None: the
+    metric is not a mean over questions, and has no paired test); the metric is the mean
+    over units of that field, a unit being a question or, with `unit`, the samples that
+    share that field's value, folded by `reduce` (HumanEval: a problem's samples, mean).
+    """
 
     key: str
     label: str
     words: str
+    sample: str | None = None
+    unit: str | None = None
+    reduce: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ class SuiteInfo:
     data_files: dict[str, str]  # role -> path under the data folder, `{split}` filled in
     hub: str
     split: str
+    answer: str = "prediction"  # the samples.jsonl field holding the extracted answer
 
     def metric(self, key: str | None = None) -> Metric:
         """Metric `key` (default: the primary one)."""
@@ -110,11 +123,22 @@ class SuiteInfo:
 def suite_info(name: str, split: str | None = None) -> SuiteInfo:
     """What suite `name`'s YAML says (its data files for `split`, default its own)."""
     config = suite_config(name)
-    metrics = tuple(Metric(key, str(m.get("label", key)), str(m.get("words", m.get("label", key))))
-                    for key, m in (config.get("metrics") or {}).items())
+    metrics = tuple(_metric(name, key, m) for key, m in (config.get("metrics") or {}).items())
     primary = config.get("primary_metric") or (metrics[0].key if metrics else "acc")
     return SuiteInfo(name, config.get("display_name", name), primary, metrics,
-                     data_files(config, split), config["data"]["hub"], split or config["split"])
+                     data_files(config, split), config["data"]["hub"], split or config["split"],
+                     str(config.get("answer", "prediction")))
+
+
+def _metric(suite: str, key: str, spec: dict[str, Any]) -> Metric:
+    """A `metrics:` entry of suite `suite`'s YAML; a bad `reduce` is the YAML's fault."""
+    reduce = str(spec.get("reduce", "mean"))
+    if reduce not in REDUCERS:
+        raise BadInput(f"suite {suite}: metric {key}: reduce {reduce!r} is not one of "
+                       f"{', '.join(REDUCERS)}")
+    optional = {k: str(spec[k]) for k in ("sample", "unit") if spec.get(k) is not None}
+    label = str(spec.get("label", key))
+    return Metric(key, label, str(spec.get("words", label)), reduce=reduce, **optional)
 
 
 def _known(name: str) -> SuiteInfo | None:

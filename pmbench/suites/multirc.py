@@ -52,8 +52,10 @@ class MultiRCSuite(ChoiceSuite):
     ) -> dict[str, Any]:
         fields = super().score(question, output, eos_token_ids=eos_token_ids)
         judged_true = int(fields["prediction"] == self.choices[0])
-        return {**fields, "question_id": question.meta["question_id"],
-                "label": question.meta["label"], "pred_label": judged_true}
+        label = question.meta["label"]
+        # the option as exact match judges it (no choice found counts as "no", unlike acc)
+        return {**fields, "question_id": question.meta["question_id"], "label": label,
+                "pred_label": judged_true, "option_right": float(judged_true == label)}
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         m = compute("multirc", predictions=[s["pred_label"] for s in samples],
