@@ -168,6 +168,7 @@ def test_json_has_the_github_action_benchmark_shape(tmp_path):
     speed = by_name[f"{cell} output_tok_s"]
     assert (speed["value"], speed["unit"], speed["range"]) == (35.0, "tok/s", "± 1")
     assert "REGRESSION" in speed["extra"] and "baseline 70" in speed["extra"]
+    assert "95% CI [34, 36]" in speed["extra"]  # the candidate's own interval over repeats
     f1 = by_name[f"{cell} f1"]
     assert (f1["value"], f1["unit"], f1["range"]) == (50.0, "%", "± 17.68")  # sqrt(.25/8)
 

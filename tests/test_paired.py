@@ -183,6 +183,16 @@ def test_a_fine_tune_is_compared_with_its_base_models_runs(tmp_path, monkeypatch
     assert code == 2 and "runs of different models" in err
 
 
+def test_a_hand_edited_non_finite_score_is_not_paired(tmp_path):
+    folder = _run(tmp_path, "a")
+    lines = (folder / "samples.jsonl").read_text().splitlines()
+    lines[1] = lines[1].replace('"f1": 1.0', '"f1": NaN')
+    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    _run(tmp_path, "b")
+    pair = pair_runs(*load(tmp_path).runs)
+    assert [m.key for m in pair.metrics] == ["em"]  # F1 has no finite score for q1
+
+
 def test_too_few_shared_questions_give_no_figures(tmp_path):
     _run(tmp_path, "a", ids=range(0, 30))
     _run(tmp_path, "b", ids=range(30 - MIN_SHARED + 1, 60))

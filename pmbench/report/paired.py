@@ -20,6 +20,7 @@ input, one line.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,14 @@ def run_samples(record: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def unit_scores(samples: list[dict[str, Any]], metric: Metric) -> dict[str, float] | None:
     """Per unit (question, or `metric.unit`'s value) the metric's score; None when the
-    metric has no per-question field or a sample lacks it (records of other versions)."""
+    metric has no per-question field or a sample lacks it (records of other versions) or
+    holds no finite number (a hand-edited file)."""
     if metric.sample is None:
         return None
     units: dict[str, list[float]] = {}
     for s in samples:
         value = s.get(metric.sample)
-        if not isinstance(value, int | float) or "doc_id" not in s:
+        if not isinstance(value, int | float) or not math.isfinite(value) or "doc_id" not in s:
             return None
         unit = s.get(metric.unit) if metric.unit else s["doc_id"]
         units.setdefault(str(unit), []).append(float(value))

@@ -51,8 +51,8 @@ def _pair(p: Pairing, margin: float, train: list[dict[str, Any]],
 
 def _why(result: RunPair | str) -> str:
     """Why a pair has no figures, in a few words."""
-    if isinstance(result, str):
-        return "not comparable"  # pmbench compare says why in full
+    if isinstance(result, str):  # pmbench compare says why in full
+        return "not comparable" if result.startswith("runs of different") else result
     if result.note and result.note.startswith("no samples"):
         return "no samples.jsonl"
     if result.shared < MIN_SHARED:
