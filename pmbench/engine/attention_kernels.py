@@ -83,7 +83,8 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     query [N, H, Q, D]; key/value [N, Hkv, S, D] (the rows' own part, from the cache);
     the prefix [1, Hkv, P, D] comes from the cache passed as forward kwarg
     `shared_prefix` (layer `module.layer_idx`). `attention_mask` is an additive float
-    mask [N, 1, Q, S] over the rows' own keys; every query sees the whole prefix.
+    mask [N, 1, Q, S] over the rows' own keys; every query sees the whole prefix (but the
+    unfilled tail of a pooled prefix bucket, hidden by the layer's `prefix_mask`).
 
     Two attentions, merged by their log-sum-exps (as FlashInfer's cascade attention):
     all rows' queries against the prefix in one call per key/value head, and each row
@@ -111,7 +112,8 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     prefix_keys = getattr(layer, "prefix_keys", None)  # None: nothing shared (no context)
     if prefix_keys is not None:
         q_all = q.transpose(0, 1).reshape(1, kv_heads, n * group * q_len, dim)
-        pre, pre_lse = attention_with_lse(q_all, prefix_keys, layer.prefix_values, None, scale)
+        pre, pre_lse = attention_with_lse(q_all, prefix_keys, layer.prefix_values,
+                                          getattr(layer, "prefix_mask", None), scale)
         pre = pre.view(kv_heads, n, group * q_len, dim).transpose(0, 1)
         pre_lse = pre_lse.view(kv_heads, n, group * q_len).transpose(0, 1)
         # softmax over the union: the prefix part weighs e^pre_lse / (e^pre_lse + e^lse)

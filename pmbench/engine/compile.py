@@ -21,9 +21,15 @@ length and the row count are marked dynamic so that later groups reuse it.
             of compilation per process, which a short run never wins back
             (benchmarks/README.md); "on" everywhere or nowhere keeps the methods alike
 
-Compilation happens at the first call of a new shape, which a run's untimed warm-up group
-makes; `compile_seconds()` counts the wall of every call that compiled a graph, so run.json
-records it apart from the timed walls.
+The static step's tensors (the cache's buffers, the mask, positions, tokens and write
+index) come from the runner's `kvcache.BufferPool`, one set per (rows, reservation bucket
+of 64 positions), filled afresh for each group and never reallocated: a CUDA graph replays
+only on the shapes and addresses it recorded, so each bucket is recorded once.
+
+Compilation and recording happen at the first call of a new shape, which a run's untimed
+warm-up makes: one group of each bucket (`runners.base.warmup_groups`). `compile_counters()`
+gives the process's compile seconds, CUDA graph skips and recordings, and run.json records
+each run's own share, before and within its timed groups (`jobs.run._compile_record`).
 """
 
 from __future__ import annotations
@@ -82,6 +88,37 @@ def cuda_graph_skips() -> int:
     return counters["inductor"]["cudagraph_skips"]
 
 
+_recordings = [0, False]  # CUDA graphs recorded in this process; counting started
+
+
+def _count_recordings() -> None:
+    """Count each CUDA graph recording: dynamo runs its start callbacks, with trigger
+    CUDAGRAPH_RECORDING, around every recording of a compiled step."""
+    if _recordings[1]:
+        return
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    def on_start(args: Any) -> None:
+        if args.callback_trigger == CallbackTrigger.CUDAGRAPH_RECORDING:
+            _recordings[0] += 1
+
+    callback_handler.register_start_callback(on_start)
+    _recordings[1] = True
+
+
+def cuda_graph_recordings() -> int:
+    """CUDA graphs recorded in this process since the first compiled step (a static step
+    records one per bucket of shapes and addresses; more means it was re-recorded)."""
+    return _recordings[0]
+
+
+def compile_counters() -> tuple[float, int, int]:
+    """(compile seconds, CUDA graph skips, CUDA graph recordings) so far in this process:
+    process-wide totals, so a run records the difference over its own warm-up and timed
+    groups (several runs share one process in benchmarks/gpu_check.py)."""
+    return compile_seconds(), cuda_graph_skips(), cuda_graph_recordings()
+
+
 def static_addresses(*tensors: torch.Tensor) -> None:
     """Tell a CUDA-graph step these buffers keep their address across calls (they are
     updated in place), so the graph reads and writes them directly instead of copying
@@ -104,6 +141,7 @@ def step_forward(model: Any, compiled: bool) -> Callable[..., torch.Tensor]:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         torch._dynamo.config.fail_on_recompile_limit_hit = True
         if model.device.type == "cuda":
+            _count_recordings()
             graph = torch.compile(_forward, mode="reduce-overhead")
         else:
             graph = torch.compile(_forward, options={"freezing": True})
@@ -128,28 +166,42 @@ def mark_dynamic(*tensors: torch.Tensor, dims: tuple[int, ...]) -> None:
                 torch._dynamo.maybe_mark_dynamic(t, d)
 
 
+def step_buffers(pool: Any, shapes: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                 device: torch.device | str) -> dict[str, torch.Tensor]:
+    """A static step's own tensors (mask, positions, tokens, write index) by name: from
+    `pool` (a kvcache.BufferPool), so a group of a bucket seen before reuses the addresses
+    a CUDA graph recorded, else new."""
+    return {name: (pool.take(("step", name), shape, dtype, device) if pool is not None
+                   else torch.empty(shape, dtype=dtype, device=device))
+            for name, (shape, dtype) in shapes.items()}
+
+
 class StaticRows:
     """Static decoding of R rows, one token per row per step (sequential, batch, prefix).
 
     `visible` [R, S] says which of the S filled cache columns each row sees; `pos` [R]
-    is each row's next position. Row r is stream r, for the whole group.
+    is each row's next position. Row r is stream r, for the whole group. With a `pool`
+    (the runner's kvcache.BufferPool, whose buffers the cache holds too) every tensor
+    the step reads is reused per (rows, bucket), filled afresh, never reallocated.
     """
 
     def __init__(self, model: Any, cache: Any, visible: torch.Tensor, pos: torch.Tensor,
-                 compiled: bool, **extra: Any):
+                 compiled: bool, pool: Any = None, **extra: Any):
         from pmbench.engine.kvcache import make_static
         from pmbench.rope2d.masks import additive
 
         rows, filled = visible.shape
         device = visible.device
         self.cache, self.extra = cache, extra
-        self.index = torch.tensor([filled], device=device)
-        capacity = make_static(cache, self.index)
-        self.mask = torch.full((rows, 1, 1, capacity), torch.finfo(model.dtype).min,
-                               dtype=model.dtype, device=device)
+        self.index = step_buffers(pool, {"index": ((1,), torch.long)}, device)["index"]
+        capacity = make_static(cache, self.index.fill_(filled))
+        buf = step_buffers(pool, {"mask": ((rows, 1, 1, capacity), model.dtype),
+                                  "pos": ((rows, 1), torch.long),
+                                  "tokens": ((rows, 1), torch.long)}, device)
+        self.mask = buf["mask"].fill_(torch.finfo(model.dtype).min)
         self.mask[:, 0, 0, :filled] = additive(visible, model.dtype)
-        self.pos = pos.view(rows, 1).clone()
-        self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
+        self.pos = buf["pos"].copy_(pos.view(rows, 1))
+        self.tokens = buf["tokens"].zero_()
         self.filled = filled
         self.fed = 0  # tokens computed: every row, finished or not, at every step
         self.forward = step_forward(model, compiled)

@@ -172,12 +172,24 @@ class LoadedModel:
     weights: str = "pretrained"  # or "random" (random:NAME, pmbench.engine.random_models)
 
 
+TOKENIZER_ENV = "PMBENCH_TOKENIZER"
+
+
 def load_tokenizer(model: str | None = None):
+    """`model`'s tokenizer. A `random:` model reads the default model's, from the folder
+    `$PMBENCH_TOKENIZER` when set (a GPU machine without the GGUF package or the means to
+    convert it: benchmarks/gpu_prepare.sh saves one there), else from the converted GGUF."""
     from transformers import AutoTokenizer
 
     if is_random(model):
         architecture(model)  # a valid name, or one line listing them
         model = None  # random models read the default model's tokenizer
+        folder = os.environ.get(TOKENIZER_ENV)
+        if folder:
+            if not (Path(folder) / "tokenizer_config.json").is_file():
+                raise BadInput(f"${TOKENIZER_ENV} {folder} holds no tokenizer "
+                               "(no tokenizer_config.json)")
+            return AutoTokenizer.from_pretrained(folder)
     path, _ = resolve_model_path(model)
     try:
         tok = AutoTokenizer.from_pretrained(path)

@@ -5,9 +5,11 @@ its checkpoint (no download, no licence, no disk), since a forward pass costs th
 whatever the weights hold. Its answers are noise, so a run needs `--ignore-eos` (a fixed
 token budget per question) and its accuracy is never reported.
 
-Tokenizer: every random model uses the default model's (SmolLM2's, 49152 ids). The model
-keeps its architecture's own vocabulary size, so its embedding and LM head cost what the
-real model's do; the small tokenizer's ids are all valid ids in the larger vocabulary.
+Tokenizer: every random model uses the default model's (SmolLM2's, 49152 ids), from the
+folder `$PMBENCH_TOKENIZER` when set (no GGUF, no conversion: what a GPU machine without
+the default model's package needs), else from the converted GGUF. The model keeps its
+architecture's own vocabulary size, so its embedding and LM head cost what the real
+model's do; the small tokenizer's ids are all valid ids in the larger vocabulary.
 
 The weights are built where they will run, in the dtype they run in (no fp32 copy on the
 CPU first): a random 8B model in bfloat16 is 16 GB, built in seconds on a GPU.

@@ -21,11 +21,17 @@ from typing import Any
 
 import torch
 
-from pmbench.engine.compile import compile_seconds, cuda_graph_skips
+from pmbench.engine.compile import compile_counters
 from pmbench.engine.compile import resolve as resolve_compile
 from pmbench.engine.cpu_linear import MIN_ROWS, prepack_linears
 from pmbench.engine.random_models import is_random
-from pmbench.engine.runners.base import Runner, RunnerOptions, RunnerUnavailable, get_runner
+from pmbench.engine.runners.base import (
+    Runner,
+    RunnerOptions,
+    RunnerUnavailable,
+    get_runner,
+    warmup_groups,
+)
 from pmbench.errors import BadInput, check_device
 from pmbench.jobs.spec import RunSettings, resumed_settings
 from pmbench.jobs.summary import group_row, question_latency, sample_row, summarize_groups
@@ -204,12 +210,14 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     if progress:
         progress(n_done, n_total)
 
-    compile_before = compile_seconds()
+    before = compile_counters()
     if pending and s.warmup and runner_cls.needs_model:
         log("warm-up")
-        runner.run_group(pending[0], gen)  # untimed: first calls allocate and pick kernels
+        static = record["compile"] in ("on", "static")  # a group of each bucket, see base.py
+        for group in warmup_groups(runner, pending, gen, static):
+            runner.run_group(group, gen)  # untimed: first calls allocate, pick kernels, compile
 
-    compile_warm = compile_seconds()
+    warm = compile_counters()
     sampler = TelemetrySampler(device=device)
     sampler.start()
     t_run = time.perf_counter()
@@ -260,16 +268,26 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     record["roofline"] = _roofline(model, groups, device, dtype, summary)
     record["resumed"] = bool(s.resume)
     record["timed_region_s"] = timed_s
-    # first calls that compiled a graph: before the timed region, and (should be 0) inside it
-    record["compile_s"] = compile_warm - compile_before
-    record["compile_s_timed"] = compile_seconds() - compile_warm
-    if record["compile"] == "on" and torch.device(device).type == "cuda":
-        record["cuda_graph_skips"] = cuda_graph_skips()  # 0: every step ran as a CUDA graph
+    record.update(_compile_record(record["compile"], before, warm, compile_counters()))
     record["deterministic"] = all(g.get("deterministic", True) for g in groups)
     record["status"] = "complete"
     record["finished"] = now_iso()
     store.write_run(record)
     return record
+
+
+def _compile_record(mode: str, before: tuple, warm: tuple, end: tuple) -> dict[str, Any]:
+    """This run's share of the process-wide compile counters (compile.compile_counters):
+    seconds of calls that compiled a graph before the timed region and (should be 0) in
+    it; with the compiled step, CUDA graphs that ran without one (skips: 0 means every
+    compiled step was one graph launch) and graphs recorded, in all and while timed
+    (should be 0: the warm-up recorded each bucket)."""
+    out = {"compile_s": warm[0] - before[0], "compile_s_timed": end[0] - warm[0]}
+    if mode == "on":
+        out |= {"cuda_graph_skips": end[1] - before[1],
+                "cuda_graph_recordings": end[2] - before[2],
+                "cuda_graph_recordings_timed": end[2] - warm[2]}
+    return out
 
 
 def _roofline(model, groups, device, dtype, summary) -> dict | None:

@@ -62,6 +62,8 @@ class BranchMask:
     in the attention's own representation (bool, or an additive float mask in the
     model's dtype, so nothing is converted per layer). Columns are cache positions in
     the order tokens were fed: the layout's tokens, then each step's live branches.
+    `out`, an [N, capacity] tensor of that dtype, is filled and used as that buffer (a
+    static decoding step reuses one from group to group: the same address each time).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class BranchMask:
         capacity: int | None = None,
         dtype: torch.dtype = torch.bool,
         device: torch.device | str | None = None,
+        out: torch.Tensor | None = None,
     ):
         _check_kind(kind)
         self.layout = layout
@@ -84,7 +87,11 @@ class BranchMask:
             self._on, self._off = True, False
         else:
             self._on, self._off = 0.0, torch.finfo(dtype).min
-        self.rows = torch.full((n, capacity), self._off, dtype=dtype, device=device)
+        if out is not None and (out.shape != (n, capacity) or out.dtype != dtype):
+            raise ValueError(f"out is {tuple(out.shape)} {out.dtype}, not "
+                             f"{(n, capacity)} {dtype}")
+        self.rows = (out.fill_(self._off) if out is not None else
+                     torch.full((n, capacity), self._off, dtype=dtype, device=device))
         p = layout.context_len
         self.rows[:, :p] = self._on
         prompt_b = layout.b[p:].to(device)

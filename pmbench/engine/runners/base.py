@@ -10,10 +10,12 @@ group `pmbench.engine.runners`, so another package can add one without touching 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
+from pmbench.engine.kvcache import BufferPool, bucket
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 ENTRY_POINT_GROUP = "pmbench.runners"
@@ -50,6 +52,21 @@ class Runner(ABC):
         self.model = model
         self.tokenizer = tokenizer
         self.options = options or RunnerOptions()
+        self.pool = BufferPool()  # static decoding's buffers, reused per (rows, bucket)
+
+    def static_pool(self, mode: str) -> BufferPool | None:
+        """The pool a group's cache and static step take their buffers from under the
+        resolved compile `mode` (None: eager decoding allocates per group, as before)."""
+        return None if mode == "off" else self.pool
+
+    def warmup_key(self, group: Group, gen: GenerationConfig) -> Hashable:
+        """What fixes the shapes a static step records for `group`: by default its rows
+        and its reservation's bucket (one forward pass over context + questions; the
+        runners whose layout differs say so; a frozenset: several, one per pass). A run
+        with a static step warms up on every group that brings a key not seen before,
+        so no CUDA graph is recorded while timed."""
+        width = max(len(q.prompt_ids) for q in group.questions) + len(group.context_ids)
+        return len(group.questions), bucket(width + gen.max_new_tokens)
 
     @classmethod
     def check_available(cls) -> None:
@@ -71,10 +88,45 @@ class Runner(ABC):
         """Decode every question of `group`; outputs in question order."""
 
 
+def warmup_groups(runner: Runner, groups: list[Group], gen: GenerationConfig,
+                  static: bool) -> list[Group]:
+    """The groups a run warms up on, untimed: the first, and with a `static` step the
+    first of each `warmup_key` (each bucket's graph is then recorded before timing)."""
+    if not static:
+        return groups[:1]
+    seen: set[Hashable] = set()
+    picked = []
+    for group in groups:
+        key = runner.warmup_key(group, gen)
+        keys = key if isinstance(key, frozenset) else {key}
+        if not keys <= seen:
+            seen |= keys
+            picked.append(group)
+    return picked
+
+
+def _source_tree_runners() -> list[EntryPoint]:
+    """pmbench's own runners as its pyproject.toml declares them, for a source tree run
+    without being installed (the GPU machine gets the tree on PYTHONPATH, no metadata)."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        declared = project["entry-points"][ENTRY_POINT_GROUP]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return []
+    return [EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in declared.items()]
+
+
 def available_runners() -> dict[str, type[Runner]]:
-    """All registered runner classes by name (entry points; broken plugins are skipped)."""
+    """All registered runner classes by name (entry points; broken plugins are skipped).
+    Where pmbench itself is not installed, its own runners come from its pyproject."""
     found: dict[str, type[Runner]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    names = {ep.name for ep in installed}
+    for ep in [*installed, *(e for e in _source_tree_runners() if e.name not in names)]:
         try:
             cls = ep.load()
         except Exception:  # a broken third-party plugin must not break the CLI

@@ -65,7 +65,8 @@ class BatchRunner(Runner):
         rows = [group.context_ids + q.prompt_ids for q in group.questions]
         ids, mask = left_pad(rows, pad_token_id(self.tokenizer, gen))
         ids, mask = ids.to(device), mask.to(device)
-        cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
+        pool = self.static_pool(mode)
+        cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens, pool=pool)
         state = {
             "rows": list(range(len(rows))),  # stream index of each row still in the batch
             "mask": mask,
@@ -85,7 +86,7 @@ class BatchRunner(Runner):
             if mode != "off" and static_possible(cache):  # all rows stay, in fixed shapes
                 if not static:
                     static.append(StaticRows(self.model, cache, mask.bool(), state["pos"] + 1,
-                                             mode == "on"))
+                                             mode == "on", pool))
                 return static[0](live, last)
             if live != state["rows"]:  # some rows finished
                 kv_peak = max(kv_peak, drop_finished_rows(state, live, cache, device))

@@ -30,7 +30,7 @@ import torch
 from pmbench.engine.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
 from pmbench.engine.compile import StaticRows, resolve
 from pmbench.engine.decoding import cache_nbytes, decode_loop
-from pmbench.engine.kvcache import reserved_cache, rows_after_prefix
+from pmbench.engine.kvcache import bucket, reserved_cache, rows_after_prefix
 from pmbench.engine.runners.base import Runner, RunnerOptions
 from pmbench.engine.runners.batch import drop_finished_rows, left_pad, pad_token_id
 from pmbench.errors import BadInput
@@ -84,12 +84,20 @@ class PrefixRunner(Runner):
     def record_options(self) -> dict[str, Any]:
         return {"prefix_kv": self.kv}
 
+    def warmup_key(self, group: Group, gen: GenerationConfig) -> tuple[int, int, int]:
+        """Its rows, the shared prefix's bucket and the rows' reservation's bucket."""
+        p = max(len(group.context_ids) - 1, 0)
+        width = 1 + max(len(q.prompt_ids) for q in group.questions)
+        own = width + gen.max_new_tokens
+        return len(group.questions), bucket(p), bucket(own if self.kv == "shared" else p + own)
+
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
         t0 = time.perf_counter()
         model, device = self.model, self.model.device
         share = self.kv == "shared"
         mode = resolve(self.options.compile, device)
+        pool = self.static_pool(mode)
         prefix_ids = group.context_ids[:-1]
         rows = [group.context_ids[-1:] + q.prompt_ids for q in group.questions]
         ids, valid = left_pad(rows, pad_token_id(self.tokenizer, gen))
@@ -117,11 +125,11 @@ class PrefixRunner(Runner):
         def prefill() -> torch.Tensor:
             prefix = None
             if p:
-                prefix = reserved_cache(model.config, p, sliding=False)
+                prefix = reserved_cache(model.config, p, sliding=False, pool=pool, name="prefix")
                 model(input_ids=torch.tensor([prefix_ids], device=device), cache=prefix,
                       use_cache=True, logits_to_keep=1)
             cache = rows_after_prefix(prefix, n, width + gen.max_new_tokens, share,
-                                      model.config.get_text_config().num_hidden_layers)
+                                      model.config.get_text_config().num_hidden_layers, pool)
             state["cache"] = cache
             causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
             seen = torch.cat([lead[:, None].expand(n, width, -1),
@@ -136,7 +144,7 @@ class PrefixRunner(Runner):
                 if not static:
                     extra = {SHARED_PREFIX_KWARG: state["cache"]} if share else {}
                     static.append(StaticRows(model, state["cache"], state["visible"],
-                                             state["pos"], mode == "on", **extra))
+                                             state["pos"], mode == "on", pool, **extra))
                 with swapped_attention(model, SHARED_PREFIX if share else None):
                     return static[0](live, last)
             if live != state["rows"]:  # some rows finished

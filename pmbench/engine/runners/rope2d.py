@@ -20,9 +20,15 @@ from typing import Any
 import torch
 
 from pmbench.engine.attention_kernels import GQA_SDPA, swapped_attention
-from pmbench.engine.compile import mark_dynamic, resolve, static_addresses, step_forward
+from pmbench.engine.compile import (
+    mark_dynamic,
+    resolve,
+    static_addresses,
+    step_buffers,
+    step_forward,
+)
 from pmbench.engine.decoding import cache_nbytes, decode_loop
-from pmbench.engine.kvcache import end_static, make_static, reserved_cache
+from pmbench.engine.kvcache import bucket, end_static, make_static, reserved_cache
 from pmbench.engine.runners.base import Runner, RunnerOptions
 from pmbench.errors import BadInput
 from pmbench.rope2d import (
@@ -55,25 +61,36 @@ class Rope2DRunner(Runner):
         with rope2d_positions(self.model, self.settings), _gqa_attention(self.model):
             return self._run(group, gen, t0)
 
+    def warmup_key(self, group: Group, gen: GenerationConfig) -> tuple[int, int]:
+        """Its rows and bucket: one packed sequence of the context, every question and
+        each branch's generated tokens."""
+        n = len(group.questions)
+        return n, bucket(_capacity(group, gen.max_new_tokens))
+
     def _run(self, group: Group, gen: GenerationConfig, t0: float) -> GroupOutput:
         model, device = self.model, self.model.device
         layout = pack(group.context_ids, [q.prompt_ids for q in group.questions])
         n = layout.n_branches
         _check_window(model.config, int(layout.next_t().max()) + gen.max_new_tokens)
-        capacity = len(layout) + n * max(gen.max_new_tokens - 1, 0)
-        cache = reserved_cache(model.config, capacity, sliding=False)  # see _check_window
-        masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device)
+        mode = resolve(self.options.compile, device)
+        static = mode != "off" and self.settings.mask == "isolated"
+        # cross masks let branches see each other's steps: finished ones must leave (eager)
+        pool = self.static_pool(mode) if static else None
+        capacity = _capacity(group, gen.max_new_tokens)
+        if pool is not None:
+            capacity = bucket(capacity)
+        cache = reserved_cache(model.config, capacity, sliding=False,  # see _check_window
+                               pool=pool)
+        out = None if pool is None else pool.take(("step", "branch_mask"), (n, capacity),
+                                                  model.dtype, device)
+        masks = BranchMask(layout, self.settings.mask, capacity, model.dtype, device, out)
         next_t = layout.next_t().to(device)
         branch_b = layout.branch_ids().to(device)
 
         def prefill() -> torch.Tensor:
             return _prefill(model, layout, masks, cache, device)
 
-        mode = resolve(self.options.compile, device)
-        if mode != "off" and self.settings.mask == "isolated":
-            step = _static_step(model, layout, masks, cache, mode == "on")
-        else:  # cross masks let branches see each other's steps: finished ones must leave
-            step = None
+        step = _static_step(model, layout, masks, cache, mode == "on", pool) if static else None
 
         def eager_step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
             idx = torch.tensor(live, device=device)
@@ -102,6 +119,13 @@ class Rope2DRunner(Runner):
         )
 
 
+def _capacity(group: Group, max_new_tokens: int) -> int:
+    """Cache positions of a group: its packed prompt, then N - 1 more per step (each live
+    branch's token; the first comes from the prefill)."""
+    prompt = len(group.context_ids) + sum(len(q.prompt_ids) for q in group.questions)
+    return prompt + len(group.questions) * max(max_new_tokens - 1, 0)
+
+
 def _check_window(config, span: int) -> None:
     """Mistral-style models slide every layer's window through their causal mask; the
     branch mask does not, so refuse groups whose time span would leave the window."""
@@ -111,15 +135,19 @@ def _check_window(config, span: int) -> None:
                        f"sliding window ({window}), which the branch mask does not apply")
 
 
-def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled: bool):
+def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled: bool,
+                 pool=None):
     """The decoding step in fixed shapes: all N branches feed a token at every step (a
     finished one repeats its last; its logits are dropped), written at columns
-    L + s*N + b, which only branch b sees (the isolated mask)."""
+    L + s*N + b, which only branch b sees (the isolated mask). Its tensors come from
+    `pool` when given (the same addresses for every group of a bucket)."""
     n, device = layout.n_branches, masks.rows.device
     branch = torch.arange(n, device=device)
-    index = len(layout) + branch
-    pos = positions(layout.next_t(), layout.branch_ids()).to(device).clone()
-    ids = torch.zeros((1, n), dtype=torch.long, device=device)
+    buf = step_buffers(pool, {"index": ((n,), torch.long), "pos": ((2, 1, n), torch.long),
+                              "ids": ((1, n), torch.long)}, device)
+    index = buf["index"].copy_(len(layout) + branch)
+    pos = buf["pos"].copy_(positions(layout.next_t(), layout.branch_ids()))
+    ids = buf["ids"].zero_()
     mask = masks.rows[None, None]
     forward = step_forward(model, compiled)
 

@@ -13,7 +13,7 @@ import torch
 
 from pmbench.engine.compile import StaticRows, resolve, static_possible
 from pmbench.engine.decoding import cache_nbytes, decode_loop
-from pmbench.engine.kvcache import reserved_cache
+from pmbench.engine.kvcache import bucket, reserved_cache
 from pmbench.engine.runners.base import Runner
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
@@ -22,18 +22,25 @@ class SequentialRunner(Runner):
     name = "sequential"
     description = "one question at a time with a KV cache (baseline)"
 
+    def warmup_key(self, group: Group, gen: GenerationConfig) -> frozenset:
+        """One row per question, each question its own bucket."""
+        return frozenset((1, bucket(len(group.context_ids) + len(q.prompt_ids)
+                                    + gen.max_new_tokens)) for q in group.questions)
+
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:
         device = self.model.device
         mode = resolve(self.options.compile, device)
         t0 = time.perf_counter()
+        pool = self.static_pool(mode)
         outputs, prefill_s, decode_s = [], 0.0, 0.0
         kv_bytes = tokens = steps = 0
         for k, q in enumerate(group.questions):
             # each question gets its own sampling stream (identical seeds = identical samples)
             q_gen = dataclasses.replace(gen, seed=gen.seed + k) if gen.temperature > 0 else gen
             ids = torch.tensor([group.context_ids + q.prompt_ids], device=device)
-            cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens)
+            cache = reserved_cache(self.model.config, ids.shape[1] + gen.max_new_tokens,
+                                   pool=pool)
             pos = ids.shape[1]
             static: list[StaticRows] = []
 
@@ -50,7 +57,7 @@ class SequentialRunner(Runner):
                         visible = torch.ones((1, pos), dtype=torch.bool, device=device)
                         static.append(StaticRows(self.model, cache, visible,
                                                  torch.tensor([pos], device=device),
-                                                 mode == "on"))
+                                                 mode == "on", pool))
                     return static[0](live, last)
                 out = self.model(
                     input_ids=last.view(1, 1).to(device),
