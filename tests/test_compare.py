@@ -83,6 +83,39 @@ def test_a_regression_needs_the_whole_interval_below_the_threshold(tmp_path):
     assert invoke("compare", FIXTURES, tight, "--threshold", "0.4").exit_code == 0
 
 
+def test_a_single_repeat_is_never_judged_and_says_so(tmp_path):
+    """Two runs 12% apart with one repeat each: no spread was measured, so no verdict."""
+    one = candidate(tmp_path / "one", lambda rec: rec["throughput"]["repeats"].update(
+        {m: rec["throughput"]["repeats"][m][1:2] for m in SPEEDS}))
+    slower = candidate(tmp_path / "slower", lambda rec: (
+        rec["throughput"].update({m: rec["throughput"][m] * 0.88 for m in SPEEDS}),
+        rec["throughput"]["repeats"].update(
+            {m: [rec["throughput"][m]] for m in SPEEDS})))
+    result = invoke("compare", one, slower)
+    assert result.exit_code == 0, result.output
+    assert "REGRESSION" not in result.stdout
+    assert "no spread measured (a single repeat): not judged" in result.stdout
+    assert "rest on a single repeat" in result.stdout
+
+
+def test_compares_three_traps_are_three_messages(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "the baseline holds no complete run record" in str(
+        invoke("compare", empty, FIXTURES).exception)
+    # no cell in common: the cells on each side and the nearest pair's differing keys
+    other = candidate(tmp_path / "other", lambda rec: rec.update(limit=16))
+    msg = str(invoke("compare", FIXTURES, other).exception)
+    assert msg.startswith("baseline and candidate have no cell in common: baseline: ")
+    assert "candidate: " in msg and "differ in limit 8 vs 16" in msg
+    # a truncated baseline record is bad input (exit 2), not a skipped file
+    broken = candidate(tmp_path / "broken")
+    path = next(broken.rglob("run.json"))
+    path.write_text(path.read_text()[:40])
+    code, _, err = gate(broken, FIXTURES)
+    assert code == 2 and "unusable baseline: " in err and str(path) in err
+
+
 def test_the_interval_is_the_bootstrap_of_the_ratio_of_medians():
     from pmbench.measure.stats import median_ratio_interval
     from pmbench.report.compare import _judge

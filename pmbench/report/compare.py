@@ -42,19 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pmbench.errors import BadInput
 from pmbench.measure.stats import median_ratio_interval
+from pmbench.report.cells import CELL_KEYS, METHOD_KEYS, cell_frame, check_inputs
 from pmbench.report.paired import MARGIN, RunPair, pair_runs
-from pmbench.report.results import Records, method_label, newest, repeat_range
-from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.report.results import Records, repeat_range
 from pmbench.suites import metric_keys
 
-# Settings of one method only (they tell its runs apart, not the cell they measure).
-METHOD_KEYS = [*RECORD_COLUMNS, "prefix_kv"]
-CELL_KEYS = ["model", "suite", "method", *METHOD_KEYS, "branch", "limit", "max_new_tokens",
-             "ignore_eos", "dtype"]
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
 # rope2d over prefix is what 2D positions and one packed sequence add beyond the prefix
 # sharing that any serving engine already has; over batch and sequential, everything.
@@ -152,20 +146,6 @@ class Comparison:
         return [r for r in self.rows if r.flagged]
 
 
-def _cell_name(row: pd.Series) -> str:
-    parts = [row["suite"], method_label(row), f"b{row['branch']}", row["model"]]
-    for key, fmt in (("limit", "limit={}"), ("max_new_tokens", "T={}"), ("dtype", "{}")):
-        if not _missing(row.get(key)):
-            parts.append(fmt.format(row[key]))
-    if row.get("ignore_eos") is True:
-        parts.append("ignore-eos")
-    return " ".join(str(p) for p in parts)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def repeats_of(record: dict[str, Any], metric: str) -> tuple[float, ...] | None:
     """The repeats behind a throughput median: every repeat's value, the median alone for
     records without them, None when the record has no such figure."""
@@ -189,14 +169,9 @@ def _throughput(record: dict[str, Any], metric: str) -> Figure | None:
 
 def figures(records: Records) -> dict[tuple[str, str], Figure]:
     """Every comparable figure in `records`, keyed by (cell name, metric)."""
-    df = records.frame("runs")
-    if df.empty:
+    cells = cell_frame(records)
+    if cells.empty:
         return {}
-    for key in CELL_KEYS:
-        if key not in df:
-            df[key] = None
-    cells = newest(df, CELL_KEYS)
-    cells = cells.assign(cell=[_cell_name(r) for _, r in cells.iterrows()])
     out: dict[tuple[str, str], Figure] = {}
     for cell, rec in zip(cells["cell"], cells["record"], strict=True):
         for metric in THROUGHPUT:
@@ -239,11 +214,10 @@ def _judge(base: Figure, cand: Figure, threshold: float, machine_independent: bo
         return "REGRESSION", f"candidate {broken}"
     if base.kind == "accuracy":
         return _judge_accuracy(base, cand, exact_accuracy, pair, key)
-    ci = median_ratio_interval(cand.num + base.den, cand.den + base.num)
-    low, high = ci or (cand.value / base.value,) * 2
+    if not spread_measured(base, cand):
+        return "info", f"×{num(cand.value / base.value)}, {SINGLE_REPEAT}"
+    low, high = median_ratio_interval(cand.num + base.den, cand.den + base.num)
     test = f"×{num(cand.value / base.value)}, 95% CI [{num(low)}, {num(high)}]"
-    if ci is None:
-        test += " (no repeats)"
     if base.kind == "throughput" and machine_independent:
         return "info", test
     if high < 1 - threshold:
@@ -251,6 +225,15 @@ def _judge(base: Figure, cand: Figure, threshold: float, machine_independent: bo
     if low > 1 + threshold:
         return "improved", test
     return "ok", test
+
+
+SINGLE_REPEAT = "no spread measured (a single repeat): not judged"
+
+
+def spread_measured(*figs: Figure) -> bool:
+    """Whether every sample behind these throughput or ratio figures has two repeats or
+    more: a single repeat measures no spread, so no interval can decide on it."""
+    return all(len(x) > 1 for f in figs for x in (*f.num, *f.den))
 
 
 def _judge_accuracy(base: Figure, cand: Figure, exact_accuracy: bool, pair: RunPair | None,
@@ -309,8 +292,7 @@ def compare(baseline: Records, candidate: Records, threshold: float = 0.10,
         (cell, metric), problem = broken[0]
         more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
         raise BadInput(f"unusable baseline: {cell} {metric}: {problem}{more}")
-    if not any(k in cand for k in base):
-        raise BadInput("baseline and candidate have no cell in common")
+    check_inputs(baseline, candidate, base, cand)
     pairs = {} if exact_accuracy else _pairs(base, cand, margin)
     rows = [Row(cell, metric, base[cell, metric], cand[cell, metric],
                 *_judge(base[cell, metric], cand[cell, metric], threshold,

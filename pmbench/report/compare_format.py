@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from pmbench.measure.stats import CONFIDENCE, RESAMPLES, SEED
-from pmbench.report.compare import Comparison, Figure, Row, num
+from pmbench.report.compare import SINGLE_REPEAT, Comparison, Figure, Row, num
 from pmbench.report.compare_runs import RunComparison
 from pmbench.report.results import method_label
 from pmbench.report.table_format import Table, to_markdown
@@ -41,6 +41,11 @@ def to_markdown_report(result: Comparison) -> str:
              f"±{result.margin:g} pt), else against the binomial SE"
              + (f"; {missing} figure(s) of the baseline missing from the candidate" if missing
                 else "") + "."]
+    single = sum(r.test.endswith(SINGLE_REPEAT) for r in result.rows)
+    if single:
+        notes.append(f"{single} figure(s) rest on a single repeat on one side or both: no "
+                     "spread was measured, so they were not judged (run with --repeats 3 or "
+                     "more; throughput runs take 5 by default).")
     notes += [f"Only in baseline: {c}" for c in result.only_baseline]
     notes += [f"Only in candidate: {c}" for c in result.only_candidate]
     table = Table(None, "pmbench compare: baseline vs candidate", data,
