@@ -9,6 +9,10 @@ BACK="${1:?usage: gpu_unpack.sh RETURNED_DIR [DEST]}"
 DEST="${2:-results/gpu}"
 [[ -f "$BACK/gpu-check.tar.gz" ]] || { echo "gpu_unpack: no $BACK/gpu-check.tar.gz" >&2; exit 2; }
 mkdir -p "$DEST"
+[[ -f "$DEST/COMMITTED" ]] || cat >"$DEST/COMMITTED" <<'EOF'
+Records of GPU checks, committed (benchmarks/README.md, "GPU check"). `pmbench table` reads
+them only with --results pointing here or with --include-committed.
+EOF
 # the records' own folder name is the tarball's top folder; no absolute or parent paths
 listing="$(tar -tzf "$BACK/gpu-check.tar.gz")"
 top="${listing%%/*}"

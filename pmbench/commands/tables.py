@@ -23,7 +23,12 @@ def _stderr() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
-def _load(path: Path):
+COMMITTED = typer.Option(False, "--include-committed",
+                         help="Also read the records the repository ships (folders holding "
+                              "a COMMITTED file: the CI baseline, the reference experiment).")
+
+
+def _load(path: Path, include_committed: bool = False):
     """Records under `path`; each skipped file is reported on stderr, naming it."""
     from pmbench.report.results import RecordWarning, load
 
@@ -31,7 +36,7 @@ def _load(path: Path):
         raise BadInput(f"results folder {path} does not exist")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RecordWarning)
-        records = load(path)
+        records = load(path, include_committed=include_committed)
     for w in caught:
         if issubclass(w.category, RecordWarning):
             _stderr().print(f"[yellow]warning:[/] {escape(str(w.message))}")
@@ -82,6 +87,7 @@ def table(
                                 help="Tables 1, 2 and 5 with their paired companion (1b, 2b, "
                                      "5b: each row against its reference, question by "
                                      "question)."),
+    include_committed: bool = COMMITTED,
 ) -> None:
     """Build the paper's Tables 1-5 from the records under --results.
 
@@ -97,7 +103,7 @@ def table(
         raise BadInput("--standalone applies to --format latex")
     if fmt not in table_format.FORMATS:
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(table_format.FORMATS)}")
-    records = _load(results)
+    records = _load(results, include_committed)
     margin_or_none = margin if paired else None
     if number is None:
         built, skipped = tables.build_all(records, model, suite, margin_or_none)
@@ -131,13 +137,16 @@ def plot(
                                             "[default: figures/KIND.png]."),
     model: list[str] | None = MODELS,
     suite: list[str] | None = SUITES,
+    include_committed: bool = COMMITTED,
 ) -> None:
     """Draw a figure from the records under --results, as PNG and PDF."""
     from pmbench.report import plots
 
     if kind not in plots.KINDS:
         raise BadInput(f"unknown plot {kind!r}; kinds are {', '.join(plots.KINDS)}")
-    fig = plots.plot(kind, _load(results), model, suite)
+    records = _load(results, include_committed)
+    fig = plots.plot(kind, records, model, suite)
+    _stderr().print(escape(records.provenance()), highlight=False)
     target = output or Path("figures") / f"{kind}.png"
     try:
         paths = plots.save(fig, target)

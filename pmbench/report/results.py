@@ -72,6 +72,20 @@ class Records:
     train: list[dict[str, Any]] = field(default_factory=list)
     attention: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    root: Path | None = None  # the folder (or file) they were read from
+    left_out: dict[Path, int] = field(default_factory=dict)  # committed folder -> files
+
+    def provenance(self) -> str:
+        """Which folder and how many records a table or figure read, and what it left out."""
+        n = len(self.runs) + len(self.train) + len(self.attention)
+        line = f"Records: {n} read from {self.root}" if self.root else f"Records: {n}"
+        if self.skipped:
+            line += f" ({len(self.skipped)} unreadable file(s) skipped)"
+        if self.left_out:
+            folders = ", ".join(f"{p} ({k})" for p, k in sorted(self.left_out.items()))
+            line += (f"; committed records left out: {folders} (point --results there, or "
+                     "--include-committed)")
+        return line + "."
 
     def frame(self, kind: str) -> pd.DataFrame:
         """Records of `kind` ("runs", "train", "attention") as a flat frame (``a.b`` columns).
@@ -150,17 +164,40 @@ def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
     return None
 
 
-def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values())) -> Records:
+COMMITTED = "COMMITTED"  # a folder holding this file holds records committed to the repo
+
+
+def _committed(path: Path, root: Path) -> Path | None:
+    """The committed folder below `root` that holds `path`, if any."""
+    for folder in path.parents:
+        if folder == root:
+            return None
+        if (folder / COMMITTED).is_file():
+            return folder
+    return None
+
+
+def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values()),
+         include_committed: bool = False) -> Records:
     """All valid records of `kinds` ("run", "train", "attention") under `root` (a folder,
-    searched recursively, or one record file)."""
+    searched recursively, or one record file).
+
+    Records the repository ships (folders holding a COMMITTED file: the CI baseline, the
+    reference experiment) are the user's only when asked for: read when `root` is such a
+    folder or inside one, or with `include_committed`; else left out and counted."""
     root = Path(root)
     names = [name for name, kind in RECORD_FILES.items() if kind in kinds]
     if root.is_file():
         files = [root] if root.name in names else []
     else:
         files = sorted(p for name in names for p in root.rglob(name) if p.is_file())
-    records = Records()
+    records = Records(root=root)
+    asked = include_committed or any((p / COMMITTED).is_file() for p in [root, *root.parents])
     for path in files:
+        folder = None if asked else _committed(path, root)
+        if folder is not None:
+            records.left_out[folder] = records.left_out.get(folder, 0) + 1
+            continue
         kind = RECORD_FILES[path.name]
         try:
             record = read_record(path, f"{kind} record")

@@ -73,7 +73,8 @@ def setting_cell(row: pd.Series, cols: Sequence[str] = RECORD_COLUMNS[1:]) -> st
 def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[str] | None
               ) -> pd.DataFrame:
     """Run records with the columns the tables use: purpose ("throughput" or "accuracy"),
-    label, tok_s, q_s, acc (%), n."""
+    label, tok_s, q_s, acc (%), n (questions), budget (new tokens per question) and env
+    (dtype, threads and machine: runs that differ there are never compared)."""
     df = records.frame("runs")
     if df.empty:
         return df.assign(purpose=pd.Series(dtype=object))
@@ -89,10 +90,33 @@ def run_frame(records: Records, models: Sequence[str] | None, suites: Sequence[s
     df["tok_s"] = col(df, "throughput.output_tok_s")
     df["q_s"] = col(df, "throughput.q_s")
     df["n"] = col(df, "metrics.n")
+    df["budget"] = col(df, "max_new_tokens")
+    df["env"] = [environment(r) for r in df["record"]]
     df["acc"] = pct(pd.Series(
         [r.get(f"metrics.{primary_metric(r['suite'], r['record']['metrics'])}")
          for _, r in df.iterrows()], index=df.index, dtype=object))
     return df
+
+
+def environment(record: dict[str, Any]) -> str:
+    """What a run's speed depends on besides its method: dtype, CPU threads (on a CPU),
+    machine."""
+    env = record.get("env") or {}
+    machine = env.get("gpu") or env.get("cpu") or "machine unknown"
+    threads = None if env.get("gpu") else env.get("threads")
+    parts = [record.get("dtype") or "dtype unknown",
+             f"{threads} thread{'s' * (threads != 1)}" if isinstance(threads, int) else None,
+             machine]
+    return ", ".join(str(p) for p in parts if p)
+
+
+def spread(values: Iterable[Any]) -> Any:
+    """One number when `values` agree, else their range as text ("8–200"), NaN for none."""
+    found = sorted({int(v) for v in pd.to_numeric(pd.Series(list(values)),
+                                                   errors="coerce").dropna()})
+    if not found:
+        return float("nan")
+    return found[0] if len(found) == 1 else f"{found[0]}–{found[-1]}"
 
 
 def newest_runs(runs: pd.DataFrame, purpose: str, keys: list[str]) -> pd.DataFrame:

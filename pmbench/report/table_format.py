@@ -24,9 +24,10 @@ FORMATS = ("markdown", "latex", "csv")
 class Table:
     """A table as raw numbers: `data` columns are flat or a 2-level (group, name) index.
 
-    `row_group` names a column of `data` whose value heads a group of consecutive rows:
-    Markdown and LaTeX write it once, as a line above its rows, and not as a column;
-    CSV keeps it as an ordinary column on every row, so the file stays machine-readable.
+    `row_group` names a column of `data` (or a list of columns, joined by " · ") whose
+    value heads a group of consecutive rows: Markdown and LaTeX write it once, as a line
+    above its rows, and not as a column; CSV keeps it as ordinary columns on every row, so
+    the file stays machine-readable.
     A `companion` (Tables 1, 2 and 5: paired differences) follows the table in every format.
     """
 
@@ -58,9 +59,11 @@ class Table:
         shown = self.shown()
         if self.row_group is None:
             return shown, [None] * len(shown)
-        groups = shown[self.row_group].tolist()
+        columns = self.row_group if isinstance(self.row_group, list) else [self.row_group]
+        groups = [" · ".join(v for v in values if v != DASH)
+                  for values in shown[columns].itertuples(index=False)]
         heads = [g if i == 0 or g != groups[i - 1] else None for i, g in enumerate(groups)]
-        return shown.drop(columns=[self.row_group]), heads
+        return shown.drop(columns=columns), heads
 
 
 def _missing(value: Any) -> bool:

@@ -249,7 +249,7 @@ def table3(records: Records, models=None, suites=None) -> Table:
     whatever the row's suite."""
     runs = run_frame(records, models, None)
     require(runs, "run")
-    keys = ["model", "label", "suite", "branch"]
+    keys = ["model", "env", "label", "suite", "branch"]
     tput = newest_runs(runs, "throughput", keys)
     accs = newest_runs(runs[runs["suite"].isin(SCALING_SUITES)], "accuracy", keys)
     rows = _scaling_rows(tput, accs, keys, suites)
@@ -259,27 +259,31 @@ def table3(records: Records, models=None, suites=None) -> Table:
     rows = rows.assign(group=[TRAINING_GROUPS.get(k, "trained") for k in kinds],
                        _group=[_training_rank(k) for k in kinds])
     rows = sort_rows(rows, ["_group", *keys])
-    cell = ["model", "label", "branch"]
+    cell = ["model", "env", "label", "branch"]
     used = [tput.merge(rows[keys]),  # the records shown, for the notes
             accs.merge(rows[cell].drop_duplicates())]
     tok_s = lookup(tput, keys, "tok_s", rows)
+    # the same work at #branch 1: same questions and token budget, or no speedup
+    rows = rows.assign(n=lookup(tput, keys, "n", rows), budget=lookup(tput, keys, "budget", rows))
     data = pd.DataFrame({
-        "Training": rows["group"],
-        "Model": rows["model"], "Method": rows["label"], "Suite": rows["suite"].map(display_name),
-        "#branch": rows["branch"], "tok/s": tok_s,
-        "Speedup (×)": tok_s / lookup(tput, keys, "tok_s", rows, branch=1),
+        "Training": rows["group"], "Env": rows["env"], "Model": rows["model"],
+        "Method": rows["label"], "Suite": rows["suite"].map(display_name),
+        "#branch": rows["branch"], "Q": rows["n"], "T": rows["budget"], "tok/s": tok_s,
+        "Speedup (×)": tok_s / lookup(tput, [*keys, "n", "budget"], "tok_s", rows, branch=1),
         "Loss": [_loss_at((trained[m] or {}).get("heldout_loss"), b)
                  for m, b in zip(rows["model"], rows["branch"], strict=True)],
         **{_header(s, primary_metric(s)): lookup(accs, keys, "acc", rows, suite=s)
            for s in SCALING_SUITES},
     }).reset_index(drop=True)
-    formats = {"#branch": "d", "tok/s": ".1f", "Speedup (×)": ".2f", "Loss": ".3f",
-               **{_header(s, primary_metric(s)): ".1f" for s in SCALING_SUITES}}
-    notes = [f"{throughput_source(used[0])}; Speedup: tok/s over #branch 1 of the same "
-             "model, method and suite; Loss: held-out loss of the model's training run at "
+    formats = {"#branch": "d", "Q": ".0f", "T": ".0f", "tok/s": ".1f", "Speedup (×)": ".2f",
+               "Loss": ".3f", **{_header(s, primary_metric(s)): ".1f" for s in SCALING_SUITES}}
+    notes = [f"{throughput_source(used[0])}; Q and T: questions and new tokens per question "
+             "of the row's throughput run; Speedup: tok/s over #branch 1 of the same model, "
+             "method and suite on the same Q, T, dtype, threads and machine ('–' where no "
+             "such run exists); Loss: held-out loss of the model's training run at "
              f"that #branch; MMLU Acc and SQuAD F1: from {ACCURACY_SOURCE} of the same "
              "model, method and #branch, whatever the row's suite (a row without a "
              "throughput run has accuracy runs only).", *merged_notes(*used)]
     return Table(3, "Branch scaling: throughput, speedup over #branch 1, loss, MMLU and SQuAD",
-                 data, formats, notes, row_group="Training")
+                 data, formats, notes, row_group=["Training", "Env"])
 

@@ -37,7 +37,6 @@ from pmbench.report.results import Records, newest, suite_version
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
     NoRecords,
-    alternatives,
     col,
     lookup,
     merged_notes,
@@ -47,6 +46,7 @@ from pmbench.report.table_data import (
     run_frame,
     setting_cell,
     sort_rows,
+    spread,
     suite_rank,
     throughput_source,
 )
@@ -66,8 +66,9 @@ def _table1_pairings(accs: pd.DataFrame, rows: pd.DataFrame,
     out = []
     for row in rows.itertuples():
         for suite in shown:
-            runs = accs[(accs["model"] == row.model) & (accs["label"] == row.label)
-                         & (accs["branch"] == row.branch) & (accs["suite"] == suite)]
+            runs = accs[(accs["model"] == row.model) & (accs["env"] == row.env)
+                        & (accs["label"] == row.label) & (accs["branch"] == row.branch)
+                        & (accs["suite"] == suite)]
             if runs.empty or runs["method"].iloc[0] == "sequential":
                 continue
             run = runs.iloc[0]
@@ -80,6 +81,21 @@ def _table1_pairings(accs: pd.DataFrame, rows: pd.DataFrame,
     return out
 
 
+ROW_RUNS = ("Each row group is one model on one dtype, thread count and machine; per row, Q "
+            "tok/s and T: questions and new tokens per question of its throughput runs, Q "
+            "Acc: questions of its accuracy runs (a range where its suites differ). Rows "
+            "whose Q or T differ measured different work: compare their tok/s with care.")
+
+
+def _per_row(frame: pd.DataFrame, rows: pd.DataFrame, column: str) -> pd.Series:
+    """Per row of `rows`, `column` over the row's runs in `frame` (all its suites): one
+    number, a range as text, or NaN without runs."""
+    keys = ["model", "env", "label", "branch"]
+    by = {k: g[column] for k, g in frame.groupby(keys, dropna=False)} if not frame.empty else {}
+    return pd.Series([spread(by.get(tuple(r), [])) for r in rows[keys].itertuples(index=False)],
+                     index=rows.index, dtype=object)
+
+
 def table1(records: Records, models=None, suites=None, margin: float | None = MARGIN
            ) -> Table:
     """Throughput and accuracy: rows model x method x #branch (a row group per model),
@@ -88,15 +104,19 @@ def table1(records: Records, models=None, suites=None, margin: float | None = MA
     companion Table 1b pairs each row's accuracy with the model's sequential run."""
     runs = run_frame(records, models, suites)
     require(runs, "run")
-    keys = ["model", "label", "branch", "suite"]
+    keys = ["model", "env", "label", "branch", "suite"]
     tput = newest_runs(runs, "throughput", keys)
     accs = newest_runs(runs, "accuracy", keys)
     shown = list(dict.fromkeys(suites or [*CORE_SUITES, *runs["suite"]]))
     shown.sort(key=lambda s: (suite_rank(s), s))
-    rows = sort_rows(pd.concat([tput, accs])[keys[:3]].drop_duplicates(), keys[:3])
-    data = pd.DataFrame({("", "Model"): rows["model"], ("", "Method"): rows["label"],
-                         ("", "#branch"): rows["branch"]})
-    formats: dict[Any, str] = {("", "#branch"): "d"}
+    rows = sort_rows(pd.concat([tput, accs])[keys[:4]].drop_duplicates(), keys[:4])
+    data = pd.DataFrame({("", "Model"): rows["model"], ("", "Env"): rows["env"],
+                         ("", "Method"): rows["label"], ("", "#branch"): rows["branch"],
+                         ("", "Q tok/s"): _per_row(tput, rows, "n"),
+                         ("", "T"): _per_row(tput, rows, "budget"),
+                         ("", "Q Acc"): _per_row(accs, rows, "n")})
+    formats: dict[Any, str] = {("", "#branch"): "d", **{("", c): "" for c in (
+        "Q tok/s", "T", "Q Acc")}}
     for suite in shown:
         tok, acc = (display_name(suite), "tok/s"), (display_name(suite), "Acc")
         data[tok] = lookup(tput, keys, "tok_s", rows, suite=suite)
@@ -107,7 +127,7 @@ def table1(records: Records, models=None, suites=None, margin: float | None = MA
                         for s in shown)
     notes = [f"Acc (%): {metrics}.",
              f"{throughput_source(tput)}; Acc: {ACCURACY_SOURCE}. A cell without its kind "
-             f"of run shows {DASH}.", *merged_notes(tput, accs)]
+             f"of run shows {DASH}.", ROW_RUNS, *merged_notes(tput, accs)]
     paired, note = None, None
     if margin is not None:
         paired, note = companion(1, _table1_pairings(accs, rows, shown), margin,
@@ -116,7 +136,7 @@ def table1(records: Records, models=None, suites=None, margin: float | None = MA
                                  {"#branch": "d"})
     return Table(1, "Throughput (output tok/s, throughput runs) and accuracy (%, accuracy "
                  "runs) by model, method and #branch", data.reset_index(drop=True), formats,
-                 [*notes, *([note] if note else [])], row_group=("", "Model"),
+                 [*notes, *([note] if note else [])], row_group=[("", "Model"), ("", "Env")],
                  companion=paired)
 
 def table4(records: Records, models=None, suites=None) -> Table:
@@ -159,33 +179,22 @@ def table4(records: Records, models=None, suites=None) -> Table:
                  data, formats, merged_notes(cells) + figures)
 
 
-def _sequential_q_s(cells: pd.DataFrame) -> list[float]:
-    """Per row of `cells`, the Q/s of sequential decoding on the same questions: the same
-    model, suite and number scored. Sequential answers one question at a time, so its
-    group size does not change its speed: its record at the row's #branch is preferred,
-    else its newest record at any #branch."""
+def _sequential_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
+    """Per row of `cells`, the Q/s of sequential decoding on the same questions (the same
+    model, suite and number scored, on the same dtype, threads and machine) and the
+    #questions of the sequential row it comes from, so the table can name its divisor.
+    Sequential answers one question at a time, so its group size does not change its
+    speed: its record at the row's #questions is preferred, else its newest at any."""
     seq = cells[cells["method"] == "sequential"].sort_values("created")
-    out = []
+    q_s, divisor = [], []
     for row in cells.itertuples():
         same = seq[(seq["model"] == row.model) & (seq["suite"] == row.suite)
-                   & (seq["n"] == row.n)]
+                   & (seq["n"] == row.n) & (seq["env"] == row.env)]
         own = same[same["branch"] == row.branch]
         pick = own if not own.empty else same
-        out.append(pick["q_s"].iloc[-1] if not pick.empty else float("nan"))
-    return out
-
-
-def _scored_note(cells: pd.DataFrame) -> str | None:
-    """How many questions each row is scored on: one number, or one per suite/model."""
-    n = pd.to_numeric(cells["n"], errors="coerce")
-    if n.dropna().empty:
-        return None
-    if n.nunique() == 1:
-        return f"Each row is scored on {int(n.dropna().iloc[0])} questions."
-    by = ["suite"] + (["model"] if cells["model"].nunique() > 1 else [])
-    parts = [f"{alternatives(map(int, g.dropna()))} on {' '.join([display_name(k[0]), *k[1:]])}"
-             for k, g in n.groupby([cells[c] for c in by], sort=False)]
-    return f"Questions scored per row: {', '.join(parts)}."
+        q_s.append(pick["q_s"].iloc[-1] if not pick.empty else float("nan"))
+        divisor.append(f"sequential {pick['branch'].iloc[-1]}" if not pick.empty else None)
+    return q_s, divisor
 
 
 def _answer_latency(record: dict[str, Any], key: str) -> float:
@@ -228,26 +237,30 @@ def table5(records: Records, models=None, suites=None, margin: float | None = MA
                        "suite; pass --suite accordingly")
     runs = run_frame(records, models, suites)
     family = display_name("squad" if set(suites) <= set(SQUAD_SUITES) else suites[0])
-    cells = newest_runs(runs, "accuracy", ["model", "suite", "label", "branch", "n"])
+    cells = newest_runs(runs, "accuracy", ["model", "env", "suite", "label", "branch", "n"])
     require(cells, f"{family} accuracy run")
-    cells = sort_rows(cells, ["model", "suite", "branch", "label"])
+    cells = sort_rows(cells, ["model", "env", "suite", "branch", "label"])
     f1 = col(cells, "metrics.f1").fillna(col(cells, "metrics.f1a"))
+    reference_q_s, divisor = _sequential_q_s(cells)
     data = pd.DataFrame({
-        "Model": cells["model"], "Version": [suite_version(r) for r in cells["record"]],
-        "Method": cells["label"], "#questions": cells["branch"], "Q/s": cells["q_s"],
+        "Model": cells["model"], "Env": cells["env"],
+        "Version": [suite_version(r) for r in cells["record"]],
+        "Method": cells["label"], "#questions": cells["branch"],
+        "Q": pd.to_numeric(cells["n"]), "Q/s": cells["q_s"],
         "Answer p50 (s)": [_answer_latency(r, "p50") for r in cells["record"]],
         "Answer p99 (s)": [_answer_latency(r, "p99") for r in cells["record"]],
-        "Speedup (×)": cells["q_s"] / _sequential_q_s(cells),
+        "Speedup (×)": cells["q_s"] / reference_q_s, "over": divisor,
         "F1 (%)": pct(f1), "EM (%)": pct(col(cells, "metrics.em")),
     }).reset_index(drop=True)
-    formats = {"#questions": "d", "Q/s": ".2f", "Answer p50 (s)": ".3g",
+    formats = {"#questions": "d", "Q": ".0f", "Q/s": ".2f", "Answer p50 (s)": ".3g",
                "Answer p99 (s)": ".3g", "Speedup (×)": ".2f", "F1 (%)": ".1f", "EM (%)": ".1f"}
     notes = [f"Q/s: questions answered per second in {ACCURACY_SOURCE}, i.e. with real "
-             "stopping; #questions: questions answered together (the group size N); "
-             "Answer p50 / p99: each question's time from its group's start to its last "
-             "token, percentiles over the run's questions (one at a time, a question also "
-             "waits for those before it); Speedup: Q/s over sequential on the same questions "
-             "(same model, suite and number scored).", _scored_note(cells)]
+             "stopping; #questions: questions answered together (the group size N); Q: "
+             "questions scored; Answer p50 / p99: each question's time from its group's "
+             "start to its last token, percentiles over the run's questions (one at a time, "
+             "a question also waits for those before it); Speedup: Q/s over the sequential "
+             "row named in 'over', on the same questions (same model, suite, Q, dtype, "
+             "threads and machine; '–' where there is none)."]
     if (data["Version"] == "v2.0").any():
         for name, key in (("HasAns F1 (%)", "has_ans_f1"), ("NoAns F1 (%)", "no_ans_f1")):
             data[name] = pct(col(cells, f"metrics.{key}")).to_numpy()
@@ -261,7 +274,7 @@ def table5(records: Records, models=None, suites=None, margin: float | None = MA
         notes.append(note)
     return Table(5, f"{family} parallel QA: Q/s (accuracy runs, real stopping) and speedup "
                  "over sequential decoding", data, formats,
-                 [n for n in notes if n] + merged_notes(cells), row_group="Model",
+                 [n for n in notes if n] + merged_notes(cells), row_group=["Model", "Env"],
                  companion=paired)
 
 
@@ -279,7 +292,14 @@ def build(number: int, records: Records, models: Sequence[str] | None = None,
     if margin is not None and margin < 0:
         raise BadInput(f"--margin must be >= 0 points, got {margin:g}")
     extra = {"margin": margin} if number in PAIRED else {}
-    return BUILDERS[number](records, models, suites, **extra)
+    try:
+        table = BUILDERS[number](records, models, suites, **extra)
+    except NoRecords as exc:
+        if records.left_out:  # say what was not read, and how to read it
+            raise NoRecords(f"{exc}; {records.provenance()}") from None
+        raise
+    table.notes.append(records.provenance())
+    return table
 
 
 def build_all(records: Records, models: Sequence[str] | None = None,
