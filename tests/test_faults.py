@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,11 +30,16 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+PROGRESS_LINE = re.compile(r"\[\s*\d+\.\d s\] ")  # a run's progress without a terminal
+
+
 def one_line(res) -> str:
-    """The error line of a run that must have failed as bad input."""
+    """The error line of a run that must have failed as bad input (after any progress
+    lines a run prints without a terminal)."""
     assert "Traceback" not in res.output + res.stderr
     assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in res.stderr.splitlines()
+             if ln.strip() and not PROGRESS_LINE.match(ln)]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     return lines[0]
 
@@ -185,7 +191,7 @@ def test_a_run_on_a_full_disk_is_one_line_and_resumes(tiny_model_dir, small_disk
     args = ["run", "--model", tiny_model_dir, "--method", "batch", "--suite", "squad",
             "--limit", "40", "--branch", "4", "--max-new-tokens", "2", "--no-warmup",
             "--output-dir", small_disk]
-    line = one_line(invoke(*args, "--run-id", "r1", "--json"))  # --json: no progress bar
+    line = one_line(invoke(*args, "--run-id", "r1", "--json"))
     assert line.startswith(f"error: cannot write {small_disk}/r1/")
     assert line.endswith(": No space left on device; the run keeps its completed groups, "
                          "free space and --resume r1")
@@ -231,7 +237,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, args):
 def test_any_uncaught_file_error_is_still_one_line(monkeypatch):
     from pmbench.commands import tables
 
-    def failing(path):
+    def failing(path, *args):
         raise OSError(errno.EIO, "Input/output error", "results/x/run.json")
 
     monkeypatch.setattr(tables, "_load", failing)

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pmbench.cli import app
 from pmbench.errors import BadInput
 from pmbench.suites import available_suites, load_suite
 
@@ -50,10 +52,24 @@ def test_missing_data_names_both_options(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BadInput) as exc:
-        load_suite("gsm8k", tokenizer, data_dir=tmp_path)
+        load_suite("gsm8k", tokenizer)
     msg = str(exc.value)
     assert "--data-dir" in msg and "$PMBENCH_DATA" in msg and "openai/gsm8k" in msg
     assert "HF_HUB_OFFLINE" in msg and "\n" not in msg
+
+
+def test_an_explicit_data_dir_without_the_files_is_bad_input(tokenizer, tmp_path, monkeypatch):
+    """No fall-back to $PMBENCH_DATA or ../shared/data: the folder asked for, or an error."""
+    from conftest import SHARED_DATA
+
+    monkeypatch.setenv("PMBENCH_DATA", str(SHARED_DATA))  # holds gsm8k: must not be used
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInput, match="lacks suite gsm8k's files .* the only place looked"):
+        load_suite("gsm8k", tokenizer, data_dir=tmp_path / "empty")
+    res = CliRunner().invoke(app, ["run", "--method", "batch", "--suite", "gsm8k",
+                                   "--data-dir", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1
+    assert "lacks suite gsm8k's files" in res.stderr
 
 
 def test_unreachable_hub_fails_fast(tokenizer, tmp_path, monkeypatch):

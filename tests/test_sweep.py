@@ -472,3 +472,17 @@ def test_grid_options_are_the_commands_own():
     train = command.commands["train"]
     for kind in ("pretrain", "finetune"):
         assert set(train_options(kind)) == {p.name for p in train.commands[kind].params}
+
+
+def test_without_a_terminal_a_sweep_prints_a_line_per_cell(two_cell_grid, tmp_path,
+                                                            monkeypatch):
+    """nohup, CI, a log file: the live bar would print nothing until the end."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    res = CliRunner().invoke(app, ["sweep", str(two_cell_grid), "--output-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    lines = [ln.split("] ", 1)[1] for ln in res.stderr.splitlines() if ln.startswith("[")]
+    cells = load_grid(two_cell_grid)
+    assert [ln for ln in lines if ln.startswith("cells: ")] == [
+        "cells: 1/2 cells done", "cells: 2/2 cells done"]
+    assert all(any(cell.label() in ln for ln in lines) for cell in cells)

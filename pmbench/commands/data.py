@@ -1,8 +1,9 @@
 """`pmbench data status` and `pmbench data download [SUITE]`: where suites read their data.
 
-Status shows, per suite, the folder its files would be read from (`--data-dir`,
-`$PMBENCH_DATA`, or the hub cache), or that they would be fetched from the HF hub, or
-that they are missing. Download saves the hub copy, in the local layout, into the
+Status shows where data is looked for (`--data-dir` alone, else `$PMBENCH_DATA`, the
+`shared/data` folder beside the project, the hub cache), then per suite the folder its
+files would be read from, or that they would be fetched from the HF hub, or that they are
+missing. Download saves the hub copy, in the local layout, into the
 data folder (`--data-dir`, else `$PMBENCH_DATA`, else the cache).
 """
 
@@ -24,9 +25,11 @@ def status(data_dir: Path | None = DATA_DIR) -> None:
     """Per suite: where its data comes from, and whether it is there."""
     from pmbench.suites import available_suites, suite_config
     from pmbench.suites.base import data_spec
-    from pmbench.suites.data import find_local, hub_offline_reason
+    from pmbench.suites.data import find_local, hub_offline_reason, local_roots
 
     offline = hub_offline_reason()
+    Console().print("looked in, in order: " + ", ".join(str(r) for r in local_roots(data_dir)),
+                    highlight=False)
     table = Table("suite", "files", "source", "state")
     for name in available_suites():
         spec = data_spec(suite_config(name))

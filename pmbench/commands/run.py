@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pmbench.commands import options as cli_options
@@ -76,8 +77,9 @@ def run(
 ) -> None:
     """Run one method on one suite and write results/<run_id>/."""
     options = {k: v for k, v in locals().items() if k != "json_out"}  # the spec's options
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
+    from pmbench.commands.progress import progress_bar
     from pmbench.jobs.run import execute_run, prepare_run
     from pmbench.jobs.spec import from_options
 
@@ -86,11 +88,11 @@ def run(
         raise BadInput("--method and --suite are required (unless --resume RUN_ID)")
     settings = from_options(**options)
     prepared = prepare_run(settings)  # bad input fails here, before any progress bar
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=json_out) as bar:
+    bar = progress_bar(err, "[progress.description]{task.description}", BarColumn(),
+                       MofNCompleteColumn(), TimeElapsedColumn(), transient=json_out)
+    with bar:
         label = f"{method or ''} {suite or ''} b{branch}" if not resume else f"resume {resume}"
-        task = bar.add_task(label, total=None)
+        task = bar.add_task(label, total=None, unit="questions")
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
@@ -121,7 +123,7 @@ def _print_summary(record: dict[str, Any]) -> None:
     for key, value in (record.get("metrics") or {}).items():
         if not isinstance(value, dict):
             table.add_row(f"metric {key}", _fmt(value, ".4g"))
-    table.add_row("output tok/s (median [min, max])",
+    table.add_row(escape("output tok/s (median [min, max])"),
                   f"{_fmt(tp.get('output_tok_s'))} [{_fmt(tp.get('output_tok_s_min'))}, "
                   f"{_fmt(tp.get('output_tok_s_max'))}]")
     if tp.get("output_tok_s_ci_low") is not None:
@@ -153,6 +155,9 @@ def _print_summary(record: dict[str, Any]) -> None:
         from pmbench.measure.roofline import format_roofline
 
         out.print(format_roofline(roof), highlight=False)
+    if not record.get("ignore_eos"):
+        out.print("An accuracy run: its tok/s is not Table 1's, which comes from throughput runs "
+                  "(--ignore-eos, a fixed token budget); its Q/s is Table 5's.", highlight=False)
     out.print(f"record: {record['settings']['output_dir']}/{record['run_id']}/run.json")
 
 

@@ -9,14 +9,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from pmbench.commands.progress import progress_bar
 
 err = Console(stderr=True)
 out = Console()
@@ -179,10 +175,10 @@ def sweep(
                                    poll)
         return
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err)
-    overall = progress.add_task("cells", total=len(cells))
-    current = progress.add_task("", total=None, visible=False)
+    progress = progress_bar(err, TextColumn("{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn())
+    overall = progress.add_task("cells", total=len(cells), unit="cells")
+    current = progress.add_task("", total=None, visible=False, lines=False)
 
     def on_event(event, cell, result, done, total) -> None:
         if event == "start":

@@ -146,7 +146,6 @@ def plot(
         raise BadInput(f"unknown plot {kind!r}; kinds are {', '.join(plots.KINDS)}")
     records = _load(results, include_committed)
     fig = plots.plot(kind, records, model, suite)
-    _stderr().print(escape(records.provenance()), highlight=False)
     target = output or Path("figures") / f"{kind}.png"
     try:
         paths = plots.save(fig, target)
@@ -154,6 +153,7 @@ def plot(
         raise BadInput(f"cannot write {exc.filename or target}: {exc.strerror or exc}") from None
     for path in paths:
         typer.echo(f"wrote {path}")
+    typer.echo(records.provenance())
 
 
 def compare(

@@ -62,7 +62,7 @@ def prepare_run(s: RunSettings) -> PreparedRun:
     then lock the run folder (a second writer of the same run is refused here)."""
     from pmbench.engine.models import load_tokenizer
     from pmbench.jobs.context import context_window
-    from pmbench.suites import load_suite
+    from pmbench.suites import load_suite, locate_data
 
     previous: dict[str, Any] | None = None
     if s.resume:
@@ -91,7 +91,9 @@ def prepare_run(s: RunSettings) -> PreparedRun:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
 
-    # Tokenizer and suite first: cheap, and they catch bad input before the model loads.
+    # Data, tokenizer and suite first: cheap, and they catch bad input before the model
+    # loads (the data before the tokenizer, whose first load converts the default model).
+    locate_data(s.suite, s.data_dir, s.split)
     tokenizer = load_tokenizer(s.model)
     suite = load_suite(
         s.suite, tokenizer, data_dir=s.data_dir, branch=s.branch, limit=s.limit,
@@ -119,6 +121,11 @@ def prepare_run(s: RunSettings) -> PreparedRun:
     if not s.resume and store.exists():  # checked under the lock: one process per run id
         store.unlock()
         raise BadInput(f"run {run_id} already exists in {s.output_dir} (use --resume {run_id})")
+    if previous is not None and previous.get("status") == "complete":
+        store.unlock()
+        n = (previous.get("metrics") or {}).get("n")
+        raise BadInput(f"run {run_id} is already complete ({n} questions): nothing to "
+                       f"resume; {store.run_path} is unchanged")
     return PreparedRun(s, runner_cls, tokenizer, suite, store, previous, code_execution)
 
 
@@ -212,10 +219,12 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
 
     before = compile_counters()
     if pending and s.warmup and runner_cls.needs_model:
-        log("warm-up")
         static = record["compile"] in ("on", "static")  # a group of each bucket, see base.py
-        for group in warmup_groups(runner, pending, gen, static):
+        warm_up = warmup_groups(runner, pending, gen, static)
+        log(f"warm-up ({len(warm_up)} group{'s' * (len(warm_up) > 1)}, untimed)")
+        for group in warm_up:
             runner.run_group(group, gen)  # untimed: first calls allocate, pick kernels, compile
+    log("timed")
 
     warm = compile_counters()
     sampler = TelemetrySampler(device=device)
@@ -226,7 +235,9 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
     try:
         for group in pending:
             outs, elapsed = [], []
-            for _ in range(s.timed_repeats):
+            for r in range(s.timed_repeats):
+                if s.timed_repeats > 1:
+                    log(f"timed, repeat {r + 1}/{s.timed_repeats}")
                 start = time.perf_counter()
                 outs.append(runner.run_group(group, gen))
                 elapsed.append(time.perf_counter() - start)

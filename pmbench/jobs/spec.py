@@ -97,6 +97,16 @@ class RunSettings:
 
         if self.compile not in MODES:
             raise BadInput(f"unknown --compile {self.compile!r}; valid: {', '.join(MODES)}")
+        self._check_applies()
+
+    def _check_applies(self) -> None:
+        """An option of one method given to another is refused, not silently ignored."""
+        given = [ROPE2D_OPTIONS[k] for k, v in self.rope2d.items() if v is not None]
+        if given and self.method not in (None, "rope2d"):
+            raise BadInput(f"--{given[0].replace('_', '-')} applies to --method rope2d only, "
+                           f"not {self.method}")
+        if self.prefix_kv != "auto" and self.method not in (None, "prefix"):
+            raise BadInput(f"--prefix-kv applies to --method prefix only, not {self.method}")
 
 
 # ------------------------------------------------------------ the command line
@@ -223,4 +233,27 @@ def resumed_settings(previous: dict[str, Any], current: RunSettings,
             raise BadInput(f"corrupt run record: {where} (settings.{name} = {value!r} is not "
                            f"{type_name(hints[name])})")
     given = {k: v for k, v in stored.items() if k not in FROM_COMMAND_LINE}
+    _check_no_conflict(given, current, where)
     return RunSettings(**given, **{k: getattr(current, k) for k in FROM_COMMAND_LINE})
+
+
+def _check_no_conflict(stored: dict[str, Any], current: RunSettings, where: Any) -> None:
+    """A --resume continues the stored run as it was asked: an option given with it (one
+    that differs from its default) must say what the run already says, or it is refused
+    (it would otherwise be ignored without a word)."""
+    for f in fields(RunSettings):
+        if f.name in FROM_COMMAND_LINE:
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        default = None if default is MISSING else default  # method, suite: unset is None
+        value = getattr(current, f.name)
+        if f.name == "rope2d":
+            value = {k: v for k, v in value.items() if v is not None}
+            default, had = {}, {k: v for k, v in stored.get(f.name, {}).items()
+                                if v is not None and k in value}
+        else:
+            had = stored.get(f.name, default)
+        if value != default and value != had:
+            raise BadInput(f"--{f.name.replace('_', '-')} {value!r} conflicts with the run "
+                           f"being resumed ({had!r} in {where}): --resume continues a run as "
+                           "it was started")

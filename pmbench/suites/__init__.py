@@ -33,8 +33,8 @@ SUITES_ENV = "PMBENCH_SUITES"
 
 __all__ = [
     "Metric", "Suite", "SuiteInfo", "TextGroup", "TextQuestion", "available_suites",
-    "display_name", "load_suite", "metric", "metric_keys", "primary_metric", "suite_config",
-    "suite_info",
+    "display_name", "load_suite", "locate_data", "metric", "metric_keys", "primary_metric",
+    "suite_config", "suite_info",
 ]
 
 
@@ -68,6 +68,22 @@ def available_suites() -> dict[str, str]:
 def suite_class(config: dict[str, Any]) -> type[Suite]:
     module, _, cls = config["implementation"].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def locate_data(name: str, data_dir: str | Path | None = None, split: str | None = None
+                ) -> Path:
+    """The folder suite `name` reads its data from (`pmbench.suites.data.resolve`: the hub
+    copy is fetched when nothing local has it and the hub is reachable), or BadInput:
+    the check a run makes before anything slow."""
+    from pmbench.suites import data as data_mod
+    from pmbench.suites.base import data_spec
+
+    config = suite_config(name)
+    split = split or config["split"]
+    if split not in config["splits"]:  # as the suite says it, before looking for its files
+        raise BadInput(f"suite {name} has no split {split!r}; valid: {', '.join(config['splits'])}")
+    spec = data_spec(config, split)
+    return data_mod.resolve(spec, data_dir, lambda root: suite_class(config).fetch(config, root))
 
 
 def load_suite(name: str, tokenizer: Any, **options: Any) -> Suite:

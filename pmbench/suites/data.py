@@ -1,4 +1,9 @@
-"""Where a suite's files come from: `--data-dir`, `$PMBENCH_DATA`, or the HF hub.
+"""Where a suite's files come from: `--data-dir`, else `$PMBENCH_DATA`, else the
+`shared/data` folder beside the project (where a checkout of this repository finds its
+benchmark files; only when `$PMBENCH_DATA` is unset), else the HF hub.
+
+An explicit `--data-dir` is the only place looked: one that does not exist, or lacks the
+suite's files, is bad input, never a silent fall-back to other data.
 
 Every suite reads one local layout (that of ../shared/data, see its README; for suites
 that are not there, RACE and QuALITY, the hub dataset's own parquet layout). A hub copy
@@ -25,6 +30,8 @@ from pmbench.errors import BadInput
 
 DATA_ENV = "PMBENCH_DATA"
 _TRUE = {"1", "true", "yes", "on"}
+# The benchmark files beside this checkout (../shared/data from the project's root).
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def cache_data_dir() -> Path:
@@ -35,17 +42,18 @@ def cache_data_dir() -> Path:
 
 
 def local_roots(data_dir: str | Path | None = None) -> list[Path]:
-    """Candidate data folders, in resolution order (the hub cache last).
+    """Candidate data folders, in resolution order (the hub cache last); a `--data-dir`
+    alone, as it was asked for.
 
     A `--data-dir` that does not exist is a typo, not a reason to fall back silently.
     """
-    if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise BadInput(f"data folder not found: {data_dir} (--data-dir)")
-    roots = [Path(data_dir).expanduser()] if data_dir else []
-    if os.environ.get(DATA_ENV):
-        roots.append(Path(os.environ[DATA_ENV]).expanduser())
-    roots.append(cache_data_dir())
-    return roots
+    if data_dir:
+        if not Path(data_dir).expanduser().is_dir():
+            raise BadInput(f"data folder not found: {data_dir} (--data-dir)")
+        return [Path(data_dir).expanduser()]
+    if os.environ.get(DATA_ENV):  # the folder the user named, not another one beside it
+        return [Path(os.environ[DATA_ENV]).expanduser(), cache_data_dir()]
+    return [*([SHARED_DATA] if SHARED_DATA.is_dir() else []), cache_data_dir()]
 
 
 def hub_offline_reason() -> str | None:
@@ -99,6 +107,11 @@ def resolve(
     root = find_local(spec, data_dir)
     if root is not None:
         return root
+    if data_dir:
+        raise BadInput(f"data folder {data_dir} lacks suite {spec.suite}'s files (needs "
+                       f"{', '.join(spec.files)}; --data-dir is the only place looked: "
+                       f"`pmbench data download {spec.suite} --data-dir {data_dir}` fetches "
+                       "them)")
     looked = ", ".join(str(r) for r in local_roots(data_dir))
     offline = hub_offline_reason()
     if offline:
