@@ -48,5 +48,8 @@ LLAMACPP_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 peers: setup
 	CMAKE_ARGS="$(LLAMACPP_CMAKE)" $(BIN)/pip install -q --no-cache-dir 'llama-cpp-python==0.3.36'
 
+# Also the converted default model and other rebuildable files in ~/.cache/pmbench (shared
+# by every checkout: they come back on first use).
 clean:
+	-test -x $(BIN)/pmbench && $(BIN)/pmbench cache clean
 	rm -rf $(VENV)

@@ -26,6 +26,7 @@ def run_args(model: str, out, *extra: str) -> list[str]:
 def test_resuming_a_complete_run_says_so_and_leaves_it_alone(tiny_model_dir, tmp_path):
     assert invoke(*run_args(tiny_model_dir, tmp_path, "--method", "batch",
                             "--run-id", "done")).exit_code == 0
+    assert not (tmp_path / "done" / ".lock").exists()  # a finished run leaves no lock behind
     before = {p.name: p.read_bytes() for p in (tmp_path / "done").iterdir()}
     res = invoke("run", "--resume", "done", "--output-dir", tmp_path)
     assert res.exit_code == 2
@@ -48,8 +49,13 @@ def test_options_given_with_resume_must_agree_with_the_run(tiny_model_dir, tmp_p
                     "--no-warmup")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(BatchRunner, "run_group", interrupted)
-        invoke(*args)
-    assert json.loads((tmp_path / "half" / "run.json").read_text())["status"] == "running"
+        stopped = invoke(*args)
+    # Ctrl-C: the record says so, the message names the run and how to go on, no stale lock
+    assert stopped.exit_code == 130
+    assert json.loads((tmp_path / "half" / "run.json").read_text())["status"] == "interrupted"
+    assert "interrupted: run half keeps its finished groups" in stopped.stderr
+    assert f"pmbench run --resume half --output-dir {tmp_path}" in stopped.stderr
+    assert not (tmp_path / "half" / ".lock").exists()
     res = invoke("run", "--resume", "half", "--output-dir", tmp_path, *extra)
     assert res.exit_code == 2 and needle in res.stderr, res.stderr
     same = invoke("run", "--resume", "half", "--output-dir", tmp_path, "--method", "batch")
@@ -110,3 +116,23 @@ def test_data_is_found_beside_the_checkout_without_any_variable(monkeypatch):
     assert data.SHARED_DATA.is_dir()  # ../shared/data, as CI and sessions have it
     assert locate_data("squad") == data.SHARED_DATA
     assert data.local_roots()[0] == data.SHARED_DATA
+
+
+def test_the_model_cache_is_keyed_by_content_and_can_be_cleaned(tmp_path, monkeypatch):
+    import shutil
+
+    from pmbench.engine import models
+
+    gguf = models.default_gguf()
+    copy = tmp_path / "elsewhere" / gguf.name
+    copy.parent.mkdir()
+    shutil.copy(gguf, copy)
+    monkeypatch.setenv("PMBENCH_CACHE", str(tmp_path / "cache"))
+    assert models._gguf_cache_folder(copy) == models._gguf_cache_folder(gguf)  # one per model
+    (tmp_path / "cache" / "models" / "x").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / "x" / "weights").write_bytes(b"0" * 2**20)
+    res = invoke("cache", "status")
+    assert res.exit_code == 0 and "models: 1.0 MiB" in res.stdout
+    res = invoke("cache", "clean", "models")
+    assert res.exit_code == 0 and not (tmp_path / "cache" / "models").exists()
+    assert invoke("cache", "clean", "weights").exit_code == 2

@@ -29,7 +29,8 @@ def run(
     suite: Annotated[str | None, typer.Option(help="Task suite (see `pmbench suites`).")] = None,
     branch: Annotated[int, typer.Option(help="Group size: questions answered together.")] = 1,
     model: Annotated[str | None, typer.Option(help="HF folder, .gguf file or hub id.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Number of questions.")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Number of questions (documents for grouped suites) [default: all].")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer.")] = None,
     ignore_eos: Annotated[bool, typer.Option(
         "--ignore-eos", help="Generate exactly --max-new-tokens (equal token volume).")] = False,
@@ -100,7 +101,15 @@ def run(
         def log(msg: str) -> None:
             bar.update(task, description=f"{label}: {msg}")
 
-        record = execute_run(prepared, progress=progress, log=log)
+        try:
+            record = execute_run(prepared, progress=progress, log=log)
+        except KeyboardInterrupt:
+            store = prepared.store
+            err.print(f"interrupted: run {store.run_id} keeps its finished groups (status "
+                      f"interrupted); continue with: pmbench run --resume {store.run_id} "
+                      f"--output-dir {prepared.settings.output_dir}", highlight=False,
+                      markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     if json_out:
         sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
         return

@@ -7,6 +7,7 @@ safetensors plus tokenizer, and every later load reads that folder (about a seco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -89,9 +90,21 @@ def default_gguf() -> Path:
     return found[0]
 
 
+@functools.lru_cache(maxsize=16)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's bytes (once per process and file version)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _gguf_cache_folder(gguf: Path) -> Path:
+    """The conversion's folder, named by the GGUF's content: every checkout (or venv) of the
+    same model shares one conversion (`pmbench cache clean` removes them)."""
     st = gguf.stat()
-    digest = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    digest = _content_digest(str(gguf.resolve()), st.st_size, st.st_mtime_ns)
     return cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
 
 

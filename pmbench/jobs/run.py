@@ -138,8 +138,22 @@ def execute_run(s: RunSettings | PreparedRun, progress: ProgressFn | None = None
     prepared = s if isinstance(s, PreparedRun) else prepare_run(s)
     try:
         return _execute(prepared, progress, log)
+    except KeyboardInterrupt:
+        _mark_interrupted(prepared.store)
+        raise
     finally:
         prepared.store.unlock()
+
+
+def _mark_interrupted(store: RunStore) -> None:
+    """A run stopped by Ctrl-C says so in its record (its finished groups stay on disk)."""
+    try:
+        record = store.read_run()
+    except BadInput:
+        return  # interrupted before its record was first written
+    if record.get("status") == "running":
+        record["status"] = "interrupted"
+        store.write_run(record)
 
 
 def _execute(prepared: PreparedRun, progress: ProgressFn | None,

@@ -17,7 +17,6 @@ OS releases when the process ends however it ends: a second writer is refused.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -30,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.records.lock import LOCK_FILE, release_lock, take_lock  # noqa: F401 (re-exported)
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
 GROUPS_FILE = "groups.jsonl"
-LOCK_FILE = ".lock"
 # a folder name on every OS: no separators, no "." or "..", not hidden
 RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
@@ -263,40 +262,15 @@ class RunStore:
     # ----------------------------------------------------------------- lock
 
     def lock(self) -> None:
-        """Take the run folder's exclusive lock for as long as this process writes it.
-
-        Non-blocking: a run that another process is writing (the same --run-id, or a
-        --resume of it) is refused at once. The OS drops the lock when the process
-        exits, killed or not, so a crashed run never stays locked.
-        """
-        if self._lock_fd is not None:
-            return
-        path = self.dir / LOCK_FILE
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise BadInput(f"cannot create {path}: {_reason(exc)}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise BadInput(f"run {self.run_id} is being written by another process "
-                               f"(pid {holder})") from None
-            raise BadInput(f"cannot lock {path}: {_reason(exc)}") from None
-        try:  # who holds it, for the message above; informational only
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError:
-            pass
-        self._lock_fd = fd
+        """Take the run folder's exclusive lock for as long as this process writes it
+        (records.lock: non-blocking, refused at once while another process holds it)."""
+        if self._lock_fd is None:
+            self._lock_fd = take_lock(self.dir, self.run_id)
 
     def unlock(self) -> None:
-        """Release the lock (closing the file releases the flock)."""
+        """Release the lock, leaving no .lock file behind."""
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd, self.dir)
             self._lock_fd = None
 
     # -------------------------------------------------------------- appends
@@ -364,11 +338,3 @@ class RunStore:
 def _key(group_id: Any) -> str | None:
     """A hashable key for a group id as JSON gives it (an int, a string...)."""
     return None if group_id is None else json.dumps(group_id, sort_keys=True)
-
-
-def _read_pid(fd: int) -> str:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        text = ""
-    return text if text.isdigit() else "unknown"
