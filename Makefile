@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # threads made small ops ~150x slower (measured by the training work).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test lint demo peers clean
+.PHONY: setup test lint demo demo-full peers clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: setup lint
 DEMO_WAIT_POLICY ?= active
 demo: setup
 	$(BIN)/python benchmarks/demo.py --wait-policy $(DEMO_WAIT_POLICY)
+
+# The full-size comparison: suites/grids/demo.yaml (about 20 minutes on 2 cores).
+demo-full: setup
+	$(BIN)/python benchmarks/demo.py --full --wait-policy $(DEMO_WAIT_POLICY)
 
 # The llama.cpp peer (`--method llamacpp`): a native build of llama-cpp-python, about
 # 3.5 min on 2 cores. Built for AVX2 without AMX: llama.cpp's native default enabled AMX
