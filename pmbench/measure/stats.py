@@ -162,6 +162,26 @@ def median_interval(values: Sequence[float], *, seed: int = SEED,
     return median_ratio_interval([values], seed=seed, resamples=resamples)
 
 
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def mean_interval(values: Sequence[float], *, seed: int = SEED,
+                  resamples: int = RESAMPLES) -> tuple[float, float] | None:
+    """95% interval of the mean of per-question scores: Wilson's for 0/1 scores (exact
+    coverage where the bootstrap collapses, as at 0 of n), else the BCa bootstrap; None
+    for fewer than two values."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return None
+    if np.isin(x, (0.0, 1.0)).all():
+        ci = stats.binomtest(int(x.sum()), len(x)).proportion_ci(CONFIDENCE, "wilson")
+        return float(ci.low), float(ci.high)
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    return _interval((x,), _mean, paired=False, method="BCa", seed=seed, resamples=resamples)
+
+
 def percentiles(values: Sequence[float]) -> dict[str, float] | None:
     """p50, p90, p99 and max of `values` (numpy's linear interpolation); None if empty."""
     if len(values) == 0:

@@ -1,48 +1,85 @@
-"""The paper's figures from run records: matplotlib, written as PNG and PDF side by side.
+"""The paper's figures from run records, each answering one question (style: plot_style).
 
-Figures are built as ``matplotlib.figure.Figure`` objects (no pyplot state; PNG is
-rendered by Agg) with constrained layout so labels never overlap. Kinds:
+- ``throughput``: how fast is each method, and how does that scale with #branch? Output
+  tok/s of throughput runs (``--ignore-eos``) against #branch, error bars the 95%
+  interval of the median over repeats; with one #branch, bars.
+- ``accuracy``: does a method lose accuracy? A forest plot: one row per method, setting,
+  model and #branch, the suite's headline metric (%) of its accuracy run with the 95%
+  interval of the mean over questions (from samples.jsonl: Wilson's for 0/1 scores, else
+  the bootstrap), one panel per suite side by side, rows shared.
+- ``ratio``: what does the share of rotary pairs on the branch axis cost, untrained and
+  trained? Accuracy of rope2d runs against rope_2d_ratio, one series per model origin
+  (base model, and the kind of training of a checkpoint), mask, setting and #branch.
+- ``latency``: how long does a user wait for each answer? Each question's time from its
+  group's start to its last token in accuracy runs (real stopping): bars at the median,
+  whiskers to p99.
 
-- ``throughput``: output tok/s vs #branch, one line per method (log-2 x axis), with the
-  repeat range as error bars;
-- ``accuracy``: the suite's accuracy metric (%) vs #branch, one line per method and suite;
-- ``ratio``: accuracy (%) vs rope_2d_ratio of rope2d runs, one line per model origin
-  (a trained checkpoint counts as its training run's base model and mode), suite and #branch;
-- ``latency``: prefill and decode time (s, medians over repeats) as stacked horizontal
-  bars per method and #branch (the figure grows with the number of bars).
-
-As in the tables, throughput and latency come from throughput runs (``--ignore-eos``)
-and accuracy from accuracy runs, and when several records fit one point the newest wins.
+One suite per axes. A series is one model, method (and setting), question count and
+token budget, and for speed one dtype/threads/machine: records that measured different
+work are never joined by a line, and when several records fit one point the newest wins.
+Each axes' title names the suite and, where its series share them, the questions and
+tokens; the legend names what differs between series.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from pmbench.errors import BadInput
-from pmbench.report.results import Records, repeat_range, trained_by
-from pmbench.report.table_data import col, newest_runs, run_frame
-from pmbench.suites import display_name, metric
+from pmbench.measure.stats import mean_interval, median_interval
+from pmbench.report.paired import run_samples, unit_scores
+from pmbench.report.plot_style import DPI, facets, legend, save, style_context, styles
+from pmbench.report.results import Records, trained_by
+from pmbench.report.table_data import newest_runs, run_frame, setting_cell, sort_rows
+from pmbench.suites import display_name, metric, suite_info
 
-SIZE = (6.4, 4.0)  # inches: one column of a two-column paper at 2x, or a slide
-DPI = 200  # PNG pixels per inch: 1280 x 800
-
-
-def _figure() -> tuple[Figure, object]:
-    fig = Figure(figsize=SIZE, layout="constrained")
-    return fig, fig.add_subplot()
+__all__ = ["DPI", "KINDS", "plot", "save"]
 
 
-def _series(cells: pd.DataFrame, by: list[str]):
-    """(label, rows) per series; the label is the first key plus the keys that vary."""
-    shown = [0] + [i for i, c in enumerate(by[1:], 1) if cells[c].nunique(dropna=False) > 1]
-    for keys, rows in cells.groupby(by, sort=True, dropna=False):
-        yield " · ".join(str(keys[i]) for i in shown), rows
+def _runs(records: Records, models, suites, purpose: str, point: list[str]) -> pd.DataFrame:
+    """Runs of `purpose`, the newest per `point` (a series and its x)."""
+    runs = run_frame(records, models, suites)
+    if runs.empty:
+        raise BadInput("no run records to plot (check --results, --model and --suite)")
+    runs = runs.assign(short_model=[_short_model(m, records) for m in runs["model"]],
+                       work=[_work(n, t, purpose) for n, t in zip(runs["n"], runs["budget"],
+                                                                  strict=True)])
+    return newest_runs(runs, purpose, point)
+
+
+def _short_model(model: str, records: Records) -> str:
+    """A legend-sized model name: a checkpoint is named by its training run's base and kind."""
+    rec = trained_by(model, records.train)
+    return f"{rec['model']} ({rec['kind']} {rec['run_id'][-4:]})" if rec else model
+
+
+def _work(n: Any, budget: Any, purpose: str) -> str:
+    q = f"{int(n)} questions" if pd.notna(n) else "questions unknown"
+    return f"{q} × {int(budget)} tokens" if purpose == "throughput" and pd.notna(budget) else q
+
+
+def _labels(cells: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """A series' legend label: its first key, then the keys that vary in the figure."""
+    shown = [keys[0]] + [k for k in keys[1:] if cells[k].nunique(dropna=False) > 1]
+    return cells[shown].astype(str).agg(" · ".join, axis=1)
+
+
+def _common(fig: Figure, cells: pd.DataFrame, keys: list[str]) -> None:
+    """What every series of the figure shares (the model, the machine), as its title: the
+    legend names only what differs."""
+    same = [str(cells[k].iloc[0]) for k in keys if k in cells and cells[k].nunique() == 1]
+    if same:
+        fig.suptitle(" · ".join(same), fontsize="medium")
+
+
+def _title(ax, suite: str, rows: pd.DataFrame) -> None:
+    works = rows["work"].unique()
+    ax.set_title(display_name(suite) + (f" · {works[0]}" if len(works) == 1 else ""))
 
 
 def _branch_axis(ax, branches: Sequence[int]) -> None:
@@ -54,115 +91,214 @@ def _branch_axis(ax, branches: Sequence[int]) -> None:
     ax.set_xlabel("#branch (questions per group)")
 
 
-def _short_model(model: str, records: Records) -> str:
-    """A legend-sized model name: a checkpoint is named by its training run's base and kind."""
-    rec = trained_by(model, records.train)
-    return f"{rec['model']} ({rec['kind']} {rec['run_id'][-4:]})" if rec else model
+X_NAMES = {"branch": "#branch", "rope2d.ratio": "rope_2d_ratio"}  # a bar chart's one x
 
 
-def _cells(records: Records, models, suites, purpose: str) -> pd.DataFrame:
-    """The newest run of `purpose` per point (as in the tables: throughput and latency
-    from throughput runs, accuracy from accuracy runs)."""
-    runs = run_frame(records, models, suites)
-    if runs.empty:
-        raise BadInput("no run records to plot (check --results, --model and --suite)")
-    runs = runs.assign(
-        suite_metric=[f"{display_name(s)} {metric(s).label}"
-                      for s in runs["suite"]],
-        short_model=[_short_model(m, records) for m in runs["model"]])
-    return newest_runs(runs, purpose, ["model", "label", "suite", "branch"])
+def _dodge(x: pd.Series, k: int, n: int, log: bool) -> pd.Series:
+    """`x` shifted a little for series `k` of `n`, so error bars at one x do not hide
+    each other (by a factor on a log axis)."""
+    step = (k - (n - 1) / 2) * min(0.06, 0.3 / max(n, 1))
+    return x * 2 ** step if log else x + step / 3
 
 
-def _legend(fig: Figure) -> None:
-    """The legend below the axes, outside the data; the figure grows by its height so
-    the axes keep their size (constrained layout places it)."""
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    ncols = 2 if max(map(len, labels)) <= 34 else 1
-    rows = -(-len(labels) // ncols)
-    width, height = fig.get_size_inches()
-    fig.set_size_inches(width, height + 0.22 * rows)
-    fig.legend(loc="outside lower center", ncols=ncols, fontsize="small")
+def _draw(ax, rows: pd.DataFrame, x: str, y: str, err: str, look: dict) -> None:
+    """Each series as a line with error bars, or, with one x for all, as bars."""
+    single = rows[x].nunique() == 1
+    groups = list(rows.groupby("series", sort=False))
+    for k, (label, series) in enumerate(groups):
+        series = series.sort_values(x)
+        yerr = [[v - lo for v, (lo, _) in zip(series[y], series[err], strict=True)],
+                [hi - v for v, (_, hi) in zip(series[y], series[err], strict=True)]]
+        style = look[label]
+        if single:
+            ax.bar([k], series[y], yerr=yerr, color=style["color"], label=label,
+                   edgecolor="black", linewidth=0.5, ecolor="#777777")
+        else:
+            xs = _dodge(series[x], k, len(groups), log=x == "branch")
+            ax.errorbar(xs, series[y], yerr=yerr, label=label, **style)
+    if single:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{X_NAMES.get(x, x)} {rows[x].iloc[0]:g}")
+
+
+def _faceted(cells: pd.DataFrame, x: str, y: str, ylabel: Callable[[str], str],
+             xaxis: Callable[[Any, pd.DataFrame], None] | None) -> Figure:
+    """One axes per suite, the series of `cells` (columns series, x, y, err) drawn in each,
+    and one legend for the figure."""
+    suites = sorted(cells["suite"].unique(), key=lambda s: display_name(s))
+    look = styles(cells["series"])
+    with style_context():
+        fig, axes = facets(len(suites))
+        for ax, suite in zip(axes, suites, strict=True):
+            rows = cells[cells["suite"] == suite]
+            _draw(ax, rows, x, y, "err", look)
+            if xaxis is not None and rows[x].nunique() > 1:
+                xaxis(ax, rows)
+            ax.set_ylabel(ylabel(suite))
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            _title(ax, suite, rows)
+        _common(fig, cells, ["short_model", "env"])
+        _shared_legend(fig, axes)
+    return fig
+
+
+def _tok_s_interval(rec: dict[str, Any], value: float) -> tuple[float, float]:
+    tp = rec.get("throughput") or {}
+    if isinstance(tp.get("output_tok_s_ci_low"), int | float):
+        return tp["output_tok_s_ci_low"], tp["output_tok_s_ci_high"]
+    repeats = [v for v in (tp.get("repeats") or {}).get("output_tok_s") or []
+               if isinstance(v, int | float)]
+    return median_interval(repeats) or (value, value)
 
 
 def throughput(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites, "throughput").dropna(subset=["tok_s"])
+    keys = ["label", "short_model", "work", "env"]
+    cells = _runs(records, models, suites, "throughput",
+                  ["model", "env", "label", "suite", "branch", "n", "budget"])
+    cells = cells.dropna(subset=["tok_s"])
     if cells.empty:
         raise BadInput("no throughput in the selected run records")
-    fig, ax = _figure()
-    for label, rows in _series(cells, ["label", "suite_metric", "short_model"]):
-        rows = rows.sort_values("branch")
-        spans = [repeat_range(r, "output_tok_s") for r in rows["record"]]
-        err = [[t - lo for t, (lo, _) in zip(rows["tok_s"], spans, strict=True)],
-               [hi - t for t, (_, hi) in zip(rows["tok_s"], spans, strict=True)]]
-        ax.errorbar(rows["branch"], rows["tok_s"], yerr=err, marker="o", capsize=3, label=label)
-    _branch_axis(ax, cells["branch"])
-    ax.set_ylabel("Output throughput (tokens/s)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    _legend(fig)
-    return fig
+    cells = cells.assign(series=_labels(cells, keys), err=[
+        _tok_s_interval(r, v) for r, v in zip(cells["record"], cells["tok_s"], strict=True)])
+    return _faceted(cells, "branch", "tok_s", lambda s: "Output throughput (tokens/s)",
+                    lambda ax, rows: _branch_axis(ax, rows["branch"]))
+
+
+def _acc_interval(rec: dict[str, Any], value: float) -> tuple[float, float]:
+    """95% interval (in %) of a run's headline accuracy over its questions' scores."""
+    samples = run_samples(rec)
+    info = suite_info(rec["suite"]) if samples else None
+    scores = unit_scores(samples, info.metric()) if info else None
+    ci = mean_interval(list(scores.values())) if scores else None
+    return (100 * ci[0], 100 * ci[1]) if ci else (value, value)
+
+
+def _accuracy_cells(records: Records, models, suites, point: list[str]) -> pd.DataFrame:
+    cells = _runs(records, models, suites, "accuracy", point).dropna(subset=["acc"])
+    if cells.empty:
+        raise BadInput("no accuracy in the selected run records")
+    return cells.assign(err=[_acc_interval(r, v) for r, v in zip(cells["record"],
+                                                                  cells["acc"], strict=True)])
+
+
+def _metric_label(suite: str) -> str:
+    return f"{metric(suite).label} (%)"
+
+
+def _model_tag(model: str, records: Records) -> str:
+    """A checkpoint as its training kind and run, a shipped model as itself."""
+    rec = trained_by(model, records.train)
+    return f"{rec['kind']} {rec['run_id'].rsplit('-', 1)[-1]}" if rec else model
 
 
 def accuracy(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites, "accuracy").dropna(subset=["acc"])
-    if cells.empty:
-        raise BadInput("no accuracy in the selected run records")
-    fig, ax = _figure()
-    for label, rows in _series(cells, ["label", "suite_metric", "short_model"]):
-        rows = rows.sort_values("branch")
-        ax.plot(rows["branch"], rows["acc"], marker="o", label=label)
-    _branch_axis(ax, cells["branch"])
-    ax.set_ylabel("Accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    _legend(fig)
+    cells = _accuracy_cells(records, models, suites, ["model", "label", "suite", "branch", "n"])
+    cells = cells.assign(tag=[_model_tag(m, records) for m in cells["model"]],
+                         b=[f"b{b}" for b in cells["branch"]])
+    cells = sort_rows(cells, ["label", "tag", "branch"])
+    cells = cells.assign(row=_labels(cells, ["label", "tag", "b", "work"]))
+    rows = list(dict.fromkeys(cells["row"]))
+    suite_list = sorted(cells["suite"].unique(), key=lambda s: display_name(s))
+    methods = list(dict.fromkeys(lab.split(" ")[0] for lab in cells["label"]))
+    look = styles(methods)
+    with style_context():
+        fig = Figure(figsize=(min(7.0, 1.7 + 1.9 * len(suite_list)), 0.9 + 0.17 * len(rows)))
+        axes = fig.subplots(1, len(suite_list), sharey=True, squeeze=False)[0]
+        for ax, suite in zip(axes, suite_list, strict=True):
+            for _, r in cells[cells["suite"] == suite].iterrows():
+                y = len(rows) - 1 - rows.index(r["row"])
+                lo, hi = r["err"]
+                method = r["label"].split(" ")[0]
+                ax.errorbar([r["acc"]], [y], xerr=[[r["acc"] - lo], [hi - r["acc"]]],
+                            color=look[method]["color"], marker=look[method]["marker"],
+                            linestyle="none", label=method)
+            ax.set_xlabel(_metric_label(suite))
+            ax.set_xlim(left=0)
+            ax.grid(alpha=0.3, axis="x")
+            _title(ax, suite, cells[cells["suite"] == suite])
+        axes[0].set_yticks(range(len(rows)), rows[::-1])
+        axes[0].set_ylim(-0.7, len(rows) - 0.3)
+        _common(fig, cells, ["short_model"])
+        _shared_legend(fig, axes)
     return fig
+
+
+def _shared_legend(fig: Figure, axes) -> None:
+    """One legend entry per label over all `axes`."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    legend(fig, handles, labels)
 
 
 def ratio(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites, "accuracy")
-    cells = cells[(cells["method"] == "rope2d")].dropna(subset=["acc", "rope2d.ratio"])
+    cells = _accuracy_cells(records, models, suites,
+                            ["model", "label", "suite", "branch", "n"])
+    cells = cells[(cells["method"] == "rope2d")].dropna(subset=["rope2d.ratio"])
     if cells.empty:
         raise BadInput("no rope2d run records with accuracy to plot against rope_2d_ratio")
-    origin = []
-    for model in cells["model"]:
-        rec = trained_by(model, records.train)
-        origin.append(f"{rec['model']} ({rec['kind']})" if rec else model)
-    cells = cells.assign(origin=origin, b=[f"#branch {b}" for b in cells["branch"]])
-    fig, ax = _figure()
-    for label, rows in _series(cells, ["origin", "suite_metric", "b"]):
-        rows = rows.sort_values("rope2d.ratio")
-        ax.plot(rows["rope2d.ratio"], rows["acc"], marker="o", label=label)
-    ax.set_xlabel("rope_2d_ratio (share of rotary pairs on the branch axis)")
-    ax.set_ylabel("Accuracy (%)")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    _legend(fig)
-    return fig
+    trained = [trained_by(m, records.train) for m in cells["model"]]
+    cells = cells.assign(
+        stage=[rec["kind"] if rec else "as shipped" for rec in trained],
+        base=[rec["model"] if rec else m for rec, m in zip(trained, cells["model"], strict=True)],
+        mask=[f"{m} mask" for m in cells["rope2d.mask"]],
+        setting=[setting_cell(r, ("rope2d.mode", "rope2d.branch_freqs"))
+                 for _, r in cells.iterrows()],
+        b=[f"#branch {b}" for b in cells["branch"]])
+    # the ablation's own runs: per model and suite, those with the most questions (a
+    # checkpoint's shorter runs at other #branch are Table 3's), the newest per point
+    most = pd.to_numeric(cells["n"]).fillna(0)
+    cells = cells[most == most.groupby([cells["suite"], cells["model"]]).transform("max")]
+    cells = cells.sort_values("created").drop_duplicates(
+        ["stage", "base", "mask", "setting", "b", "suite", "rope2d.ratio"], keep="last")
+    cells = cells.assign(series=_labels(cells, ["stage", "mask", "base", "setting", "b"]))
+
+    def xaxis(ax, rows) -> None:
+        ax.set_xlabel("rope_2d_ratio (share of rotary pairs on b)")
+        ax.set_xlim(-0.05, 1.05)
+
+    return _faceted(cells, "rope2d.ratio", "acc", _metric_label, xaxis)
 
 
 def latency(records: Records, models=None, suites=None) -> Figure:
-    cells = _cells(records, models, suites, "throughput")
-    cells = cells.assign(prefill=pd.to_numeric(col(cells, "latency.prefill_s")),
-                         decode=pd.to_numeric(col(cells, "latency.decode_s")))
-    cells = cells.dropna(subset=["prefill", "decode"])
+    cells = _runs(records, models, suites, "accuracy", ["model", "label", "suite", "branch",
+                                                        "n"])
+    answer = [((r.get("question_latency") or {}).get("last_token_s") or {})
+              for r in cells["record"]]
+    cells = cells.assign(p50=[a.get("p50") for a in answer], p99=[a.get("p99") for a in answer])
+    cells = cells.dropna(subset=["p50", "p99"])
     if cells.empty:
-        raise BadInput("no latency split (prefill_s, decode_s) in the selected run records")
-    cells = cells.sort_values(["model", "suite", "branch"], kind="stable")
-    varying = [c for c in ("suite", "short_model") if cells[c].nunique() > 1]
-    names = [" · ".join([r["label"], f"b{r['branch']}", *(str(r[c]) for c in varying)])
-             for _, r in cells.iterrows()]
-    fig = Figure(figsize=(SIZE[0], max(SIZE[1], 1.5 + 0.3 * len(cells))), layout="constrained")
-    ax = fig.add_subplot()
-    y = range(len(cells))[::-1]  # first row on top
-    ax.barh(y, cells["prefill"], label="prefill")
-    ax.barh(y, cells["decode"], left=cells["prefill"], label="decode")
-    ax.set_yticks(list(y), names, fontsize="small")
-    ax.set_ylabel("Method and #branch")
-    ax.set_xlabel("Time per run (s)")
-    ax.grid(alpha=0.3, axis="x")
-    _legend(fig)
+        raise BadInput("no per-question latencies in the selected run records (accuracy "
+                       "runs record them since pmbench kept question_latency)")
+    cells = cells.sort_values(["suite", "branch"], kind="stable")
+    cells = cells.assign(series=_labels(cells, ["label", "short_model", "work"]),
+                         row=[f"b{b}" for b in cells["branch"]])
+    return _latency_figure(cells)
+
+
+def _latency_figure(cells: pd.DataFrame) -> Figure:
+    suites = sorted(cells["suite"].unique(), key=lambda s: display_name(s))
+    look = styles(cells["series"])
+    tallest = max(len(cells[cells["suite"] == s]) for s in suites)
+    with style_context():
+        fig, axes = facets(len(suites), height=1.0 + 0.22 * tallest)
+        for ax, suite in zip(axes, suites, strict=True):
+            rows = cells[cells["suite"] == suite].reset_index(drop=True)
+            y = list(range(len(rows)))[::-1]
+            for yk, (_, r) in zip(y, rows.iterrows(), strict=True):
+                ax.barh(yk, r["p50"], xerr=[[0], [r["p99"] - r["p50"]]], label=r["series"],
+                        color=look[r["series"]]["color"], edgecolor="black", linewidth=0.5)
+            ax.set_yticks(y, [f"{r['series'].split(' · ')[0]} {r['row']}"
+                              for _, r in rows.iterrows()])
+            ax.set_xlabel("Time to answer (s): bar p50, whisker p99")
+            ax.grid(alpha=0.3, axis="x")
+            _title(ax, suite, rows)
+        _common(fig, cells, ["short_model", "env"])
+        _shared_legend(fig, axes)
     return fig
 
 
@@ -176,15 +312,3 @@ def plot(kind: str, records: Records, models: Sequence[str] | None = None,
     if kind not in KINDS:
         raise BadInput(f"unknown plot {kind!r}; kinds are {', '.join(KINDS)}")
     return KINDS[kind](records, models, suites)
-
-
-def save(fig: Figure, output: str | Path) -> list[Path]:
-    """Write `fig` as PNG and PDF: FILE.png (or FILE.pdf) and its sibling of the other type."""
-    output = Path(output)
-    if output.suffix not in (".png", ".pdf"):
-        raise BadInput(f"--output must end in .png or .pdf, got {output.name}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    paths = [output.with_suffix(".png"), output.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=DPI)
-    return paths
