@@ -7,11 +7,13 @@ stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
 import os
 import pkgutil
+import warnings
 from typing import Annotated
 
 # Before anything starts OpenMP (torch): idle worker threads sleep instead of spinning,
@@ -23,7 +25,7 @@ import typer
 from rich.console import Console
 
 from pmbench import __version__
-from pmbench.errors import PmbenchError
+from pmbench.errors import PmbenchError, PmbenchWarning, one_line
 
 app = typer.Typer(
     name="pmbench",
@@ -64,7 +66,28 @@ def _last_resort(exc: BaseException) -> str | None:
         return f"invalid YAML: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc}"
+    if isinstance(exc, RecursionError):  # a reader that missed a nesting check
+        return "input nested too deeply to read"
     return None
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Print each PmbenchWarning (a skipped file, say) at once as one `warning:` line, once
+    per message; other warnings go where they went."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PmbenchWarning):
+            err.print(f"warning: {one_line(message)}", highlight=False, markup=False,
+                      soft_wrap=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", PmbenchWarning)
+        warnings.showwarning = show
+        yield
 
 
 def _guard(fn):
@@ -73,15 +96,17 @@ def _guard(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _one_line_warnings():
+                return fn(*args, **kwargs)
         except PmbenchError as exc:
-            err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"error: {one_line(exc)}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Exception as exc:  # a last line of defence; anything unexpected re-raises
             message = _last_resort(exc)
             if message is None:
                 raise
-            err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"error: {one_line(message)}", highlight=False, markup=False,
+                      soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished groups are saved; continue with --resume RUN_ID")
