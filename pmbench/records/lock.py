@@ -5,7 +5,8 @@ it) is refused at once, naming the holder's pid. The OS drops a flock when its p
 exits, killed or not, so a crashed run never stays locked; a process that lets go removes
 the file too, so no stale .lock is left behind. The file is removed while still held, so a
 process that opened it just before must find, once it holds the lock, that the path no
-longer names its file, and try again on a new one. A planted link is never followed.
+longer names its file, and try again on a new one. A planted link is never followed, and
+a FIFO or device in its place is refused (pmbench.records.safe_io).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 from pmbench.errors import BadInput
+from pmbench.records.safe_io import open_regular
 
 LOCK_FILE = ".lock"
 
@@ -45,7 +47,7 @@ def _read_pid(fd: int) -> str:
 def _open_and_lock(folder: Path, path: Path, run_id: str) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = open_regular(path, os.O_RDWR, create=True)  # no link, FIFO or device
     except OSError as exc:
         raise BadInput(f"cannot create {path}: {_reason(exc)}") from None
     try:

@@ -10,6 +10,8 @@ groups.jsonl line exists and samples.jsonl holds exactly its `n_questions` lines
 
 A write that fails (full disk, quota, I/O error) is one line of bad input naming the
 file, never a traceback, and never leaves a group marked done without its samples.
+Run folders are read and written through pmbench.records.safe_io: no link is followed, a
+FIFO or device is refused, and records and lines are read up to a cap (pmbench.limits).
 While a process writes a run it holds an exclusive `flock` on `<run>/.lock`, which the
 OS releases when the process ends however it ends: a second writer is refused.
 """
@@ -21,7 +23,6 @@ import json
 import os
 import re
 import secrets
-import stat
 import tempfile
 from collections import Counter
 from datetime import UTC, datetime
@@ -29,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.limits import MAX_JSONL_BYTES, MAX_LINE_BYTES, MAX_RECORD_BYTES
 from pmbench.records.lock import LOCK_FILE, release_lock, take_lock  # noqa: F401 (re-exported)
+from pmbench.records.safe_io import UnsafeFile, open_regular, parse_json, read_regular
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -62,12 +65,14 @@ def write_record(path: Path, record: dict[str, Any], hint: str = "", *, indent: 
 
 
 def read_record(path: Path, what: str = "record") -> dict[str, Any]:
-    """A JSON record, or BadInput naming what is wrong with it (missing, corrupt, newer)."""
+    """A JSON record, or BadInput naming what is wrong with it (missing, corrupt, newer;
+    UnsafeFile: a link, a FIFO, over MAX_RECORD_BYTES, nested too deeply)."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"no {what} at {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = read_regular(path, MAX_RECORD_BYTES)
+        if data is None:
+            raise BadInput(f"no {what} at {path}")
+        record = parse_json(data, path)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
         raise BadInput(f"corrupt {what}: {path}") from None
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
@@ -140,18 +145,9 @@ def _unlink_quietly(path: str | None) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file, ignoring a torn last line left by an interruption."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """The JSON objects of a JSON-lines file, without a torn last line left by an
+    interruption or lines that are not objects ([] when there is no file)."""
+    return [row for row in _Lines(path).rows if row is not None]
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]] | None:
@@ -160,19 +156,12 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]] | None:
     regular file, not a link (a link could point at a device or another user's file), and
     a line that is not a JSON object is BadInput naming the file."""
     path = Path(run_dir) / SAMPLES_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
+    lines = _Lines(path)
+    if lines.data is None:
         return None
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {_reason(exc)} (a link is not read)") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BadInput(f"cannot read {path}: not a regular file")
-        lines = _Lines.parse(f.read())
-    if any(row is None for row in lines):
+    if any(row is None for row in lines.rows):
         raise BadInput(f"corrupt samples file: {path} (a line is not a JSON object)")
-    return lines
+    return lines.rows
 
 
 class _Lines:
@@ -180,31 +169,32 @@ class _Lines:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            self.data = path.read_bytes()
-        except FileNotFoundError:
-            self.data = b""
+        try:  # None: no file
+            self.data = read_regular(path, MAX_JSONL_BYTES)
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
         self.spans: list[tuple[int, int]] = []
-        self.rows: list[Any] = []  # the parsed line, None when it is not a JSON object
-        self.rows = self.parse(self.data, self.spans)
+        self.rows: list[Any] = self.parse(self.data or b"", self.spans, path)
 
     @staticmethod
-    def parse(data: bytes, spans: list[tuple[int, int]] | None = None) -> list[Any]:
+    def parse(data: bytes, spans: list[tuple[int, int]], path: Path) -> list[Any]:
         """Each complete line of `data` parsed (None when it is not a JSON object); bytes
-        after the last newline are a line an interruption cut short, and are left out."""
+        after the last newline are a line an interruption cut short, and are left out. A
+        line over MAX_LINE_BYTES or nested too deeply is no torn write: UnsafeFile."""
         rows: list[Any] = []
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             line = data[start:end]
             if line.strip():
+                where = f"{path} line {len(rows) + 1}"
+                if len(line) > MAX_LINE_BYTES:
+                    raise UnsafeFile(where, f"over the {MAX_LINE_BYTES >> 20} MiB a line "
+                                            "may hold")
                 try:
-                    row = json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
+                    row = parse_json(line, where)
+                except ValueError:  # JSONDecodeError, UnicodeDecodeError
                     row = None
-                if spans is not None:
-                    spans.append((start, end + 1))
+                spans.append((start, end + 1))
                 rows.append(row if isinstance(row, dict) else None)
             start = end + 1
         return rows
@@ -215,19 +205,23 @@ class _Lines:
         Usually what goes is a tail (the group in flight and a torn line): the file is
         cut there, which needs no free space; otherwise it is rewritten atomically.
         """
+        data = self.data or b""
         kept = [span for span, ok in zip(self.spans, wanted, strict=True) if ok]
-        size = len(self.data)
         prefix = all(wanted[: len(kept)])
         if prefix:
             end = kept[-1][1] if kept else 0
-            if end == size:
+            if end == len(data):
                 return
-            try:
-                os.truncate(self.path, end)
+            try:  # the file read, not a link put in its place since
+                fd = open_regular(self.path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, end)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise BadInput(f"cannot repair {self.path}: {_reason(exc)}") from None
             return
-        text = b"".join(self.data[a:b] for a, b in kept).decode("utf-8")
+        text = b"".join(data[a:b] for a, b in kept).decode("utf-8")
         atomic_write_text(self.path, text)
 
 
@@ -244,7 +238,7 @@ class RunStore:
         return self.dir / RUN_FILE
 
     def exists(self) -> bool:
-        return self.run_path.exists()
+        return os.path.lexists(self.run_path)
 
     @property
     def _hint(self) -> str:
@@ -255,7 +249,7 @@ class RunStore:
         write_record(self.run_path, record, self._hint)
 
     def read_run(self) -> dict[str, Any]:
-        if not self.run_path.exists():
+        if not os.path.lexists(self.run_path):
             raise BadInput(f"no run {self.run_id!r} in {self.dir.parent}")
         return read_record(self.run_path, "run record")
 
@@ -282,7 +276,7 @@ class RunStore:
         path = self.dir / name
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND, create=True)
         except OSError as exc:
             raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None
         try:
