@@ -11,6 +11,11 @@ so two sweeps deciding at once see each other's claims. A claim is only a claim 
 owner lives: a local one while its process runs (checked on its host: pid and start time),
 a Slurm one while the job is in the queue (pmbench.sweep.slurm); a finished owner's claim
 stays as the history `--status` reads (which job, its log).
+
+A claim.json may have been planted: it is read through pmbench.records.safe_io (no link,
+no FIFO, at most MAX_RECORD_BYTES), a claim whose job id is not a Slurm job id (digits,
+`812` or `812_3`) or whose pid is not a number is no claim, and `--cancel` acts only on
+claims written by this user (the file's owner).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -27,6 +33,8 @@ from typing import Any
 import psutil
 
 from pmbench.errors import BadInput
+from pmbench.limits import MAX_RECORD_BYTES
+from pmbench.records.safe_io import open_regular, parse_json, read_regular, skip
 from pmbench.records.store import atomic_write_text, now_iso
 from pmbench.sweep import queue
 from pmbench.sweep.queue import JobState
@@ -34,6 +42,7 @@ from pmbench.sweep.queue import JobState
 CLAIM_FILE = "claim.json"
 LOCK_FILE = ".sweep.lock"
 SLURM_DIR = ".slurm"  # submitit's job folders, one per job: <output-dir>/.slurm/<job id>
+JOB_ID = re.compile(r"[0-9]{1,20}(_[0-9]{1,20})?")  # a Slurm job or array task id
 
 
 def host() -> str:
@@ -45,13 +54,33 @@ def claim_path(output_dir: str | Path, cell_id: str) -> Path:
     return Path(output_dir) / cell_id / CLAIM_FILE
 
 
-def read_claim(output_dir: str | Path, cell_id: str) -> dict[str, Any] | None:
-    """The cell's claim, or None (none, or unreadable: treated as none)."""
+def read_claim(output_dir: str | Path, cell_id: str,
+               mine_only: bool = False) -> dict[str, Any] | None:
+    """The cell's claim, or None (none, or unreadable or malformed: treated as none, with a
+    warning where the file is unsafe). `mine_only`: None unless this user wrote the file."""
+    path = claim_path(output_dir, cell_id)
     try:
-        claim = json.loads(claim_path(output_dir, cell_id).read_text(encoding="utf-8"))
+        data = read_regular(path, MAX_RECORD_BYTES)
+        claim = parse_json(data, path) if data is not None else None
+        if mine_only and claim is not None and os.lstat(path).st_uid != os.getuid():
+            return None
+    except BadInput as exc:
+        skip(path, getattr(exc, "reason", str(exc)))
+        return None
     except (OSError, ValueError):
         return None
-    return claim if isinstance(claim, dict) else None
+    return claim if _well_formed(claim) else None
+
+
+def _well_formed(claim: Any) -> bool:
+    """Whether `claim` is shaped as pmbench writes claims: its job id and pid go to
+    `squeue`, `scancel` and `kill`, so nothing else may pass for them."""
+    if not isinstance(claim, dict):
+        return False
+    if claim.get("executor") == "slurm":
+        return isinstance(claim.get("job_id"), str) and bool(JOB_ID.fullmatch(claim["job_id"]))
+    pid = claim.get("pid")
+    return claim.get("executor") == "local" and isinstance(pid, int) and pid > 0
 
 
 def write_claim(output_dir: str | Path, cell_id: str, claim: dict[str, Any]) -> None:
@@ -71,7 +100,7 @@ def claims_lock(output_dir: str | Path) -> Iterator[None]:
     path = Path(output_dir) / LOCK_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR, create=True)  # no link, FIFO or device
     except OSError as exc:
         raise BadInput(f"cannot create {path}: {exc.strerror or exc}") from None
     try:

@@ -89,7 +89,8 @@ def cancel_cells(cells: list[AnyCell], output_dir: str | Path,
         for status in sweep_status(cells, output_dir):
             if status.state not in ACTIVE or (only is not None and status.cell.id not in only):
                 continue
-            claim = claims.read_claim(output_dir, status.cell.id) or {}
+            # only what this user claimed: a planted claim could name anyone's process or job
+            claim = claims.read_claim(output_dir, status.cell.id, mine_only=True) or {}
             if claim.get("executor") == "slurm":
                 job_ids.append(str(claim.get("job_id")))
                 claims.write_claim(output_dir, status.cell.id, {**claim, "cancelled": now_iso()})

@@ -6,11 +6,17 @@ cell's record (done), its claim (pmbench.sweep.claims: which sweep process or Sl
 has it, and whether that owner still lives), its sweep.log (the last attempt's error
 line), submitit's job folder (the job's own error, or Slurm's, e.g. a time limit) and
 `squeue` (queued or running, and why it waits).
+
+All of it may have been planted: nothing here is unpickled (submitit's result pickle is
+never read; the job's error comes from the end of its stderr log), logs are read through
+pmbench.records.safe_io (no link followed, no FIFO opened, only their tail), and a claim
+cannot send a read elsewhere: the job folder is `<output-dir>/.slurm/<job id>`, whatever
+the claim's `folder` says, and a job id is digits (pmbench.sweep.claims).
 """
 
 from __future__ import annotations
 
-import pickle
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from typing import Any
 from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
 from pmbench.sweep.queue import JobState
-from pmbench.sweep.supervise import LOG_FILE, cell_state, last_error
+from pmbench.sweep.supervise import LOG_FILE, cell_state, last_error, read_log_tail
 
 STATES = ("done", "running", "queued", "failed", "missing")
 
@@ -62,54 +68,53 @@ def _status(cell: AnyCell, output_dir: str | Path, state: str, claim: dict[str, 
         return CellStatus(cell, active, job, why)
     log = Path(output_dir) / cell.id / LOG_FILE
     if slurm:
-        return CellStatus(cell, "failed", job, _slurm_error(claim, jobs, log))
-    started = (state == "partial" or log.exists()
+        return CellStatus(cell, "failed", job, _slurm_error(claim, jobs, output_dir, log))
+    started = (state == "partial" or os.path.lexists(log)
                or bool(claim and claim.get("started")))
     if not started:  # never claimed, or claimed by a sweep that ended before reaching it
         return CellStatus(cell, "missing")
     return CellStatus(cell, "failed", job, last_error(log) or "interrupted (no error line)")
 
 
-def _slurm_error(claim: dict[str, Any], jobs: dict[str, JobState], log: Path) -> str:
+def _slurm_error(claim: dict[str, Any], jobs: dict[str, JobState], output_dir: str | Path,
+                 log: Path) -> str:
     """Why a Slurm job ended without a complete record, in one line."""
     if claim.get("cancelled"):
         return f"cancelled {claim['cancelled']}"
-    folder = Path(str(claim.get("folder", "")))
     job_id = str(claim.get("job_id"))
-    error = _result_error(folder / f"{job_id}_0_result.pkl")
+    stderr = read_log_tail(job_folder(output_dir, job_id) / f"{job_id}_0_log.err")
+    error = _job_error(stderr)
     if error:
         return error
-    slurm_line = _slurm_line(folder / f"{job_id}_0_log.err")
+    slurm_line = _slurm_line(stderr)
     ended = jobs.get(job_id)
     if slurm_line or ended:
         return slurm_line or f"Slurm: {ended.state} ({ended.reason})"
-    started = log.exists() and log.stat().st_mtime >= _claimed_at(claim)
+    started = os.path.lexists(log) and log.lstat().st_mtime >= _claimed_at(claim)
     return (last_error(log) if started else "") or "the job ended without a record"
 
 
-def _result_error(path: Path) -> str:
-    """The last line of the job's traceback in submitit's result pickle, if it failed."""
-    try:
-        with path.open("rb") as fh:
-            outcome, result = pickle.load(fh)
-    except Exception:  # missing, partly written or unreadable: no answer from it
-        return ""
-    if outcome != "error" or not isinstance(result, str):
-        return ""
-    lines = [x.strip() for x in result.splitlines() if x.strip()]
-    last = lines[-1] if lines else ""
-    name, sep, message = last.partition(": ")
-    line = message if sep and name.endswith(("CellFailed", "Error")) else last
-    return re.sub(r" \(log: [^()]*\)$", "", line)[:300]  # the log is the cell's sweep.log
+def job_folder(output_dir: str | Path, job_id: str) -> Path:
+    """submitit's folder of a job: where pmbench.sweep.slurm put it, never where a claim
+    says (a claim is a file anyone may have written)."""
+    return Path(output_dir) / claims.SLURM_DIR / job_id
 
 
-def _slurm_line(path: Path) -> str:
+# the last line of the traceback submitit prints when the job's function raised
+_RAISED = re.compile(r"^(?:[\w.]+\.)?(?:CellFailed|\w*Error): (.+)$")
+
+
+def _job_error(stderr: list[str]) -> str:
+    """The job's own error: the message of the exception its traceback ends with."""
+    for line in reversed(stderr):
+        if match := _RAISED.match(line):
+            return re.sub(r" \(log: [^()]*\)$", "", match[1])[:300]  # the cell's sweep.log
+    return ""
+
+
+def _slurm_line(stderr: list[str]) -> str:
     """Slurm's own word in the job's stderr (time limit, memory, cancel), if any."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    said = [x.strip() for x in lines if "slurmstepd" in x or "oom-kill" in x.lower()]
+    said = [x for x in stderr if "slurmstepd" in x or "oom-kill" in x.lower()]
     return said[-1][:300] if said else ""
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.limits import MAX_LOG_TAIL_BYTES
 from pmbench.records import store
+from pmbench.records.safe_io import open_regular, read_regular, skip
 from pmbench.records.train import CHECKPOINT_DIR
 from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
@@ -33,7 +35,7 @@ LOG_FILE = "sweep.log"
 
 def cell_state(output_dir: str | Path, cell: AnyCell) -> str:
     """'done' (complete record), 'partial' (interrupted: resume it) or 'new'."""
-    if not (Path(output_dir) / cell.id / cell.record_file).exists():
+    if not os.path.lexists(Path(output_dir) / cell.id / cell.record_file):
         return "new"
     record = read_record(output_dir, cell)  # unreadable: `--resume` reports it precisely
     return "done" if record and record.get("status") == COMPLETE_STATUS else "partial"
@@ -59,20 +61,31 @@ EventFn = Callable[[str, AnyCell, CellResult | None, int, int | None], None]
 
 
 def _count_lines(path: Path) -> int:
+    """Lines of a cell's samples.jsonl so far (for its progress bar; 0 when unreadable)."""
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(open_regular(path), "rb") as fh:
             return sum(1 for _ in fh)
-    except FileNotFoundError:
+    except OSError:  # missing, or UnsafeFile: its run refuses it in one line
         return 0
+
+
+def read_log_tail(log: Path) -> list[str]:
+    """The stripped lines of the end of a log (MAX_LOG_TAIL_BYTES), [] without one; a log
+    that is a link, a FIFO or a device is skipped with a warning, never read."""
+    try:
+        data = read_regular(log, MAX_LOG_TAIL_BYTES, tail=True)
+    except BadInput as exc:
+        skip(log, getattr(exc, "reason", str(exc)))
+        return []
+    except OSError:
+        return []
+    return [x.strip() for x in (data or b"").decode("utf-8", "replace").splitlines()]
 
 
 def last_error(log: Path) -> str:
     """The error line of the cell's last attempt in its sweep.log (each attempt starts with
     a `# date command` line), else that attempt's last line; '' without a log."""
-    try:
-        lines = [x.strip() for x in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return ""
+    lines = read_log_tail(log)
     starts = [k for k, x in enumerate(lines) if x.startswith("# ")]
     lines = lines[starts[-1] + 1:] if starts else lines
     errors = [x for x in lines if x.startswith("error:")]
@@ -114,7 +127,8 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
     fh = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = log.open("a", encoding="utf-8")
+        fh = os.fdopen(open_regular(log, os.O_WRONLY | os.O_APPEND, create=True), "a",
+                       encoding="utf-8")
         fh.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[3:])}\n")
         fh.flush()
     except OSError as exc:
@@ -147,10 +161,14 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
 
 
 def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
-    """The cell's record, or None when it is missing or unreadable."""
+    """The cell's record, or None when it is missing or unreadable (a warning says why:
+    a link, a FIFO, a corrupt or oversized file; `--resume` refuses it in one line)."""
+    path = Path(output_dir) / cell.id / cell.record_file
     try:
-        return store.read_record(Path(output_dir) / cell.id / cell.record_file)
-    except BadInput:
+        return store.read_record(path)
+    except BadInput as exc:
+        if os.path.lexists(path):
+            skip(path, getattr(exc, "reason", None) or str(exc))
         return None
 
 

@@ -1,0 +1,221 @@
+"""Hostile files in a run folder, a sweep's cell folders, a results folder or a grid (issue
+28): a planted link is never followed, a FIFO never blocks, nothing is unpickled, a file
+built to crash or balloon is one line (exit 2) or a skipped file with a warning, within
+seconds, and what a record says reaches the terminal, Markdown and LaTeX escaped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pmbench.cli import app
+from pmbench.records.store import LOCK_FILE, RunStore
+from pmbench.sweep import claims, queue
+from pmbench.sweep.grid import load_grid
+from pmbench.sweep.status import sweep_status
+from pmbench.sweep.supervise import LOG_FILE
+
+NESTED = "[" * 200_000  # 200 kB of nesting: json.loads alone overflows the recursion limit
+PRECIOUS = b"precious: must stay as it is\n"
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail the test instead of hanging when the code under test blocks (on a FIFO)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: blocked")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def invoke(*args):
+    with deadline(60):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error_line(res, exit_code: int = 2) -> str:
+    """The one `error:` line of a command that failed as bad input (no traceback; progress
+    lines may come before it)."""
+    assert res.exit_code == exit_code, res.output
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output, res.output
+    errors = [x for x in res.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and res.stderr.rstrip().endswith(errors[0]), res.stderr
+    return errors[0]
+
+
+def target_file(tmp_path: Path) -> Path:
+    """A file outside every run folder that a planted link points at."""
+    target = tmp_path / "elsewhere" / "victim.txt"
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(PRECIOUS)
+    return target
+
+
+# ------------------------------------------------------------------ run folders
+
+
+def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    target = target_file(tmp_path)
+    store = RunStore(tmp_path / "results", "r1")
+    store.dir.mkdir(parents=True)
+    (store.dir / LOCK_FILE).symlink_to(target)
+    with pytest.raises(Exception, match="a link: pmbench does not follow links"):
+        store.lock()
+    assert target.read_bytes() == PRECIOUS
+    fifo = RunStore(tmp_path / "results", "r2")
+    fifo.dir.mkdir(parents=True)
+    os.mkfifo(fifo.dir / LOCK_FILE)
+    with deadline(5), pytest.raises(Exception, match="a FIFO, not a regular file"):
+        fifo.lock()
+
+
+def run_args(model: str, out: Path, *extra: str) -> list[str]:
+    return ["run", "--model", model, "--suite", "squad", "--limit", "4", "--branch", "2",
+            "--max-new-tokens", "2", "--method", "batch", "--output-dir", str(out), *extra]
+
+
+@pytest.fixture
+def interrupted(tiny_model_dir, tmp_path):
+    """A run stopped by Ctrl-C after its first group: `--resume` continues it."""
+    from pmbench.engine.runners.batch import BatchRunner
+
+    original = BatchRunner.run_group
+    calls = []
+
+    def once(self, group, gen):
+        calls.append(group)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return original(self, group, gen)
+
+    out = tmp_path / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BatchRunner, "run_group", once)
+        res = invoke(*run_args(tiny_model_dir, out, "--run-id", "half", "--no-warmup"))
+    assert res.exit_code == 130, res.output
+    assert (out / "half" / "groups.jsonl").read_text().count("\n") == 1
+    return out / "half"
+
+
+def test_resume_refuses_a_linked_samples_file_and_leaves_its_target_alone(interrupted,
+                                                                          tmp_path):
+    target = target_file(tmp_path)
+    samples = interrupted / "samples.jsonl"
+    target.write_bytes(samples.read_bytes() + b'{"half": "a line to cut"')  # a torn tail
+    before = target.read_bytes()
+    samples.unlink()
+    samples.symlink_to(target)
+    res = invoke("run", "--resume", "half", "--output-dir", interrupted.parent)
+    line = one_error_line(res)
+    assert "samples.jsonl: a link" in line
+    assert target.read_bytes() == before  # not cut back, not rewritten
+    assert samples.is_symlink()
+
+
+def test_resume_refuses_a_nested_groups_line_in_one_line(interrupted):
+    groups = interrupted / "groups.jsonl"
+    groups.write_text(groups.read_text() + NESTED + "\n")
+    res = invoke("run", "--resume", "half", "--output-dir", interrupted.parent)
+    assert "groups.jsonl line 2: nested deeper than 64 levels" in one_error_line(res)
+
+
+# ------------------------------------------------------------------ sweep folders
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """One cell, which never runs a model here."""
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "g", "methods": ["batch"], "branches": [2], "suites": ["squad"],
+        "options": {"limit": 2, "max_new_tokens": 2}}))
+    return path
+
+
+def test_a_linked_sweep_log_is_refused_and_its_target_untouched(grid, tmp_path):
+    target = target_file(tmp_path)
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    (out / cell.id).mkdir(parents=True)
+    (out / cell.id / LOG_FILE).symlink_to(target)
+    res = invoke("sweep", grid, "--output-dir", out)
+    assert f"{LOG_FILE}: a link: pmbench does not follow links" in one_error_line(res)
+    assert target.read_bytes() == PRECIOUS
+
+
+class Planted:
+    """Unpickling this creates the file `path`: the proof that a pickle was loaded."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "unpickled"))
+
+
+def test_status_never_unpickles_and_reads_no_folder_a_claim_names(grid, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(queue, "available", lambda: False)  # no Slurm to ask
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    proof = tmp_path / "unpickled.txt"
+    elsewhere = tmp_path / "elsewhere"
+    own = out / claims.SLURM_DIR / "7_0"
+    for folder in (elsewhere, own):  # where the claim points, and where pmbench looks
+        folder.mkdir(parents=True)
+        (folder / "7_0_0_result.pkl").write_bytes(pickle.dumps(("error", Planted(proof))))
+    (elsewhere / "7_0_0_log.err").write_text("CellFailed: read from where the claim said\n")
+    (own / "7_0_0_log.err").write_text("Traceback (most recent call last):\n  ...\n"
+                                       "pmbench.sweep.slurm.CellFailed: model not found: x "
+                                       "(log: out/sweep.log)\nsrun: error: task 0: Exited\n")
+    claims.write_claim(out, cell.id, {"executor": "slurm", "job_id": "7_0",
+                                      "folder": str(elsewhere), "claimed": "2026-01-01"})
+    res = invoke("sweep", grid, "--output-dir", out, "--status")
+    assert res.exit_code == 0, res.output
+    assert not proof.exists()
+    assert not proof.exists() and "1 failed" in res.output
+    [status] = sweep_status([cell], out)
+    assert status.detail == "model not found: x"  # from the job's stderr, in .slurm/7_0
+
+
+@pytest.mark.parametrize("job_id", ["--user=victim", "7 8", 7])
+def test_a_claim_whose_job_id_is_no_slurm_id_is_no_claim(grid, tmp_path, job_id):
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    claims.write_claim(out, cell.id, {"executor": "slurm", "job_id": job_id})
+    assert claims.read_claim(out, cell.id) is None  # never reaches squeue or scancel
+
+
+@pytest.mark.parametrize("name", ["run.json", LOG_FILE, "claim.json"])
+@pytest.mark.parametrize("flag", ["--dry-run", "--status"])
+def test_a_fifo_in_a_cell_folder_never_blocks_and_is_skipped_with_a_warning(grid, tmp_path,
+                                                                            name, flag):
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    (out / cell.id).mkdir(parents=True)
+    os.mkfifo(out / cell.id / name)
+    if name != "claim.json":
+        claims.write_claim(out, cell.id, {**claims.local_claim(started=True), "pid": 2**22 + 7})
+    with deadline(20):
+        res = invoke("sweep", grid, "--output-dir", out, flag)
+    assert res.exit_code == 0, res.output
+    warnings = [x for x in res.stderr.splitlines() if x.startswith("warning:")]
+    if flag == "--dry-run" and name != "run.json":
+        assert warnings == []  # the plan reads only the record
+        return
+    assert warnings == [f"warning: skipping {out / cell.id / name}: a FIFO, not a regular "
+                        "file: not opened"], res.stderr
