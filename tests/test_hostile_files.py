@@ -219,3 +219,57 @@ def test_a_fifo_in_a_cell_folder_never_blocks_and_is_skipped_with_a_warning(grid
         return
     assert warnings == [f"warning: skipping {out / cell.id / name}: a FIFO, not a regular "
                         "file: not opened"], res.stderr
+
+
+# ------------------------------------------------------------------ grids
+
+LAUGHS = ('name: g\nmethods: [batch]\nbranches: [2]\nsuites: [squad]\n'
+          'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+          + "".join(f"{x}: &{x} [{', '.join([f'*{p}'] * 9)}]\n"
+                    for p, x in zip("abcdefgh", "bcdefghi", strict=True)))
+
+
+def test_an_alias_bomb_grid_is_one_line_in_a_second(tmp_path):
+    assert len(LAUGHS) < 600  # 9**9 = 387 million strings once expanded
+    grid = tmp_path / "laughs.yaml"
+    grid.write_text(LAUGHS)
+    with deadline(10):
+        res = invoke("sweep", grid, "--dry-run")
+    line = one_error_line(res)
+    assert "expands to more than 100,000 nodes once its aliases are resolved" in line
+    assert len(line) < 300
+
+
+def test_a_grid_using_anchors_as_the_reference_grid_does_still_reads(tmp_path):
+    grid = tmp_path / "anchored.yaml"
+    grid.write_text("name: g\noptions: &opts {limit: 2, max_new_tokens: 2}\n"
+                    "methods: [batch]\nbranches: [2]\n"
+                    "suites: [squad, {name: gsm8k, <<: *opts}]\n")
+    assert len(load_grid(grid)) == 2
+
+
+def test_a_grid_nested_too_deeply_is_one_line(tmp_path):
+    grid = tmp_path / "deep.yaml"
+    grid.write_text("methods: " + "[" * 100_000 + "\n")
+    with deadline(10):
+        res = invoke("sweep", grid, "--dry-run")
+    assert "nested deeper than 64 levels" in one_error_line(res)
+
+
+def test_a_grid_over_the_cell_cap_is_refused_with_its_count_unless_asked_for(tmp_path):
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"methods": ["batch", "sequential", "prefix", "rope2d"],
+                                    "branches": list(range(1, 501)),
+                                    "suites": ["squad", "mmlu"], "models": ["a", "b"],
+                                    "rope2d": [{"ratio": r / 10} for r in range(11)]}))
+    with deadline(10):
+        res = invoke("sweep", huge, "--dry-run")
+    assert ("the grid expands to 28,000 cells, over the cap of 10,000" in one_error_line(res)
+            and "--max-cells 28000" in res.stderr)
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({"methods": ["batch"], "branches": [1, 2, 4],
+                                     "suites": ["squad", "mmlu"], "throughput": {}}))
+    assert "the grid expands to 12 cells, over the cap of 10" in one_error_line(
+        invoke("sweep", small, "--dry-run", "--max-cells", 10))
+    shown = invoke("sweep", small, "--dry-run", "--max-cells", 12)
+    assert shown.exit_code == 0 and "12 cells" in shown.stdout, shown.output

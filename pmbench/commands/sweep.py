@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.table import Table
 
 from pmbench.commands.progress import progress_bar
+from pmbench.limits import MAX_CELLS
 
 err = Console(stderr=True)
 out = Console()
@@ -79,6 +80,10 @@ def sweep(
                       "alike: KEY=VALUE (repeatable), e.g. --set device=cuda.")] = None,
     fail_fast: Annotated[bool, typer.Option(
         "--fail-fast", help="Stop at the first failed cell.")] = False,
+    max_cells: Annotated[int, typer.Option(
+        "--max-cells", min=1, help="Refuse a grid of more cells than this (counted before "
+                                   "any cell is made): a larger grid is a mistake more "
+                                   "often than not.")] = MAX_CELLS,
     executor: Annotated[str, typer.Option(
         help="local: each cell a process here, one after another. slurm: each cell a "
              "Slurm job (submitit; a job array), records in the same output folder.",
@@ -153,7 +158,7 @@ def sweep(
     which = parse_shard(shard)
     raw = read_grid(grid)
     output_dir = output_dir or grid_output_dir(raw) or "results"
-    every = expand_grid(raw, Path(grid).stem, parse_set(set_ or []))
+    every = expand_grid(raw, Path(grid).stem, parse_set(set_ or []), max_cells)
     cells = pick_shard(pick_stage(every, stage), which)
     resources = slurm_resources(grid_slurm(raw), partition=partition,
                                 gpus_per_cell=gpus_per_cell, cpus_per_cell=cpus_per_cell,

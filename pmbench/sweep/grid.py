@@ -89,6 +89,11 @@ throughput run counts with its accuracy run and goes to the same shard): shards 
 disjoint, balanced and cover the grid, so a Slurm array, several GPUs or several
 machines can split it, and their record folders merge by copying. The assignment
 depends on the list order, so every shard must read the same grid file.
+
+A grid may come from anyone, so reading it is bounded (pmbench.limits): at most
+MAX_GRID_BYTES of YAML, at most MAX_YAML_NODES nodes once its aliases expand (anchors
+are fine, an alias bomb is one line), and at most MAX_CELLS cells unless the caller says
+more (`pmbench sweep --max-cells N`), counted from the axes' lengths before any cell is made.
 """
 
 from __future__ import annotations
@@ -102,8 +107,10 @@ from typing import Any
 import yaml
 
 from pmbench.errors import BadInput
+from pmbench.limits import MAX_CELLS, MAX_GRID_BYTES
+from pmbench.records.safe_io import load_yaml, read_regular
 from pmbench.sweep.options import check_keys, safe_name, yaml_problem
-from pmbench.sweep.run_cells import Cell, expand_run
+from pmbench.sweep.run_cells import Cell, expand_run, planned_run_cells
 from pmbench.sweep.train_cells import TrainCell, expand_train
 
 KINDS = ("run", "train")
@@ -113,15 +120,20 @@ STAGE_KEY = "stage"  # a stage's own name (for --stage), not part of its cells' 
 AnyCell = Cell | TrainCell
 
 
-def expand_grid(raw: Any, name: str,
-                overrides: Mapping[str, Any] | None = None) -> list[AnyCell]:
+def expand_grid(raw: Any, name: str, overrides: Mapping[str, Any] | None = None,
+                max_cells: int | None = MAX_CELLS) -> list[AnyCell]:
     """Every cell of a parsed grid file, in a fixed order.
 
     `name` is the grid's name unless the file gives one; `overrides` are options applied
-    to every cell, strongest of all (`--set`).
+    to every cell, strongest of all (`--set`). A grid of more than `max_cells` cells (None:
+    no cap) is bad input, found before any cell is made.
     """
     if not isinstance(raw, Mapping):
         raise BadInput("a grid file must hold a mapping (keys: models, methods, ...)")
+    if max_cells is not None and (n := planned_cells(raw)) > max_cells:
+        raise BadInput(f"the grid expands to {n:,} cells, over the cap of {max_cells:,} "
+                       f"(a mistake, or a grid that runs for ever); pass --max-cells {n} "
+                       "to run it anyway")
     grid = safe_name(str(raw.get("name") or name))
     if "stages" in raw:
         return _expand_stages(raw, grid, overrides)
@@ -156,7 +168,7 @@ def _expand_stages(raw: Mapping[str, Any], grid: str,
                            "'slurm' belong to the whole grid")
         train = stage.get("kind") == "train"
         stage_cells = expand_grid({**stage, "name": grid}, grid,
-                                  None if train else overrides)
+                                  None if train else overrides, max_cells=None)
         seen = {c.id for c in cells}
         for cell in stage_cells:
             if cell.id in seen and cell.kind == "train":
@@ -164,6 +176,19 @@ def _expand_stages(raw: Mapping[str, Any], grid: str,
             if cell.id not in seen:  # a run cell an earlier stage has: it runs once, there
                 cells.append(replace(cell, stage=stage_name))
     return cells
+
+
+def planned_cells(raw: Mapping[str, Any]) -> int:
+    """The cells a grid expands to at most (before `exclude`), from the lengths of its
+    lists alone: cheap however large the grid, and not fooled by a malformed one (its
+    expansion reports that)."""
+    stages = raw.get("stages")
+    if isinstance(stages, list):
+        return sum(planned_cells(s) for s in stages if isinstance(s, Mapping))
+    if raw.get("kind") == "train":
+        runs = raw.get("runs")
+        return len(runs) if isinstance(runs, list) else 1
+    return planned_run_cells(raw)
 
 
 def stage_names(cells: Iterable[AnyCell]) -> list[str]:
@@ -181,9 +206,10 @@ def pick_stage(cells: list[AnyCell], stage: str | None) -> list[AnyCell]:
     return [c for c in cells if c.stage == stage]
 
 
-def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[AnyCell]:
+def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None,
+              max_cells: int | None = MAX_CELLS) -> list[AnyCell]:
     """Read, validate and expand a grid file."""
-    return expand_grid(read_grid(path), Path(path).stem, overrides)
+    return expand_grid(read_grid(path), Path(path).stem, overrides, max_cells)
 
 
 def grid_output_dir(raw: Any) -> str | None:
@@ -201,11 +227,16 @@ def grid_slurm(raw: Any) -> Any:
 
 
 def read_grid(path: str | Path) -> Any:
-    """The parsed YAML of a grid file (bad input when missing or not YAML)."""
+    """The parsed YAML of a grid file (bad input when missing, not a regular file, over
+    MAX_GRID_BYTES, not YAML, or larger than MAX_YAML_NODES once its aliases expand).
+    The user named it, so a link to a grid is followed."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError):
+        data = read_regular(path, MAX_GRID_BYTES, follow=True)
+        if data is None:
+            raise FileNotFoundError(path)
+        raw = load_yaml(data.decode("utf-8"), path)
+    except FileNotFoundError:
         raise BadInput(f"grid file not found: {path}") from None
     except UnicodeDecodeError as exc:
         raise BadInput(f"grid file {path} is not UTF-8 text ({exc.reason} at byte "

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from pmbench.errors import BadInput
+from pmbench.records.safe_io import load_yaml
 
 # options a sweep sets itself: never among a grid's options
 SWEEP_SET = {"output_dir", "json_out", "resume", "run_id"}
@@ -82,7 +83,7 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise BadInput(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            out[key.strip()] = load_yaml(value, "--set") if value.strip() else None
         except yaml.YAMLError as exc:
             raise BadInput(f"--set {item!r}: the value is not valid YAML "
                            f"({yaml_problem(exc)})") from None

@@ -281,6 +281,26 @@ def expand_run(raw: Mapping[str, Any], grid: str,
     return unique
 
 
+def planned_run_cells(raw: Mapping[str, Any]) -> int:
+    """The cells a run grid expands to at most: models x suites x (each method's #branch
+    values, x the rope2d settings for rope2d) + includes, twice with a `throughput:` block;
+    from the lengths of its lists, before any cell is made."""
+    def length(value: Any) -> int:
+        return len(value) if isinstance(value, list) else 1
+
+    methods = raw.get("methods")
+    per_method = 0
+    for entry in methods if isinstance(methods, list) else [methods]:
+        own = entry.get("branches") if isinstance(entry, Mapping) else None
+        name = entry.get("name") if isinstance(entry, Mapping) else entry
+        branches = length(own if own is not None else raw.get("branches"))
+        per_method += branches * (length(raw.get("rope2d")) if name in ROPE2D_METHODS else 1)
+    crossed = length(raw.get("models")) * length(raw.get("suites")) * per_method
+    includes = raw.get("include")
+    total = crossed + (len(includes) if isinstance(includes, list) else 0)
+    return total * (2 if "throughput" in raw else 1)
+
+
 def _check_names(cells: Iterable[Cell]) -> None:
     """Unknown or uninstalled methods, unknown suites: bad input before anything runs."""
     from pmbench.engine.runners.base import RunnerUnavailable, available_runners
