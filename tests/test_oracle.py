@@ -53,7 +53,9 @@ def test_oracle_passes_all_164_humaneval_problems_in_the_sandbox(tokenizer):
     samples = oracle_samples(suite, tokenizer)
     failed = [(s["task_id"], s["status"], s["detail"]) for s in samples if not s["passed"]]
     assert not failed
-    assert suite.aggregate(samples) == {"pass@1": 1.0, "n": 164, "samples_per_task": 1}
+    assert suite.aggregate(samples) == {"pass@1": 1.0, "n": 164, "samples_per_task": 1,
+                                        "flagged_passes": 0}
+    assert not [s["task_id"] for s in samples if s["flags"]]
 
 
 def test_wrong_answers_score_zero(tokenizer):

@@ -42,7 +42,7 @@ NONCE = str(uuid.uuid4().int)[:9]
 SECRET = f"pmbench-secret-{uuid.uuid4().hex}"
 # `sleep 999.<n><nonce>`: a command line that only this test's hostile programs start.
 SLEEP_MARKERS = {name: f"999.{n}{NONCE}" for n, name in
-                 enumerate(["fork", "escape", "daemon", "orphan"], 1)}
+                 enumerate(["fork", "escape", "daemon", "orphan", "linger"], 1)}
 TMP_TARGET = f"/tmp/pmbench-hostile-{TAG}"
 HOME_TARGET = str(Path.home() / f".pmbench-hostile-{TAG}")
 HOME_SECRET = Path.home() / f".pmbench-secret-{TAG}"
@@ -51,10 +51,33 @@ ABSTRACT_SOCKET = f"\0pmbench-hostile-{TAG}"
 GONE = ("Read-only file system", "No such file or directory")  # why a write outside fails
 
 
+# A child process has no audit hook: what it does meets the OS walls alone.
+OUTSIDE_HOOK = textwrap.dedent("""
+    def outside_hook(code):
+        out = subprocess.run([sys.executable, '-I', '-S', '-c', code], capture_output=True,
+                             text=True)
+        if out.returncode:
+            raise AssertionError((out.stderr.strip().splitlines() or ['failed'])[-1])
+        return True
+""")
+NESTED_USERNS = textwrap.dedent("""
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000 | 0x00020000) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    assert libc.mount(b'tmpfs', b'/sandbox', b'tmpfs', 0, b'size=4g') == 0
+""")
+
+
+def ptrace_code(victim: int) -> str:
+    return ("import ctypes, os\nlibc = ctypes.CDLL(None)\n"
+            f"assert any(libc.ptrace(16, p, 0, 0) == 0 for p in (os.getppid(), 1, {victim}))")
+
+
 def humaneval(completion: str) -> str:
     """Prompt + completion + test + check(entry_point), as the humaneval suite builds them."""
     return (
-        "import ctypes, os, signal, socket, subprocess, sys, time\n\n\n"
+        "import os, signal, socket, subprocess, sys, time\n" + OUTSIDE_HOOK + "\n\n"
         "def candidate():\n" + textwrap.indent(textwrap.dedent(completion).strip(), "    ")
         + "\n\n\ndef check(candidate):\n    assert candidate() is True\n\n\n"
         "check(candidate)\n"
@@ -103,7 +126,8 @@ def hostile_programs(outside: Path, ports: dict[str, int], victim: int) -> dict[
         "read_environ": (f"""
             found = [p for p in os.listdir('/proc') if p.isdigit()
                      and b'{SECRET}' in open('/proc/' + p + '/environ', 'rb').read()]
-            return bool(found) or '{SECRET}' in str(os.environ)""", "failed", ("AssertionError",)),
+            return bool(found) or '{SECRET}' in str(os.environ)""", "failed",
+                         ("AssertionError", "Permission denied")),  # init is not dumpable
         # Exhausting the host: CPU, memory, processes, files, terminals, output.
         "infinite_loop": ("while True:\n    pass", "timeout", (f"{TIMEOUT:g} s",)),
         "allocate_8gb": ("block = bytearray(8 * 1024**3)\nreturn len(block) > 0",
@@ -158,18 +182,27 @@ def hostile_programs(outside: Path, ports: dict[str, int], victim: int) -> dict[
         "abstract_socket": (f"s = socket.socket(socket.AF_UNIX)\ns.connect({ABSTRACT_SOCKET!r})"
                             "\nreturn True", "failed", ("Connection refused",)),
         # Leaving the walls: new namespaces, mounts, tracing, killing.
-        "nested_userns_tmpfs": ("""
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(0x10000000 | 0x00020000) != 0:
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-            return libc.mount(b'tmpfs', b'/sandbox', b'tmpfs', 0, b'size=4g') == 0""",
-                                "failed", ("Operation not permitted",)),
+        "nested_userns_tmpfs": (f"return outside_hook({NESTED_USERNS!r})", "failed",
+                                ("Operation not permitted",)),
         "unshare_binary": ("return os.system('unshare -Urm true') == 0", "failed",
                            ("AssertionError",)),
-        "ptrace_parent": (f"""
-            libc = ctypes.CDLL(None, use_errno=True)
-            ok = [libc.ptrace(16, pid, 0, 0) == 0 for pid in (os.getppid(), {victim}, 1)]
-            return any(ok)""", "failed", ("AssertionError",)),
+        "ptrace_parent": (f"return outside_hook({ptrace_code(victim)!r})", "failed",
+                          ("AssertionError",)),
+        "read_harness_memory": ("return outside_hook('import os; "
+                                "open(f\"/proc/{os.getppid()}/mem\", \"rb\")')",
+                                "failed", ("Permission denied",)),
+        # Socket families, memory files and executables a program has no use for.
+        "vsock": ("socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)\nreturn True",
+                  "failed", ("Address family not supported",)),
+        "packet_socket": ("socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\nreturn True",
+                          "failed", ("Address family not supported",)),
+        "netlink_audit": ("socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9)\nreturn True",
+                          "failed", ("Address family not supported",)),
+        "memfd": ("os.memfd_create('x')\nreturn True", "failed", ("Operation not permitted",)),
+        "exec_from_scratch": ("open('x.sh', 'w').write('#!/bin/sh\\ntrue\\n')\n"
+                              "os.chmod('x.sh', 0o755)\n"
+                              "return subprocess.run(['./x.sh']).returncode == 0",
+                              "failed", ("Permission denied",)),
         "kill_everything": ("os.kill(-1, signal.SIGKILL)\nreturn False", "failed",
                             ("AssertionError", "No such process")),
         # Leaving processes behind: a new session, a daemon.
@@ -185,7 +218,36 @@ def hostile_programs(outside: Path, ports: dict[str, int], victim: int) -> dict[
                          ("before its check completed", "killed by SIGKILL")),
         "guessed_proof": ("os.write(3, b'pass ' + b'0' * 32 + b'\\n')\n"
                           "print('pass ' + '0' * 32)\nos._exit(0)", "failed",
-                          ("before its check completed",)),
+                          ("before its check completed", "next to other output")),
+        # Forging the pass from inside the interpreter.
+        "patched_os_exit": ("os._exit = lambda *a, **k: None\nreturn False", "failed",
+                            ("AssertionError",)),
+        "patched_os_exit_passing": ("os._exit = lambda *a, **k: None\nreturn True", "failed",
+                                    ("patched os._exit",)),
+        "nonce_from_frames": ("""
+            import re
+            frame, found = sys._getframe(), []
+            while frame is not None:
+                found += [v for v in frame.f_locals.values()
+                          if isinstance(v, bytes) and re.fullmatch(rb'[0-9a-f]{32}', v)]
+                frame = frame.f_back
+            for nonce in found:
+                os.write(3, b'pass ' + nonce + bytes([10]))
+                os._exit(0)
+            return False""", "failed", ("AssertionError",)),
+        "nonce_from_objects": ("import gc\n"
+                               "return any(isinstance(o, bytes) for o in gc.get_objects())",
+                               "failed", ("not allowed in the sandbox",)),
+        "own_memory": ("open('/proc/self/mem', 'rb')\nreturn True", "failed",
+                       ("not allowed in the sandbox",)),
+        "ctypes": ("import ctypes\nreturn True", "failed", ("not allowed in the sandbox",)),
+        "settrace_check": ("""
+            def skip_check(frame, event, arg):
+                return None if frame.f_code.co_name == 'check' else skip_check
+            sys.settrace(skip_check)
+            return False""", "failed", ("not allowed in the sandbox",)),
+        "forged_done_event": ("sys.audit('pmbench.done')\nreturn False", "failed",
+                              ("AssertionError",)),
     }
 
 
@@ -326,7 +388,7 @@ def test_program_runs_isolated_unprivileged_in_a_minimal_root():
         assert os.listdir('/etc') == ['ld.so.cache']
         assert not os.path.exists({str(ROOT)!r})
         assert os.listdir('/tmp') == []
-        return os.getpid() == 1""")
+        return os.getpid() == 2 and os.getppid() == 1  # under the sandbox's init""")
     (result,) = run_programs([program], timeout_s=TIMEOUT)
     assert result.passed, result
 
@@ -494,6 +556,98 @@ def test_kill_9_of_pmbench_leaves_no_process_and_no_temp_folder(tmp_path, unisol
                         str(ROOT)], env=env, check=True)
         left = [p.name for p in tmp_path.iterdir() if p.name != "script.py"]
     assert left == []
+
+
+# A program that leaves processes with no tie to it but the sandbox: a child interpreter
+# (which the audit hook does not follow) clears its death signal, leaves the session and
+# forks; both halves sleep. Only the PID namespace's init (isolated) or the runner's
+# subreaping (unisolated) can end them, with or without a cgroup to empty.
+LINGER_CHILD = textwrap.dedent("""
+    import ctypes, os, sys
+    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)
+    os.setsid()
+    os.fork()
+    os.execvp('sleep', ['sleep', sys.argv[1] + sys.argv[2]])
+""")
+LINGER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {root!r})
+    from pmbench.sandbox import isolation, run_programs
+    print(json.dumps(isolation().cgroup), flush=True)
+    results = run_programs({programs!r}, timeout_s={timeout}, workers=2,
+                           allow_unisolated={unisolated})
+    print(json.dumps([r.status for r in results]), flush=True)
+""")
+READ_ONLY_CGROUPS = ("for m in $(awk '$3 ~ /^cgroup/ {print $2}' /proc/self/mounts); do "
+                     'mount -o remount,bind,ro "$m" || exit 3; done; exec "$@"')
+
+
+def lingering_program(marker: str) -> str:
+    """The program tries the same itself (ctypes is refused in the harness now; the first
+    process of the sandbox used to be the program), then sleeps."""
+    head, tail = marker[:4], marker[4:]  # only the sleeps carry the whole marker
+    return ("import os, subprocess, sys, time\n"
+            "try:\n    import ctypes\n    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\n"
+            "except PermissionError:\n    pass\nos.setsid()\n"
+            f"subprocess.Popen([sys.executable, '-I', '-S', '-c', {LINGER_CHILD!r}, "
+            f"{head!r}, {tail!r}])\ntime.sleep(600)\n")
+
+
+def linger_command(script: str, tmp_path: Path, unisolated: bool, cgroups: str) -> list[str]:
+    """pmbench running `script`: without namespaces for `unisolated`, and in a private
+    mount namespace whose cgroup mounts are read-only (no writable cgroup tree) unless
+    `cgroups` is "writable"."""
+    if unisolated:
+        path = tmp_path / "script.py"
+        path.write_text(script)
+        command = [system_python(), "-c", NO_NAMESPACES, str(path)]
+    else:
+        command = [sys.executable, "-c", script]
+    if cgroups == "writable":
+        return command
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a read-only cgroup mount needs root and unshare")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_CGROUPS,
+            "sh", *command]
+
+
+@pytest.mark.parametrize("how", ["timeout", "SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("unisolated, cgroups", [(False, "writable"), (False, "read-only"),
+                                                 (True, "read-only")],
+                         ids=["isolated", "isolated-no-cgroup", "unisolated-no-cgroup"])
+def test_nothing_outlives_a_run(tmp_path, how, unisolated, cgroups):
+    case = ["timeout", "SIGKILL", "SIGTERM"].index(how) * 3 + 2 * unisolated + (
+        cgroups == "read-only")
+    marker = f"{SLEEP_MARKERS['linger']}{case}"
+    script = LINGER_SCRIPT.format(root=str(ROOT), programs=[lingering_program(marker)] * 2,
+                                  timeout=3 if how == "timeout" else 60, unisolated=unisolated)
+    command = linger_command(script, tmp_path, unisolated, cgroups)
+    pmbench = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        cgroup = json.loads(pmbench.stdout.readline())
+        if cgroups == "writable" and cgroup.startswith("none"):
+            pytest.skip(f"no writable cgroup tree here ({cgroup})")
+        assert cgroup.startswith("none") == (cgroups == "read-only"), cgroup
+        deadline, most = time.monotonic() + 30, 0
+        while most < 4 and pmbench.poll() is None and time.monotonic() < deadline:
+            most = max(most, len(processes_with(marker)))
+            time.sleep(0.05)
+        assert most == 4, "the lingering processes never started"
+        if how == "timeout":
+            assert json.loads(pmbench.stdout.readline()) == ["timeout", "timeout"]
+        else:
+            pmbench.send_signal(getattr(signal, how))
+        pmbench.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not processes_with(marker), f"processes outlived the run ({how})"
+    finally:
+        pmbench.kill()
+        pmbench.wait()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_opt_in(monkeypatch):

@@ -4,23 +4,27 @@ Generated code is hostile. It runs only after an explicit opt-in, each program t
 pmbench/sandbox/runner.py, which gives it (SECURITY.md has the threat model):
 
 - new user, mount, network, PID, IPC, UTS and cgroup namespaces: no network device but a
-  loopback that is down, its own process tree (when its first process dies, every process
-  it started dies), no view of the host's processes;
+  loopback that is down, its own process tree under a trusted init (when the program
+  ends, times out, or pmbench dies, init exits and the kernel kills every process left),
+  no view of the host's processes;
 - a minimal read-only root (pivot_root): the system's /usr and /lib and the interpreter,
   nothing of the project, the user's home, /tmp or the results; a private /dev with its own
-  devpts instance; a size-limited tmpfs /sandbox as its only writable place;
+  devpts instance; a size-limited noexec tmpfs /sandbox as its only writable place;
 - its own cgroup (memory, processes and tmpfs together; pids) where the cgroup tree is
   writable, else rlimits only; rlimits on CPU time, address space, file size, processes
   and open files; an unprivileged uid (as root, one per worker slot), no_new_privs;
 - a seccomp filter that refuses namespace creation, mount, ptrace, kexec, bpf, perf,
-  keyrings, userfaultfd and io_uring.
+  keyrings, userfaultfd, io_uring, memfd and every socket family but unix, inet and
+  netlink-route.
 
-A pass is proven, not inferred from an exit code: the harness prints a per-program random
-nonce on a private pipe only after the program (its tests and `check()`) returned.
+A pass is proven, not inferred from an exit code: the harness (harness.py) prints a
+per-program random nonce on a private pipe only after the program (its tests and
+`check()`) returned, from references the program cannot patch, behind an audit hook that
+keeps the nonce out of its reach; what a forgery would need is flagged per program.
 
 Where full isolation is unavailable, `check_isolation` refuses with one line naming what is
 missing, unless the user passes `--allow-unisolated-code-execution`; run.json records the
-isolation applied either way. The runner dies with pmbench (a pipe and PR_SET_PDEATHSIG),
+isolation applied either way. The sandbox dies with pmbench (a pipe and PR_SET_PDEATHSIG),
 so a killed pmbench leaves no program behind.
 """
 
@@ -31,6 +35,7 @@ import logging
 import os
 import queue
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,7 +84,7 @@ class Isolation:
         out["namespaces"] = list(self.namespaces)
         out["root"] = "pivot_root: read-only system dirs + interpreter" if self.full else "host"
         out["seccomp"] = self.full
-        out["pass_proof"] = "nonce"
+        out["pass_proof"] = "nonce, audit hook, patch check" if self.full else "nonce"
         return out
 
 
@@ -130,15 +135,22 @@ def run_programs(
             made.append(_slot_cgroup())
             slots.put((slot, made[-1]))
 
+        stop = threading.Event()  # Ctrl-C: the programs in flight are killed, not awaited
+
         def run(source: str) -> ExecResult:
             slot, cgroups = slots.get()
             try:
-                return run_one(source, timeout_s, slot, isolated, cgroups)
+                return run_one(source, timeout_s, slot, isolated, cgroups, stop)
             finally:
                 slots.put((slot, cgroups))
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-            return list(pool.map(run, programs))
+            try:
+                return list(pool.map(run, programs))
+            except BaseException:
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         for cgroups in made:
             sandbox_cgroup.remove(cgroups)
@@ -203,8 +215,8 @@ def _probe_source() -> str:
     """A program that returns only if the sandbox isolates it as intended."""
     hidden = _hidden_paths()
     return f"""
-import ctypes, errno, os, resource, socket
-assert os.getpid() == 1, "no PID namespace"
+import errno, os, resource, socket, subprocess, sys
+assert os.getpid() == 2 and os.getppid() == 1, "no PID namespace under the sandbox's init"
 assert [name for _, name in socket.if_nameindex()] == ["lo"], "no network namespace"
 if {os.geteuid() == 0}:
     assert os.geteuid() != 0 and os.getgroups() == [], "still root"
@@ -218,10 +230,33 @@ for outside in ("/", "/tmp", "/usr", "/dev"):
         continue
     raise AssertionError("could write to " + outside)
 assert os.listdir("/dev/pts") == ["ptmx"], "no private /dev/pts"
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.unshare(0x10000000) != 0 and ctypes.get_errno() == errno.EPERM, "no seccomp"
 assert resource.getrlimit(resource.RLIMIT_NOFILE)[1] <= {OPEN_FILES}, "no open-file limit"
+if os.path.exists("/proc/self/status"):
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+    assert int(status["CapEff"], 16) == 0, "capabilities left"
+    assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "1"
+try:
+    import ctypes
+except PermissionError:
+    pass
+else:
+    raise AssertionError("no audit hook")
+child = subprocess.run([sys.executable, "-I", "-S", "-c", {_PROBE_CHILD!r}],
+                       capture_output=True, text=True)
+assert child.returncode == 0, (child.stderr.strip().splitlines() or ["no seccomp"])[-1]
 open("inside", "x").close()
 """
 
 
+# What the probe checks in a child process, which has no audit hook: the seccomp filter.
+_PROBE_CHILD = """
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(0x10000000) != 0 and ctypes.get_errno() == errno.EPERM, "no seccomp"
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+except OSError as exc:
+    assert exc.errno == errno.EAFNOSUPPORT, "vsock: " + str(exc)
+else:
+    raise AssertionError("could create a vsock socket")
+"""

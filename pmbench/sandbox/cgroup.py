@@ -12,6 +12,7 @@ both versions without a daemon (systemd) that may not be running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import os
@@ -159,8 +160,8 @@ def remove(dirs: list[str]) -> None:
         while os.path.isdir(directory):
             try:
                 os.rmdir(directory)
-            except OSError:
-                if time.monotonic() > deadline:
+            except OSError as exc:  # EBUSY while dead processes are freed; else give up
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                     break
                 time.sleep(0.01)
 

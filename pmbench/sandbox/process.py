@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ SANDBOX_UID_BASE = 1_500_000_000  # root: uids BASE + (pid % 4096) * 1024 + slot
 NOBODY = 65534
 DETAIL_CHARS = 300
 PROOF_BYTES = 4096  # the tail of the proof pipe that is kept
+GRACE_S = 1.0  # after the runner's own deadline, before pmbench kills the runner
+POLL_S = 0.1  # how often a wait looks whether the run was interrupted
 TEMP_PREFIX = "pmbench-sandbox-"
 
 
@@ -53,6 +56,7 @@ class ExecResult:
     status: str  # "passed" | "failed" | "timeout" | "error" (the sandbox itself failed)
     detail: str  # short: exception type and message, how it ended, or why it timed out
     wall_s: float
+    flags: tuple[str, ...] = ()  # what the harness saw that a forged pass would need
 
 
 
@@ -114,7 +118,7 @@ def _config(uid: int, gid: int, timeout_s: float, isolated: bool, workdir: str,
     home = "/sandbox" if isolated else workdir
     return {
         "isolated": isolated, "workdir": workdir, "uid": uid, "gid": gid, "python": python,
-        "keep": keep, "cgroups": cgroups, "cpu_s": math.ceil(timeout_s) + 1,
+        "keep": keep, "cgroups": cgroups, "cpu_s": math.ceil(timeout_s) + 1, "wall_s": timeout_s,
         "memory_bytes": MEMORY_BYTES, "file_bytes": FILE_BYTES, "processes": processes,
         "open_files": OPEN_FILES, "workdir_bytes": WORKDIR_BYTES, **fds,
         "env": {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home,
@@ -123,7 +127,8 @@ def _config(uid: int, gid: int, timeout_s: float, isolated: bool, workdir: str,
 
 
 def run_one(source: str, timeout_s: float, slot: int, isolated: bool,
-             cgroups: list[str]) -> ExecResult:
+            cgroups: list[str], stop: threading.Event | None = None) -> ExecResult:
+    """Run one program; `stop` (set on Ctrl-C) ends the wait early and kills it."""
     t0 = time.perf_counter()
     nonce = secrets.token_hex(16)
     uid, gid = identity(slot)
@@ -147,7 +152,8 @@ def run_one(source: str, timeout_s: float, slot: int, isolated: bool,
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(json.dumps({"source": source, "nonce": nonce}).encode())
             proc.stdin.close()
-        proof, status, timed_out = _collect(proc, proof_r, status_r, timeout_s)
+        proof, status, timed_out = _collect(proc, proof_r, status_r, timeout_s + GRACE_S,
+                                            stop or threading.Event())
     finally:
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):  # the runner's group, stragglers too
@@ -162,9 +168,10 @@ def run_one(source: str, timeout_s: float, slot: int, isolated: bool,
     return _outcome(proof, status, timed_out, nonce, timeout_s, time.perf_counter() - t0)
 
 
-def _collect(proc: subprocess.Popen, proof_r: int, status_r: int,
-             timeout_s: float) -> tuple[bytes, bytes, bool]:
-    """Drain both pipes (keeping a bounded tail) until the runner exits or time runs out."""
+def _collect(proc: subprocess.Popen, proof_r: int, status_r: int, timeout_s: float,
+             stop: threading.Event) -> tuple[bytes, bytes, bool]:
+    """Drain both pipes (keeping a bounded tail) until the runner exits, time runs out (the
+    runner keeps its own deadline; this one is the backstop) or the run is stopped."""
     bufs = {proof_r: b"", status_r: b""}
     pidfd = os.pidfd_open(proc.pid)
     deadline = time.monotonic() + timeout_s
@@ -172,9 +179,9 @@ def _collect(proc: subprocess.Popen, proof_r: int, status_r: int,
     try:
         while not exited:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or stop.is_set():
                 break
-            ready = select.select([pidfd, *bufs], [], [], left)[0]
+            ready = select.select([pidfd, *bufs], [], [], min(left, POLL_S))[0]
             exited = pidfd in ready
             for fd in bufs:
                 for _ in range(64 if exited else 1 if fd in ready else 0):  # at exit: the rest
@@ -201,28 +208,36 @@ def _outcome(proof: bytes, status: bytes, timed_out: bool, nonce: str, timeout_s
              wall: float) -> ExecResult:
     events = {}
     for line in status.decode(errors="replace").splitlines():
-        with contextlib.suppress(ValueError, TypeError):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
             events.update(json.loads(line))
-    if timed_out:
-        return ExecResult(False, "timeout", f"timed out after {timeout_s:g} s", wall)
+    lines = proof.decode(errors="replace").splitlines()
+    flags = tuple(dict.fromkeys(_clean(line[5:]) for line in lines
+                                if line.startswith("flag ")))[:8]
+    if timed_out or events.get("timeout"):
+        return ExecResult(False, "timeout", f"timed out after {timeout_s:g} s", wall, flags)
     if "error" in events:
         return ExecResult(False, "error", f"sandbox setup failed: {events['error']}"
-                          [:DETAIL_CHARS], wall)
-    lines = proof.decode(errors="replace").splitlines()
-    if lines and lines[-1] == f"pass {nonce}" and events.get("exit") == 0:
-        return ExecResult(True, "passed", "", wall)
-    failures = [line[5:] for line in lines if line.startswith("fail ")]
-    code = events.get("exit")
+                          [:DETAIL_CHARS], wall, flags)
+    proofs = [line for line in lines if not line.startswith("flag ")]
+    if proofs == [f"pass {nonce}"] and events.get("exit") == 0:
+        return ExecResult(True, "passed", "", wall, flags)
+    return ExecResult(False, "failed", _clean(_failure(proofs, events.get("exit"))), wall, flags)
+
+
+def _failure(proofs: list[str], code: object) -> str:
+    """Why a program failed: the harness's report, or how its first process ended. A pass
+    line next to anything else (a failure before it, text after it) is no pass."""
+    failures = [line[5:] for line in proofs if line.startswith("fail ")]
     if failures and code == 1:  # the harness's own report
-        detail = failures[-1]
-    elif isinstance(code, int) and code < 0:
-        detail = f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() \
+        return failures[0]
+    if isinstance(code, int) and code < 0:
+        return f"killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() \
             else f"killed by signal {-code}"
-    elif code is None:
-        detail = "the sandbox runner died"
-    else:
-        detail = f"exited with status {code} before its check completed"
-    return ExecResult(False, "failed", _clean(detail), wall)
+    if code is None:
+        return "the sandbox runner died"
+    if code == 0 and any(line.startswith("pass ") for line in proofs):
+        return "a pass line next to other output on the proof pipe"
+    return f"exited with status {code} before its check completed"
 
 
 def _clean(text: str) -> str:

@@ -6,20 +6,29 @@ multi-threaded callers and subprocess's preexec_fn is unsafe next to the parent'
 threads. Why by hand: bubblewrap/nsjail are not Python packages and may be missing; the
 few syscalls below (unshare, mount, pivot_root, a seccomp filter) are all it takes.
 
-Isolated (the default), the runner joins the program's cgroups, enters new user, mount,
-network, PID, IPC, UTS and cgroup namespaces, and forks the program's first process, PID 1
-of the new PID namespace (when it dies, the kernel kills every process it left behind).
-That process builds a new root, a read-only tmpfs holding only:
+Isolated (the default), the runner joins the program's cgroups and forks a keeper, which
+enters new user, mount, network, PID, IPC, UTS and cgroup namespaces and forks the
+sandbox's init, PID 1 of the new PID namespace. Init is ours, not the program's: it builds
+a new root, a read-only tmpfs holding only:
 
 - the system's /usr, /bin, /lib* and the interpreter's prefix, bound read-only (nothing of
   the project, the user's home or the results);
 - a private /dev (null, zero, full, random, urandom, and a new devpts instance of
   PTYS terminals), a /proc of the new PID namespace, an empty read-only /tmp;
-- /sandbox, a size-limited tmpfs owned by the program: its only writable place, and $HOME.
+- /sandbox, a size-limited noexec tmpfs owned by the program: its only writable place.
 
-It then pivots into that root, sets rlimits, drops to an unprivileged uid (no_new_privs),
-installs a seccomp filter and execs the harness, which runs program.py and prints the run's
-nonce on the proof pipe only if the program returned normally.
+It pivots into that root, makes itself undumpable and forks the program (PID 2), which
+sets rlimits, drops to an unprivileged uid (no capabilities, no_new_privs), installs a
+seccomp filter and execs the harness (harness.py). Init then waits: when the program's
+first process ends, when its time is up, or when pmbench or the keeper die (a pipe, and
+PR_SET_PDEATHSIG), init exits, and the kernel kills every process left in the namespace,
+whatever it did to its own death signal or session. The program cannot signal init (the
+kernel drops signals to a namespace's init that it has no handler for) nor trace or read
+it (seccomp, not dumpable).
+
+Unisolated (opt-in), the runner is a child subreaper: whatever the program leaves behind,
+daemons included, is reparented to it and killed when the program ends, times out, or
+pmbench dies.
 
 The setup's own failures go to the status pipe (close-on-exec: the program never holds it).
 """
@@ -31,6 +40,7 @@ import resource
 import select
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for seccomp.py
 from seccomp import PIVOT_ROOT, install_seccomp  # noqa: E402
@@ -44,7 +54,9 @@ NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "network": CLONE_NEWN
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_SET_CHILD_SUBREAPER = 36
+REAP_S = 0.5  # how often init reaps the zombies the program's orphans leave
 PTYS = 16  # pseudo-terminals of the private devpts instance
 DEVICES = ("null", "zero", "full", "random", "urandom")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -53,34 +65,10 @@ NEW_ROOT = "/tmp"  # any existing directory: the new root's tmpfs is mounted ove
 SCRATCH = "/sandbox"
 
 
-# The harness (run with -I -S: the standard library only, as HumanEval needs; site's walk
-# of site-packages would double the start-up): reads the nonce, then runs program.py in a
-# fresh namespace. Anything that
-# ends the program early (an exception, exit(), sys.exit(0), os._exit, a signal) never
-# reaches the line that proves the pass.
-HARNESS = r"""
-import os, site
-site.setquit()  # exit() and quit(), as in a normal interpreter (-S skips site's .pth walk)
-def _run():
-    nonce = os.read(0, 64).strip()
-    os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
-    try:
-        with open("program.py", encoding="utf-8") as f:
-            code = compile(f.read(), "program.py", "exec")
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-    except BaseException as exc:
-        try:
-            message = str(exc)
-        except BaseException:
-            message = ""
-        line = type(exc).__name__ + (": " + message if message else "")
-        os.write(3, b"fail " + line[:300].encode("utf-8", "replace").replace(b"\n", b" ")
-                 + b"\n")
-        os._exit(1)
-    os.write(3, b"pass " + nonce + b"\n")
-    os._exit(0)
-_run()
-"""
+# The harness, run as `python -I -S -c HARNESS` (the standard library only, as HumanEval
+# needs; site's walk of site-packages would double the start-up).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")) as _f:
+    HARNESS = _f.read()
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -178,7 +166,7 @@ def build_root(cfg: dict, source: bytes) -> list[str]:
         missing.append(f"/proc ({exc.strerror})")
     os.mkdir(root + "/tmp", 0o755)
     os.mkdir(root + SCRATCH, 0o700)
-    mount("tmpfs", root + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
+    mount("tmpfs", root + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
           f"mode=0700,uid={cfg['uid']},gid={cfg['gid']},size={cfg['workdir_bytes']},"
           "nr_inodes=4096")
     program = f"{root}{SCRATCH}/program.py"
@@ -260,7 +248,7 @@ def exec_harness(cfg: dict, nonce: bytes, python: str) -> None:
 
 
 def run_isolated(cfg: dict, source: bytes, nonce: bytes) -> None:
-    """runner -> keeper (enters the namespaces) -> program's first process (PID 1 there)."""
+    """runner -> keeper (enters the namespaces) -> init (PID 1 there) -> the program."""
     unshared_r, unshared_w = os.pipe()
     mapped_r, mapped_w = os.pipe()
     keeper = os.fork()
@@ -271,38 +259,51 @@ def run_isolated(cfg: dict, source: bytes, nonce: bytes) -> None:
             os.write(unshared_w, b"1")
             if os.read(mapped_r, 1) != b"1":
                 raise OSError("no uid map")
-            start_program(cfg, source, nonce)
+            start_init(cfg, source, nonce)
         except BaseException as exc:  # noqa: BLE001 - report anything, then exit
             fail(cfg, exc)
     os.close(unshared_w)
     if os.read(unshared_r, 1) == b"1":
         write_id_maps(keeper, cfg)
         os.write(mapped_w, b"1")
-    supervise(cfg, keeper, report=False)
+    supervise(cfg, keeper)
 
 
-def start_program(cfg: dict, source: bytes, nonce: bytes) -> None:
+def start_init(cfg: dict, source: bytes, nonce: bytes) -> None:
     pid = os.fork()
-    if pid == 0:  # PID 1 of the new PID namespace
+    if pid == 0:  # PID 1 of the new PID namespace: the sandbox's init
         try:
             die_with(cfg["fd_alive"])
-            missing = build_root(cfg, source)
-            os.chdir(SCRATCH)
-            set_limits(cfg)
-            drop_privileges(cfg)
-            die_with(cfg["fd_alive"])  # a change of uid clears the death signal
-            install_seccomp()
-            os.write(cfg["fd_status"], json.dumps({"ready": True, "missing": missing})
-                     .encode() + b"\n")
-            exec_harness(cfg, nonce, cfg["python"])
+            _check(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # no handler: signals from inside
+            missing = build_root(cfg, source)            # the namespace never reach it
+            program = os.fork()
+            if program == 0:
+                start_program(cfg, nonce, missing)
+            watch(cfg, program)
         except BaseException as exc:  # noqa: BLE001
             fail(cfg, exc)
-    supervise(cfg, pid, report=True)
+    supervise(cfg, pid)
+
+
+def start_program(cfg: dict, nonce: bytes, missing: list[str]) -> None:
+    """The program's first process: limits, an unprivileged uid, seccomp, the harness."""
+    try:
+        os.chdir(SCRATCH)
+        set_limits(cfg)
+        drop_privileges(cfg)
+        install_seccomp()
+        os.write(cfg["fd_status"], json.dumps({"ready": True, "missing": missing})
+                 .encode() + b"\n")
+        exec_harness(cfg, nonce, cfg["python"])
+    except BaseException as exc:  # noqa: BLE001
+        fail(cfg, exc)
 
 
 def run_unisolated(cfg: dict, source: bytes, nonce: bytes) -> None:
-    """The user opted into running without namespaces: limits, privilege drop, the harness
-    and a process group, in a work directory on the host."""
+    """The user opted into running without namespaces: limits, privilege drop, the harness,
+    in a work directory on the host; the runner, a child subreaper, kills what is left."""
+    _check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
     pid = os.fork()
     if pid == 0:
         try:
@@ -312,27 +313,91 @@ def run_unisolated(cfg: dict, source: bytes, nonce: bytes) -> None:
             os.chown("program.py", cfg["uid"], cfg["gid"])
             set_limits(cfg)
             drop_privileges(cfg)
-            die_with(cfg["fd_alive"])
             os.write(cfg["fd_status"], json.dumps({"ready": True, "missing": []}).encode()
                      + b"\n")
             exec_harness(cfg, nonce, cfg["python"])
         except BaseException as exc:  # noqa: BLE001
             fail(cfg, exc)
-    supervise(cfg, pid, report=True)
+    try:
+        watch(cfg, pid, exit_now=False)
+    finally:
+        kill_descendants()
+    os._exit(0)
 
 
-def supervise(cfg: dict, pid: int, report: bool) -> None:
-    """Wait for `pid`; kill it (and so what it started) if pmbench dies. With `report`, say
-    on the status pipe how the program's first process ended."""
+def watch(cfg: dict, pid: int, exit_now: bool = True) -> None:
+    """Wait for the program's first process, reaping orphans on the way; say on the status
+    pipe how it ended (or that its time ran out). Returns, or exits at once with
+    `exit_now` (init: the kernel then kills what is left in the namespace), when the
+    program ends, its time is up or pmbench is gone."""
+    os.close(cfg["fd_proof"])
+    pidfd = os.pidfd_open(pid)
+    deadline = time.monotonic() + cfg["wall_s"]
+    event = None
+    while event is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            event = {"timeout": True}
+            break
+        ready = select.select([pidfd, cfg["fd_alive"]], [], [], min(left, REAP_S))[0]
+        if cfg["fd_alive"] in ready:
+            break  # pmbench is gone
+        event = reap(pid)
+    if event is not None:
+        os.write(cfg["fd_status"], json.dumps(event).encode() + b"\n")
+    if exit_now:
+        os._exit(0)
+
+
+def reap(pid: int) -> dict | None:
+    """Collect every zombie child; the program's exit status once it is among them."""
+    while True:
+        try:
+            done, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done == 0:
+            return None
+        if done == pid:
+            return {"exit": os.waitstatus_to_exitcode(status)}
+
+
+def kill_descendants() -> None:
+    """SIGKILL our children until none is left (as a subreaper, the orphans of the
+    program, daemons included, are our children)."""
+    me = str(os.getpid())
+    while True:
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(p) == me]
+        if not children:
+            return
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for child in children:
+            try:
+                os.waitpid(child, 0)
+            except ChildProcessError:
+                pass
+
+
+def _parent(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[1].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def supervise(cfg: dict, pid: int) -> None:
+    """Wait for `pid` (the keeper, or init); kill it (and so the namespace) if pmbench dies."""
     os.close(cfg["fd_proof"])
     pidfd = os.pidfd_open(pid)
     ready = select.select([pidfd, cfg["fd_alive"]], [], [])[0]
     if pidfd not in ready:  # pmbench is gone
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    if report:
-        code = os.waitstatus_to_exitcode(status)
-        os.write(cfg["fd_status"], json.dumps({"exit": code}).encode() + b"\n")
+    os.waitpid(pid, 0)
     os._exit(0)
 
 
@@ -357,7 +422,8 @@ def main() -> None:
     source, nonce = payload["source"].encode("utf-8"), payload["nonce"].encode()
     try:
         os.set_inheritable(cfg["fd_status"], False)  # closed by exec: the program never has it
-        die_with(cfg["fd_alive"])
+        if cfg["isolated"]:  # unisolated, the runner outlives pmbench long enough to clean up
+            die_with(cfg["fd_alive"])
         join_cgroups(cfg)
         (run_isolated if cfg["isolated"] else run_unisolated)(cfg, source, nonce)
     except BaseException as exc:  # noqa: BLE001

@@ -68,7 +68,7 @@ class HumanEvalSuite(Suite):
         return [
             {"target": q.target, "task_id": q.meta["task_id"], "completion": c,
              "passed": r.passed, "status": r.status, "detail": r.detail,
-             "score": float(r.passed)}
+             "flags": list(r.flags), "score": float(r.passed)}
             for q, c, r in zip(questions, completions, results, strict=True)
         ]
 
@@ -82,6 +82,9 @@ class HumanEvalSuite(Suite):
             compute("pass_at_k", predictions=list(by_task.values()), k=ks) if ks else {})
         metrics["n"] = len(by_task)
         metrics["samples_per_task"] = n
+        # Passes the harness could not prove honest in-process (an always-equal object,
+        # frame introspection): counted in pass@k, listed per sample (SECURITY.md).
+        metrics["flagged_passes"] = sum(bool(s["passed"] and s.get("flags")) for s in samples)
         return metrics
 
     @classmethod
