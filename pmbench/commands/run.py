@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pmbench.commands import options as cli_options
-from pmbench.commands.common import _quiet_libraries
+from pmbench.commands.common import _quiet_libraries, shown
 from pmbench.errors import BadInput
 
 err = Console(stderr=True)
@@ -131,7 +131,7 @@ def _print_summary(record: dict[str, Any]) -> None:
     tp, lat, mem = record.get("throughput") or {}, record.get("latency") or {}, record["memory"]
     for key, value in (record.get("metrics") or {}).items():
         if not isinstance(value, dict):
-            table.add_row(f"metric {key}", _fmt(value, ".4g"))
+            table.add_row(shown(f"metric {key}"), _fmt(value, ".4g"))
     table.add_row(escape("output tok/s (median [min, max])"),
                   f"{_fmt(tp.get('output_tok_s'))} [{_fmt(tp.get('output_tok_s_min'))}, "
                   f"{_fmt(tp.get('output_tok_s_max'))}]")

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pmbench.commands.common import shown
 from pmbench.commands.progress import progress_bar
+from pmbench.errors import one_line
 from pmbench.limits import MAX_CELLS
 
 err = Console(stderr=True)
@@ -27,9 +28,10 @@ def _headline(record: dict[str, Any] | None) -> tuple[str, str]:
     metrics = record.get("metrics") or {}
     if "heldout_loss" in record:  # a training record
         metrics = {f"loss@b{k}": v for k, v in (record.get("heldout_loss") or {}).items()}
-    shown = [f"{k}={v:.3g}" for k, v in metrics.items()
-             if k != "n" and isinstance(v, int | float) and not isinstance(v, bool)][:2]
-    return (f"{tok_s:.1f}" if isinstance(tok_s, int | float) else "–"), (", ".join(shown) or "–")
+    figures = [f"{k}={v:.3g}" for k, v in metrics.items()
+               if k != "n" and isinstance(v, int | float) and not isinstance(v, bool)][:2]
+    return ((f"{tok_s:.1f}" if isinstance(tok_s, int | float) else "–"),
+            shown(", ".join(figures) or "–"))
 
 
 def _plan_table(cells, output_dir: str) -> Table:
@@ -44,7 +46,7 @@ def _plan_table(cells, output_dir: str) -> Table:
     if staged:
         table.add_column("stage")
     for k, cell in enumerate(cells, 1):
-        row = [str(k), cell.id, escape(cell.label()), cell_state(output_dir, cell)]
+        row = [str(k), cell.id, shown(cell.label()), cell_state(output_dir, cell)]
         table.add_row(*row, *([cell.stage] if staged else []))
     return table
 
@@ -59,7 +61,7 @@ def _summary_table(results) -> Table:
     table.add_column("record", overflow="fold")
     for r in results:
         tok_s, metric = _headline(r.record)
-        table.add_row(escape(r.cell.label()), r.status, tok_s, metric,
+        table.add_row(shown(r.cell.label()), r.status, tok_s, metric,
                       f"{r.wall_s:.1f}" if r.wall_s else "–", r.cell.id)
     return table
 
@@ -187,20 +189,20 @@ def sweep(
 
     def on_event(event, cell, result, done, total) -> None:
         if event == "start":
-            progress.update(current, description=f"  {escape(cell.label())}", completed=0,
+            progress.update(current, description=f"  {shown(cell.label())}", completed=0,
                             total=total, visible=True)
         elif event == "progress":
             progress.update(current, completed=done, total=total)
         elif event == "waiting":
-            progress.update(current, description=f"  {escape(cell.label())}: waiting for its "
+            progress.update(current, description=f"  {shown(cell.label())}: waiting for its "
                                                  "checkpoint (another process is training it)")
         elif event == "end":
             progress.advance(overall)
             if result.status == "busy":
                 progress.console.print(f"[yellow]busy[/yellow] {cell.id}: "
-                                       f"{escape(result.message)}", highlight=False)
+                                       f"{shown(result.message)}", highlight=False)
             if result.status == "failed":
-                progress.console.print(f"[red]failed[/red] {cell.id}: {escape(result.message)}",
+                progress.console.print(f"[red]failed[/red] {cell.id}: {shown(result.message)}",
                                        highlight=False)
 
     try:
@@ -213,7 +215,7 @@ def sweep(
     out.print(_summary_table(results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        err.print(f"failed {r.cell.id}: {r.message}", highlight=False, markup=False,
+        err.print(f"failed {r.cell.id}: {one_line(r.message)}", highlight=False, markup=False,
                   soft_wrap=True)
     if failed:
         err.print(f"{len(failed)} of {len(results)} cells failed (see their sweep.log)")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from pmbench.commands.common import shown
+from pmbench.errors import one_line
 
 err = Console(stderr=True)
 out = Console()
@@ -28,8 +30,8 @@ def status_table(statuses, title: str) -> Table:
     table.add_column("detail", overflow="fold")
     for k, s in enumerate(statuses, 1):
         color = COLORS.get(s.state, "white")
-        table.add_row(str(k), s.cell.id, escape(s.cell.label()),
-                      f"[{color}]{s.state}[/{color}]", s.job or "–", escape(s.detail) or "")
+        table.add_row(str(k), s.cell.id, shown(s.cell.label()),
+                      f"[{color}]{s.state}[/{color}]", shown(s.job or "–"), shown(s.detail))
     return table
 
 
@@ -47,7 +49,7 @@ def cancel(cells, output_dir: str) -> None:
 
     cancelled = cancel_cells(cells, output_dir)
     for s in cancelled:
-        err.print(f"cancelled {s.cell.id} ({s.job})", highlight=False, markup=False)
+        err.print(f"cancelled {s.cell.id} ({one_line(s.job)})", highlight=False, markup=False)
     err.print(f"cancelled {len(cancelled)} queued or running cells" if cancelled
               else "no cell of this grid is queued or running")
 
@@ -100,7 +102,7 @@ def run_on_slurm(grid: str, cells, every, output_dir: str, resources, resume: bo
     out.print(counts(statuses), highlight=False, markup=False)
     failed = [s for s in statuses if s.state == "failed"]
     for s in failed:
-        err.print(f"failed {s.cell.id}: {s.detail}", highlight=False, markup=False,
+        err.print(f"failed {s.cell.id}: {one_line(s.detail)}", highlight=False, markup=False,
                   soft_wrap=True)
     if failed:
         err.print(f"{len(failed)} of {len(cells)} cells failed: fix the cause, then --resume")

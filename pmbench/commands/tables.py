@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pmbench.errors import BadInput
+from pmbench.commands.common import shown
+from pmbench.errors import BadInput, one_line, printable
 
 RESULTS = typer.Option(Path("results"), "--results", help="Folder of run records (searched "
                        "recursively).")
@@ -39,13 +40,18 @@ def _load(path: Path, include_committed: bool = False):
         records = load(path, include_committed=include_committed)
     for w in caught:
         if issubclass(w.category, RecordWarning):
-            _stderr().print(f"[yellow]warning:[/] {escape(str(w.message))}")
+            _stderr().print(f"[yellow]warning:[/] {escape(one_line(w.message))}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return records
 
 
-def _write(text: str, output: Path | None) -> None:
+def _write(text: str, output: Path | None, json_text: bool = False) -> None:
+    """Write a rendered table or report; text from records was escaped as it was rendered,
+    and once more here (newlines kept), so no control character reaches a terminal or a
+    Markdown or LaTeX file. JSON escapes its own."""
+    if not json_text:
+        text = printable(text, keep="\n")
     if output is None:
         typer.echo(text, nl=False)
         return
@@ -126,7 +132,7 @@ def table(
         companions = [t.companion for t in built if t.companion and number is None]
         for t in [*built, *companions]:
             for note in t.notes:
-                _stderr().print(escape(note))
+                _stderr().print(shown(note))
 
 
 def plot(
@@ -152,8 +158,8 @@ def plot(
     except OSError as exc:
         raise BadInput(f"cannot write {exc.filename or target}: {exc.strerror or exc}") from None
     for path in paths:
-        typer.echo(f"wrote {path}")
-    typer.echo(records.provenance())
+        typer.echo(f"wrote {printable(path)}")
+    typer.echo(printable(records.provenance()))
 
 
 def compare(
@@ -199,11 +205,11 @@ def compare(
                          exact_accuracy, margin)
     text = (show.to_markdown_report(result) if fmt == "markdown" else
             json.dumps(show.to_benchmark_json(result), indent=2, ensure_ascii=False) + "\n")
-    _write(text, output)
+    _write(text, output, json_text=fmt == "json")
     if fmt == "json":  # JSON has no place for a missing or non-finite figure: name them here
         for row in show.unshown(result):
-            _stderr().print(f"{row.status}: {escape(row.cell)} {escape(row.metric)} "
-                            f"({escape(row.test)})", highlight=False)
+            _stderr().print(f"{row.status}: {shown(row.cell)} {shown(row.metric)} "
+                            f"({shown(row.test)})", highlight=False)
     if result.regressions:
         _stderr().print(f"[red]{len(result.regressions)} regression(s) flagged[/]")
         raise typer.Exit(1)
@@ -232,11 +238,11 @@ def _compare_runs(paths: list[Path], results: Path, margin: float, fmt: str,
     result = compare_runs(runs[0], runs[1], margin, train)
     text = (show.runs_markdown(result) if fmt == "markdown" else
             json.dumps(show.runs_json(result), indent=2, ensure_ascii=False) + "\n")
-    _write(text, output)
+    _write(text, output, json_text=fmt == "json")
     if result.inferior:
         names = ", ".join(m.label for m in result.inferior)
         _stderr().print(f"[red]B is inferior to A beyond ±{margin:g} pt on: "
-                        f"{escape(names)}[/]")
+                        f"{shown(names)}[/]")
         raise typer.Exit(1)
 
 

@@ -28,7 +28,9 @@ is found recursively. Three record files are read, by name:
 
 A file that does not parse, lacks the keys above (partial or foreign), or holds a run
 whose ``status`` is not ``complete`` is skipped with a :class:`RecordWarning` naming the
-file, so one bad file never stops a table from building.
+file, so one bad file never stops a table from building; so is one that is a link, a FIFO
+or a device, larger than MAX_RECORD_BYTES or nested too deeply (pmbench.records.safe_io:
+never followed, never blocking, never a crash).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from pmbench.errors import BadInput
+from pmbench.errors import BadInput, PmbenchWarning
 from pmbench.records.store import read_record
 from pmbench.rope2d.settings import DEFAULTS, NAMES, RECORD_COLUMNS
 
@@ -60,7 +62,7 @@ _KINDS = {"train": ("pretrain", "finetune"), "attention": ("attention",)}
 
 
 
-class RecordWarning(UserWarning):
+class RecordWarning(PmbenchWarning):
     """A file under the results folder was skipped; the message names it and says why."""
 
 
@@ -190,7 +192,9 @@ def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values())
     if root.is_file():
         files = [root] if root.name in names else []
     else:
-        files = sorted(p for name in names for p in root.rglob(name) if p.is_file())
+        # a link or a FIFO by a record's name is listed, to be skipped with a warning
+        files = sorted(p for name in names for p in root.rglob(name)
+                       if p.is_symlink() or not p.is_dir())
     records = Records(root=root)
     asked = include_committed or any((p / COMMITTED).is_file() for p in [root, *root.parents])
     for path in files:
@@ -202,8 +206,8 @@ def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values())
         try:
             record = read_record(path, f"{kind} record")
             problem = _problem(kind, record)
-        except BadInput as exc:  # unreadable, not an object, or a newer schema
-            problem = str(exc)
+        except BadInput as exc:  # unreadable, unsafe, not an object, or a newer schema
+            problem = getattr(exc, "reason", None) or str(exc)
         if problem:
             records.skipped.append((path, problem))
             warnings.warn(f"skipped {path}: {problem}", RecordWarning, stacklevel=2)

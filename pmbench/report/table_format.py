@@ -3,7 +3,9 @@ document that pdflatex compiles) and CSV, from a :class:`Table` of raw numbers.
 
 A table keeps numbers, not strings, until it is rendered, so CSV holds the raw values and
 Markdown / LaTeX the formatted ones; the builders (``tables``, ``table_training``) and
-``compare`` never write markup themselves.
+``compare`` never write markup themselves. Text from records (a model or suite name, a
+note quoting one) may hold control characters: every format writes them escaped
+(``errors.printable``: ESC as the text ``\\x1b``), so a table never drives a terminal.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pmbench.errors import BadInput
+from pmbench.errors import BadInput, printable
 
 DASH = "–"
 FORMATS = ("markdown", "latex", "csv")
@@ -50,7 +52,8 @@ class Table:
         out = self.data.astype(object).copy()
         for col in out.columns:
             spec = self.formats.get(col, "")
-            out[col] = [DASH if _missing(v) else format(v, spec) for v in self.data[col]]
+            out[col] = [DASH if _missing(v) else printable(format(v, spec))
+                        for v in self.data[col]]
         return out
 
     def grouped(self) -> tuple[pd.DataFrame, list[str | None]]:
@@ -72,8 +75,8 @@ def _missing(value: Any) -> bool:
 
 def _flat(columns: pd.Index) -> list[str]:
     if isinstance(columns, pd.MultiIndex):
-        return [" ".join(p for p in col if p) for col in columns]
-    return [str(c) for c in columns]
+        return [printable(" ".join(str(p) for p in col if p)) for col in columns]
+    return [printable(c) for c in columns]
 
 
 def to_markdown(table: Table) -> str:
@@ -92,7 +95,7 @@ def to_markdown(table: Table) -> str:
 
     rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1)
                           for w, r in zip(widths, right, strict=True)) + "|"
-    title = f"Table {table.name}: {table.title}" if table.number else table.title
+    title = printable(f"Table {table.name}: {table.title}" if table.number else table.title)
     body = []
     for head, row in zip(heads, rows, strict=True):
         if head is not None:
@@ -100,13 +103,15 @@ def to_markdown(table: Table) -> str:
         body.append(line(row))
     lines = [title, "", line(header), rule, *body]
     if table.notes:
-        lines += ["", *table.notes]
+        lines += ["", *map(printable, table.notes)]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(table: Table) -> str:
-    """Raw numbers (accuracy in %), flat headers, empty cells where there is no record."""
-    return table.data.set_axis(_flat(table.data.columns), axis=1).to_csv(
+    """Raw numbers (accuracy in %), flat headers, empty cells where there is no record;
+    text escaped as in every format."""
+    data = table.data.map(lambda v: printable(v) if isinstance(v, str) else v)
+    return data.set_axis(_flat(table.data.columns), axis=1).to_csv(
         index=False, float_format="%.10g", lineterminator="\n")
 
 
@@ -117,8 +122,9 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    """`text` with TeX's special characters escaped; "--" stays two hyphens (not a dash)."""
-    text = str(text)
+    """`text` with TeX's special characters escaped; "--" stays two hyphens (not a dash);
+    control characters written out first (their backslash then escaped too)."""
+    text = printable(text)
     return "".join("-{}" if c == "-" and text[i + 1:i + 2] == "-" else _LATEX_SPECIAL.get(c, c)
                    for i, c in enumerate(text))
 
