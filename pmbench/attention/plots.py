@@ -21,6 +21,7 @@ from the records alone (`redraw`).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from pmbench.attention.grid import CONTEXT_SHARE, FOCUS_MARGIN
 from pmbench.attention.style import GRID_ROWS, MASS_FLOOR, STYLE, WIDTH, cmap, grid_layers, norm
 from pmbench.attention.tb_plots import TB_FIGURES
-from pmbench.records.store import read_record
+from pmbench.records.store import atomic_write_bytes, read_record
 
 DPI = 200
 MARKERS = {"time": "o", "branch": "s", "context": "^", "mixed": "x"}
@@ -263,8 +264,10 @@ def write_figures(analyses: Sequence[dict[str, Any]], folder: Path) -> list[str]
     names = []
     for name, draw, shown in todo:
         fig = draw(shown)
-        for ext in ("png", "pdf"):
-            fig.savefig(folder / f"{name}.{ext}", dpi=DPI)
+        for ext in ("png", "pdf"):  # drawn in memory, then renamed in: no link is followed
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=ext, dpi=DPI)
+            atomic_write_bytes(folder / f"{name}.{ext}", buffer.getvalue())
             names.append(f"{name}.{ext}")
     return names
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from pmbench.errors import BadInput
-from pmbench.records.safe_io import open_regular
+from pmbench.records.safe_io import make_folder, open_regular
 
 LOCK_FILE = ".lock"
 
@@ -45,8 +45,8 @@ def _read_pid(fd: int) -> str:
 
 
 def _open_and_lock(folder: Path, path: Path, run_id: str) -> int:
+    make_folder(folder)  # the run folder itself is no link either
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fd = open_regular(path, os.O_RDWR, create=True)  # no link, FIFO or device
     except OSError as exc:
         raise BadInput(f"cannot create {path}: {_reason(exc)}") from None

@@ -52,7 +52,24 @@ def skip(path: str | Path, reason: str) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
+    """A cap in words: "16 MiB", "64 KiB"."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
+def make_folder(path: str | Path) -> Path:
+    """`path` as a folder of its own, made when missing: a link planted in place of a run
+    or cell folder would send every file written in it elsewhere, so it is refused (the
+    folders above it, a results folder on another disk, may be links)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        raise UnsafeFile(path, f"cannot create: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise UnsafeFile(path, f"{_KINDS.get(stat.S_IFMT(mode), 'not a folder')}, not a "
+                               "folder: pmbench does not write through links")
+    return path
 
 
 def open_regular(path: str | Path, flags: int = os.O_RDONLY, *, create: bool = False,
@@ -107,7 +124,7 @@ def read_regular(path: str | Path, limit: int, *, follow: bool = False,
             f.seek(size - limit)
         data = f.read(limit + 1)
     if len(data) > limit and not tail:
-        raise UnsafeFile(path, f"{_size(max(size, len(data)))}, over the {_size(limit)} "
+        raise UnsafeFile(path, f"{max(size, len(data)):,} bytes, over the {_size(limit)} "
                                "pmbench reads of such a file")
     return data[-limit:] if tail else data
 
@@ -186,7 +203,7 @@ def load_yaml(text: str, where: str | Path) -> Any:
     """YAML text parsed safely, with its expanded size and nesting capped: a yaml.YAMLError
     (or UnsafeFile when over MAX_GRID_BYTES) rather than minutes and gigabytes."""
     if len(text) > MAX_GRID_BYTES:
-        raise UnsafeFile(where, f"{_size(len(text))}, over the {_size(MAX_GRID_BYTES)} "
+        raise UnsafeFile(where, f"{len(text):,} characters, over the {_size(MAX_GRID_BYTES)} "
                                 "pmbench reads of a YAML file")
     try:
         return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)

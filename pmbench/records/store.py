@@ -32,7 +32,13 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_JSONL_BYTES, MAX_LINE_BYTES, MAX_RECORD_BYTES
 from pmbench.records.lock import LOCK_FILE, release_lock, take_lock  # noqa: F401 (re-exported)
-from pmbench.records.safe_io import UnsafeFile, open_regular, parse_json, read_regular
+from pmbench.records.safe_io import (
+    UnsafeFile,
+    make_folder,
+    open_regular,
+    parse_json,
+    read_regular,
+)
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -117,13 +123,19 @@ def atomic_write_text(path: Path, text: str, hint: str = "") -> None:
 
     An OSError (full disk, quota, permissions) becomes one line of bad input naming
     `path`, with `hint` (what the user can do) after it; the old file stays as it was.
+    The rename replaces whatever `path` was (a planted link too) and follows nothing.
     """
+    atomic_write_bytes(path, text.encode("utf-8"), hint)
+
+
+def atomic_write_bytes(path: Path, data: bytes, hint: str = "") -> None:
+    """atomic_write_text for bytes (a figure)."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
-            write_all(fd, text.encode("utf-8"))
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -274,8 +286,8 @@ class RunStore:
         size before the call (best effort: an interruption is repaired by load_done)."""
         data = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in rows)
         path = self.dir / name
+        make_folder(self.dir)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
             fd = open_regular(path, os.O_WRONLY | os.O_APPEND, create=True)
         except OSError as exc:
             raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None

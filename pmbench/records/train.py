@@ -9,6 +9,8 @@ HF folder (safetensors, tokenizer) whose config.json carries the `rope2d` sectio
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,32 @@ def save_checkpoint(model: Any, tokenizer: Any, settings: Rope2DSettings, path: 
     A LoRA model is saved twice: its adapter under `adapter/` and the merged weights as
     the checkpoint proper (what `pmbench run --model` loads). Merging changes `model`
     in place, so call this last.
+
+    It is written into a fresh folder beside `path` and renamed in place of it: whatever a
+    run folder held at `path` (a link to elsewhere, links inside) is replaced, never
+    written through.
     """
-    path.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "merge_and_unload"):  # peft
-        model.save_pretrained(path / "adapter")
-        model = model.merge_and_unload()
-    unpatch_model(model)
-    setattr(model.config, CONFIG_KEY, settings.as_dict())
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        if hasattr(model, "merge_and_unload"):  # peft
+            model.save_pretrained(fresh / "adapter")
+            model = model.merge_and_unload()
+        unpatch_model(model)
+        setattr(model.config, CONFIG_KEY, settings.as_dict())
+        model.save_pretrained(fresh, safe_serialization=True)
+        tokenizer.save_pretrained(fresh)
+        remove_path(path)
+        fresh.rename(path)
+    finally:
+        remove_path(fresh)
     return path
+
+
+def remove_path(path: Path) -> None:
+    """Remove `path` whatever it is (a folder, a file, a link: the link alone, never what
+    it points at); nothing when it does not exist."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path)

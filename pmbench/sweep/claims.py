@@ -34,7 +34,7 @@ import psutil
 
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_RECORD_BYTES
-from pmbench.records.safe_io import open_regular, parse_json, read_regular, skip
+from pmbench.records.safe_io import make_folder, open_regular, parse_json, read_regular, skip
 from pmbench.records.store import atomic_write_text, now_iso
 from pmbench.sweep import queue
 from pmbench.sweep.queue import JobState
@@ -86,10 +86,7 @@ def _well_formed(claim: Any) -> bool:
 def write_claim(output_dir: str | Path, cell_id: str, claim: dict[str, Any]) -> None:
     """Replace the cell's claim atomically (call under `claims_lock`)."""
     path = claim_path(output_dir, cell_id)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    make_folder(path.parent)  # a cell folder planted as a link is refused
     atomic_write_text(path, json.dumps(claim, indent=2) + "\n")
 
 

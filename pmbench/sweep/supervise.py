@@ -23,7 +23,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_LOG_TAIL_BYTES
 from pmbench.records import store
-from pmbench.records.safe_io import open_regular, read_regular, skip
+from pmbench.records.safe_io import make_folder, open_regular, read_regular, skip
 from pmbench.records.train import CHECKPOINT_DIR
 from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
@@ -125,8 +125,8 @@ def run_cell(cell: AnyCell, output_dir: str | Path, on_event: EventFn | None = N
     total = cell.total
     t0 = time.perf_counter()
     fh = None
+    make_folder(folder)  # a cell folder planted as a link is refused
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         fh = os.fdopen(open_regular(log, os.O_WRONLY | os.O_APPEND, create=True), "a",
                        encoding="utf-8")
         fh.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd[3:])}\n")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +34,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pmbench.records.store import atomic_write_text
+from pmbench.errors import BadInput
+from pmbench.records.store import atomic_write_text, read_record
+from pmbench.records.train import remove_path
 from pmbench.train.data import (
     IGNORE,
     PackedExample,
@@ -121,26 +123,33 @@ def evaluate_loss(model: Any, packed: list[PackedExample], device: torch.device,
 def _save(accelerator: Any, state_dir: Path, state: TrainState) -> None:
     """Write the state to a fresh folder, then swap it in (the old one survives a crash)."""
     fresh = state_dir.with_name(state_dir.name + ".new")
-    if accelerator.is_main_process:
-        shutil.rmtree(fresh, ignore_errors=True)
+    if accelerator.is_main_process:  # a link planted there goes, its target untouched
+        remove_path(fresh)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(fresh))
     if accelerator.is_main_process:
         atomic_write_text(fresh / PROGRESS_FILE, json.dumps(asdict(state)) + "\n")
         old = state_dir.with_name(state_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if state_dir.exists():
+        remove_path(old)
+        if os.path.lexists(state_dir):
             state_dir.rename(old)
         fresh.rename(state_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
     accelerator.wait_for_everyone()
 
 
 def load_progress(state_dir: Path) -> TrainState | None:
+    """The saved progress of a run being resumed (None before its first save); read as any
+    record of a run folder is (no link, no FIFO, capped), BadInput when it is unusable."""
     path = state_dir / PROGRESS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    return TrainState(**json.loads(path.read_text(encoding="utf-8")))
+    record = read_record(path, "training progress")
+    record.pop("schema_version", None)
+    try:
+        return TrainState(**record)
+    except TypeError:
+        raise BadInput(f"corrupt training progress: {path}") from None
 
 
 def train_loop(
