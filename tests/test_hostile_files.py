@@ -6,6 +6,7 @@ seconds, and what a record says reaches the terminal, Markdown and LaTeX escaped
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -157,6 +158,23 @@ def test_a_linked_sweep_log_is_refused_and_its_target_untouched(grid, tmp_path):
     assert target.read_bytes() == PRECIOUS
 
 
+def test_a_run_or_cell_folder_planted_as_a_link_is_refused(grid, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    store = RunStore(tmp_path / "results", "r1")
+    store.dir.parent.mkdir()
+    store.dir.symlink_to(elsewhere)
+    with pytest.raises(Exception, match="a link, not a folder: pmbench does not write"):
+        store.lock()
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    out.mkdir()
+    (out / cell.id).symlink_to(elsewhere)
+    res = invoke("sweep", grid, "--output-dir", out)
+    assert "a link, not a folder: pmbench does not write through links" in one_error_line(res)
+    assert list(elsewhere.iterdir()) == []  # no lock, claim or log written through it
+
+
 class Planted:
     """Unpickling this creates the file `path`: the proof that a pickle was loaded."""
 
@@ -273,3 +291,165 @@ def test_a_grid_over_the_cell_cap_is_refused_with_its_count_unless_asked_for(tmp
         invoke("sweep", small, "--dry-run", "--max-cells", 10))
     shown = invoke("sweep", small, "--dry-run", "--max-cells", 12)
     assert shown.exit_code == 0 and "12 cells" in shown.stdout, shown.output
+
+
+# ------------------------------------------------------------------ results folders
+
+EVIL = "evil\x1b[2J\x07\u202e"  # clear the screen, ring the bell, reverse the text
+EVIL_SHOWN = "evil\\x1b[2J\\x07\\u202e"
+
+
+def record(root: Path, run_id: str, method: str, model: str = "m",
+           throughput: bool = True) -> Path:
+    """A complete run record of Table 5's shape (a throughput or an accuracy run)."""
+    from test_provenance import run
+
+    run(root, run_id, method, 4 if method == "rope2d" else 1, throughput=throughput)
+    path = root / run_id / "run.json"
+    path.write_text(path.read_text().replace('"model": "m"', json.dumps({"model": model})[1:-1]))
+    return path
+
+
+def results_folder(root: Path, model: str = "m") -> Path:
+    """Two methods, each with its accuracy and its throughput run."""
+    for method in ("sequential", "rope2d"):
+        record(root, f"{method}-acc", method, model, throughput=False)
+        record(root, f"{method}-tp", method, model, throughput=True)
+    return root
+
+
+@pytest.mark.parametrize("planted", ["nested", "fifo", "link", "huge"])
+def test_a_bad_record_in_a_results_folder_is_skipped_with_a_warning(tmp_path, planted):
+    from pmbench.limits import MAX_RECORD_BYTES
+
+    results = results_folder(tmp_path / "results")
+    bad = results / "bad" / "run.json"
+    bad.parent.mkdir()
+    if planted == "nested":
+        bad.write_text(NESTED)
+    elif planted == "fifo":
+        os.mkfifo(bad)
+    elif planted == "link":
+        bad.symlink_to(record(tmp_path / "elsewhere", "other", "batch"))
+    else:
+        with bad.open("wb") as f:
+            f.truncate(MAX_RECORD_BYTES + 1)
+    reason = {"nested": "nested deeper than 64 levels",
+              "fifo": "a FIFO, not a regular file: not opened",
+              "link": "a link: pmbench does not follow links in run, cell and results folders",
+              "huge": "16,777,217 bytes, over the 16 MiB pmbench reads of such a file"}[planted]
+    clean = results_folder(tmp_path / "clean")
+    for args in (["table", "5", "--results", results], ["compare", clean, results],
+                 ["plot", "throughput", "--results", results, "--output", tmp_path / "f.png"]):
+        res = invoke(*args)
+        assert res.exit_code == 0, (args, res.output)
+        warned = [x for x in res.stderr.splitlines() if x.startswith("warning:")]
+        assert warned == [f"warning: skipped {bad}: {reason}"], res.stderr
+    # the baseline of a regression check must be whole: exit 2 (never 1, "a regression")
+    line = one_error_line(invoke("compare", results, clean))
+    assert line == f"error: unusable baseline: {bad}: {reason}"
+
+
+def test_compare_of_a_run_whose_record_is_nested_is_exit_2_not_a_regression(tmp_path):
+    results = results_folder(tmp_path / "results")
+    (results / "bad").mkdir()
+    (results / "bad" / "run.json").write_text(NESTED)
+    res = invoke("compare", "sequential-acc", "bad", "--results", results)
+    assert "holds no complete run record" in one_error_line(res)
+
+
+def test_control_characters_in_records_come_out_escaped_in_every_format(tmp_path):
+    results = results_folder(tmp_path / "results", model=EVIL)
+    for fmt in ("markdown", "latex", "csv"):
+        res = invoke("table", "5", "--results", results, "--format", fmt)
+        assert res.exit_code == 0, res.output
+        assert "\x1b" not in res.output and "\x07" not in res.output, fmt
+        assert "\u202e" not in res.output, fmt
+        shown = {"latex": EVIL_SHOWN.replace("\\", r"\textbackslash{}")}.get(fmt, EVIL_SHOWN)
+        assert shown in res.stdout, (fmt, res.stdout)
+
+
+def test_control_characters_in_a_log_come_out_escaped_on_the_terminal(grid, tmp_path):
+    out = tmp_path / "out"
+    [cell] = load_grid(grid)
+    (out / cell.id).mkdir(parents=True)
+    (out / cell.id / LOG_FILE).write_text(f"# 2026-01-01 run\nerror: {EVIL}\n")
+    claims.write_claim(out, cell.id, {**claims.local_claim(started=True), "pid": 2**22 + 7})
+    res = invoke("sweep", grid, "--output-dir", out, "--status")
+    assert res.exit_code == 0, res.output
+    assert "\x1b[2J" not in res.output and "\x07" not in res.output
+    assert sweep_status([cell], out)[0].detail == f"error: {EVIL}"  # kept, escaped when shown
+    assert "\\x1b[2J" in res.output.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+# ------------------------------------------------------------------ model folders
+
+EVIL_CODE = "import pathlib\npathlib.Path({proof!r}).write_text('ran')\n"
+
+
+def model_folder(tmp_path: Path, tiny_model_dir: str, kind: str) -> tuple[Path, Path]:
+    """A model folder whose loading would run code, and the file that code would create:
+    `pickle`, its weights a pickle; `code`, its config naming its own classes (auto_map)."""
+    import shutil
+
+    folder, proof = tmp_path / f"model-{kind}", tmp_path / f"{kind}-ran.txt"
+    shutil.copytree(tiny_model_dir, folder)
+    if kind == "pickle":
+        (folder / "model.safetensors").unlink()
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Planted(proof)}))
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig",
+                                                   "AutoModelForCausalLM": "evil.EvilModel"})
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "evil.py").write_text(EVIL_CODE.format(proof=str(proof)))
+    return folder, proof
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("pickle", "holds its weights as a pickle (pytorch_model.bin), which can run code"),
+    ("code", "needs its own Python code (auto_map in config.json): pmbench never runs code")])
+def test_a_model_folder_that_would_run_code_is_one_line(tiny_model_dir, tmp_path, kind,
+                                                        needle):
+    folder, proof = model_folder(tmp_path, tiny_model_dir, kind)
+    res = invoke("run", "--model", folder, "--suite", "squad", "--limit", "2",
+                 "--method", "batch", "--output-dir", tmp_path / "results")
+    assert one_error_line(res).startswith(f"error: model folder {folder} {needle}")
+    assert not proof.exists()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "code"])
+def test_transformers_itself_never_runs_a_folders_code_even_when_told_yes(
+        tiny_model_dir, tmp_path, monkeypatch, kind):
+    """Without pmbench's own check, transformers is asked with trust_remote_code=False and
+    safetensors only: its prompt is never shown, so a `y` on stdin cannot run the code."""
+    import io
+    import sys
+
+    from pmbench.engine import models
+    from pmbench.errors import BadInput
+
+    folder, proof = model_folder(tmp_path, tiny_model_dir, kind)
+    monkeypatch.setattr(models, "check_model_folder", lambda path: None)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 10))
+    with deadline(60), pytest.raises(BadInput, match=f"cannot load model {folder}") as info:
+        models.load_model(str(folder), device="cpu", dtype="float32")
+    assert "\n" not in str(info.value) and not proof.exists()
+
+
+def test_a_checkpoint_folder_planted_as_a_link_is_replaced_not_written_through(
+        tmp_path, tokenizer):
+    from conftest import make_tiny_model
+    from pmbench.records.train import save_checkpoint
+    from pmbench.rope2d.settings import Rope2DSettings
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path = tmp_path / "run" / "checkpoint"
+    path.parent.mkdir()
+    path.symlink_to(elsewhere)
+    save_checkpoint(make_tiny_model("llama", len(tokenizer)), tokenizer, Rope2DSettings(),
+                    path)
+    assert list(elsewhere.iterdir()) == []
+    assert not path.is_symlink() and (path / "model.safetensors").is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint"]  # no temporary left
