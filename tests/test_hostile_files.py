@@ -258,6 +258,15 @@ def test_an_alias_bomb_grid_is_one_line_in_a_second(tmp_path):
     assert len(line) < 300
 
 
+def test_an_error_quoting_a_huge_value_is_one_short_line(tmp_path):
+    grid = tmp_path / "long.yaml"
+    grid.write_text(yaml.safe_dump({"methods": ["x\x1b" * 100_000], "branches": [1],
+                                    "suites": ["squad"]}))
+    line = one_error_line(invoke("sweep", grid, "--dry-run"))
+    assert line.startswith("error: grid: unknown method 'x\\x1bx\\x1b") and len(line) < 1020
+    assert line.endswith(" […]") and "\x1b" not in line
+
+
 def test_a_grid_using_anchors_as_the_reference_grid_does_still_reads(tmp_path):
     grid = tmp_path / "anchored.yaml"
     grid.write_text("name: g\noptions: &opts {limit: 2, max_new_tokens: 2}\n"
