@@ -162,12 +162,23 @@ def _guard(proof, codes, prefixes, write=os.write, getframe=sys._getframe, lstat
 
 def _undumpable():
     """No other process (a child of the program has no audit hook) may read this one's
-    memory through /proc (PR_SET_DUMPABLE 0); then ctypes is forgotten, so that importing
-    it again goes through the hook."""
-    import ctypes
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
-    for name in [n for n in sys.modules if n.startswith(("ctypes", "_ctypes"))]:
-        del sys.modules[name]
+    memory through /proc: prctl(PR_SET_DUMPABLE, 0), called through _ctypes alone (the
+    ctypes package would cost four times as long); then _ctypes is forgotten, so that
+    importing it again goes through the hook."""
+    import _ctypes
+
+    class Int(_ctypes._SimpleCData):
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):
+        _flags_, _restype_ = _ctypes.FUNCFLAG_CDECL, Int
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)
+
+    if Function(("prctl", Libc()))(4, 0, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE, 0) failed")
+    del sys.modules["_ctypes"]
 
 
 def _check_class(cls, prefixes, flag, type=type, vars=vars, function=type(_proof),
@@ -182,7 +193,8 @@ def _check_class(cls, prefixes, flag, type=type, vars=vars, function=type(_proof
             return
 
 
-def _forging_classes(prefixes, flag, check=_check_class, type=type, id=id):
+def _forging_classes(prefixes, flag, check=_check_class, type=type, id=id, vars=vars,
+                     dunders=frozenset(FORGING_DUNDERS)):
     """Every class alive now (made with `type()` too), checked as `_check_class` does."""
     todo, seen = [object], set()
     while todo:
@@ -190,7 +202,8 @@ def _forging_classes(prefixes, flag, check=_check_class, type=type, id=id):
             if id(sub) not in seen:
                 seen.add(id(sub))
                 todo.append(sub)
-                check(sub, prefixes, flag)
+                if not dunders.isdisjoint(vars(sub)):
+                    check(sub, prefixes, flag)
 
 
 def _class_builder(build, prefixes, flag, check=_check_class):
