@@ -30,19 +30,19 @@ Unisolated (opt-in), the runner is a child subreaper: whatever the program leave
 daemons included, is reparented to it and killed when the program ends, times out, or
 pmbench dies.
 
-The setup's own failures go to the status pipe (close-on-exec: the program never holds it).
+How each process lives and dies is in lifetime.py, the seccomp filter in seccomp.py. The
+setup's own failures go to the status pipe (close-on-exec: the program never holds it).
 """
 
 import ctypes
 import json
 import os
 import resource
-import select
 import signal
 import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for seccomp.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for its siblings
+from lifetime import die_with, kill_descendants, supervise, watch  # noqa: E402
 from seccomp import PIVOT_ROOT, install_seccomp  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
@@ -54,9 +54,7 @@ NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "network": CLONE_NEWN
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-PR_SET_CHILD_SUBREAPER = 36
-REAP_S = 0.5  # how often init reaps the zombies the program's orphans leave
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 38, 36
 PTYS = 16  # pseudo-terminals of the private devpts instance
 DEVICES = ("null", "zero", "full", "random", "urandom")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -203,14 +201,6 @@ def drop_privileges(cfg: dict) -> None:
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")  # no setuid binaries
 
 
-def die_with(parent_alive: int) -> None:
-    """Get SIGKILL when the parent process dies, and exit now if it already has:
-    `parent_alive` is a pipe that only reaches EOF once the parent is gone."""
-    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-    if select.select([parent_alive], [], [], 0)[0]:
-        os._exit(1)
-
-
 def join_cgroups(cfg: dict) -> None:
     for directory in cfg["cgroups"]:
         with open(os.path.join(directory, "cgroup.procs"), "w") as f:
@@ -322,82 +312,6 @@ def run_unisolated(cfg: dict, source: bytes, nonce: bytes) -> None:
         watch(cfg, pid, exit_now=False)
     finally:
         kill_descendants()
-    os._exit(0)
-
-
-def watch(cfg: dict, pid: int, exit_now: bool = True) -> None:
-    """Wait for the program's first process, reaping orphans on the way; say on the status
-    pipe how it ended (or that its time ran out). Returns, or exits at once with
-    `exit_now` (init: the kernel then kills what is left in the namespace), when the
-    program ends, its time is up or pmbench is gone."""
-    os.close(cfg["fd_proof"])
-    pidfd = os.pidfd_open(pid)
-    deadline = time.monotonic() + cfg["wall_s"]
-    event = None
-    while event is None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            event = {"timeout": True}
-            break
-        ready = select.select([pidfd, cfg["fd_alive"]], [], [], min(left, REAP_S))[0]
-        if cfg["fd_alive"] in ready:
-            break  # pmbench is gone
-        event = reap(pid)
-    if event is not None:
-        os.write(cfg["fd_status"], json.dumps(event).encode() + b"\n")
-    if exit_now:
-        os._exit(0)
-
-
-def reap(pid: int) -> dict | None:
-    """Collect every zombie child; the program's exit status once it is among them."""
-    while True:
-        try:
-            done, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done == 0:
-            return None
-        if done == pid:
-            return {"exit": os.waitstatus_to_exitcode(status)}
-
-
-def kill_descendants() -> None:
-    """SIGKILL our children until none is left (as a subreaper, the orphans of the
-    program, daemons included, are our children)."""
-    me = str(os.getpid())
-    while True:
-        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(p) == me]
-        if not children:
-            return
-        for child in children:
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for child in children:
-            try:
-                os.waitpid(child, 0)
-            except ChildProcessError:
-                pass
-
-
-def _parent(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[1].decode()
-    except (OSError, IndexError):
-        return ""
-
-
-def supervise(cfg: dict, pid: int) -> None:
-    """Wait for `pid` (the keeper, or init); kill it (and so the namespace) if pmbench dies."""
-    os.close(cfg["fd_proof"])
-    pidfd = os.pidfd_open(pid)
-    ready = select.select([pidfd, cfg["fd_alive"]], [], [])[0]
-    if pidfd not in ready:  # pmbench is gone
-        os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
     os._exit(0)
 
 
