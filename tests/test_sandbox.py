@@ -715,3 +715,48 @@ def test_unprivileged_caller_gets_the_same_isolation():
     finally:
         remove_world_writable_dir(outside)
         Path(f"{TMP_TARGET}-nobody").unlink(missing_ok=True)
+
+
+def forged(patch: str, check: str, body: str = "return 5") -> str:
+    """A completion that patches at module level (a completion may dedent), then a check."""
+    return (f"import os, sys\n\ndef candidate():\n    {body}\n{patch}\n\n"
+            f"def check(candidate):\n    {check}\n\ncheck(candidate)\n")
+
+
+def test_in_process_forgeries():
+    """Patches of what the check calls fail; what no harness can prevent is flagged."""
+    near = "assert abs(candidate() - 1) < 1e-6"
+    isclose = "import math\n    assert math.isclose(candidate(), 1)"
+    fake_math = ("import types\nm = types.ModuleType('math')\n"
+                 "m.isclose = lambda *a, **k: True\nsys.modules['math'] = m")
+    programs = {
+        "builtins_copy": forged("__builtins__['abs'] = lambda x: 0", near),
+        "builtins_module": forged("import builtins\nbuiltins.abs = lambda x: 0", near),
+        "module_function": forged("import math\nmath.isclose = lambda *a, **k: True", isclose),
+        "sys_modules": forged(fake_math, isclose),
+        "always_equal": forged("", "assert candidate() == 1",
+                               "return type('A', (), {'__eq__': lambda s, o: True})()"),
+        "expected_from_frame": forged("", "assert candidate() == 1",
+                                      "return sys._getframe(1).f_code.co_consts[1]"),
+    }
+    results = dict(zip(programs, run_programs(list(programs.values()), timeout_s=TIMEOUT),
+                       strict=True))
+    assert results["builtins_copy"].detail == "patched builtins.abs"
+    assert results["builtins_module"].detail == "AssertionError"  # the program has a copy
+    assert results["module_function"].detail == "patched math.isclose"
+    assert results["sys_modules"].detail == "patched math.isclose"
+    assert not any(results[n].passed for n in list(programs)[:4])
+    assert results["always_equal"].passed  # no harness can tell: flagged, not refused
+    assert results["always_equal"].flags == ("class A defines __eq__",)
+    assert "frame introspection (sys._getframe)" in results["expected_from_frame"].flags
+
+
+def test_os_exit_patch_forges_no_pass_on_real_humaneval_problems():
+    """The reported forgery: `return None` bodies that patch os._exit scored pass@1 = 1.0."""
+    rows = [json.loads(line) for line in (Path(os.environ["PMBENCH_DATA"]) / "humaneval"
+                                          / "HumanEval.jsonl").read_text().splitlines()[:8]]
+    completion = "    import os\n    os._exit = lambda *a, **k: None\n    return None\n"
+    programs = [r["prompt"] + completion + "\n" + r["test"] + f"\ncheck({r['entry_point']})\n"
+                for r in rows]
+    results = run_programs(programs, timeout_s=TIMEOUT)
+    assert [r.status for r in results] == ["failed"] * len(rows), results
