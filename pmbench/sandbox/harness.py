@@ -65,19 +65,71 @@ def _proof(nonce, codes, write=os.write, getframe=sys._getframe, fd=PROOF_FD):
     yield
 
 
-def _guard(proof, codes, prefixes, write=os.write, getframe=sys._getframe, lstat=os.lstat,
-           readlink=os.readlink, os_open=os.open, read=os.read, fstat=os.fstat, close=os.close,
-           nofollow=os.O_RDONLY | os.O_NOFOLLOW, type=type, str=str, bytes=bytes, len=len,
-           memoryview=memoryview,
-           PermissionError=PermissionError, blocked=BLOCKED, modules=BLOCKED_MODULES,
-           attributes=FRAME_ATTRIBUTES, program=PROGRAM, fd=PROOF_FD, most=MAX_FLAGS):
-    """The audit hook, and the function that writes a flag line (once per kind)."""
-    busy, flagged = [False], set()
+def _flagger(write=os.write, len=len, fd=PROOF_FD, most=MAX_FLAGS):
+    """`flag(what)`: one `flag` line on the proof pipe per kind, at most MAX_FLAGS."""
+    flagged = set()
 
     def flag(what):
         if what not in flagged and len(flagged) < most:
             flagged.add(what)
             write(fd, b"flag " + what.encode("ascii", "replace")[:200] + b"\n")
+    return flag
+
+
+def _bytecode_check(codes, prefixes, os_open=os.open, read=os.read, fstat=os.fstat,
+                    close=os.close, nofollow=os.O_RDONLY | os.O_NOFOLLOW, type=type,
+                    str=str, bytes=bytes, memoryview=memoryview):
+    """Whether marshal is loading a cached .pyc of the system's Python (read-only here)
+    for importlib: the bytes are what that file holds, read again here."""
+    def system_bytecode(frame, data):
+        if frame is None or frame.f_code is not codes["bytecode"] or frame.f_back is None \
+                or frame.f_back.f_code is not codes["get_code"]:
+            return False
+        path = frame.f_back.f_locals.get("bytecode_path")
+        if type(path) is not str or "/../" in path or not path.startswith(prefixes) \
+                or (type(data) is not bytes and type(data) is not memoryview):
+            return False
+        try:
+            fd = os_open(path, nofollow)
+        except OSError:
+            return False
+        try:
+            content = read(fd, fstat(fd).st_size + 1)
+        finally:
+            close(fd)
+        return content[16:] == data  # after the header: what importlib passed to marshal
+    return system_bytecode
+
+
+def _open_check(lstat=os.lstat, readlink=os.readlink, type=type, str=str, bytes=bytes):
+    """Why opening `path` is refused ("" if not): any process's memory, through symlinks
+    too, or a path object whose `__fspath__` could say one thing now and another later."""
+    def open_refused(path):
+        if type(path) is int:
+            return ""
+        if type(path) is not str and type(path) is not bytes:
+            return "open of a path that is not str or bytes"
+        name = path if type(path) is str else path.decode("utf-8", "replace")
+        for _ in range(8):  # a symlink to /proc/self/mem, or to one, ...
+            if name.rstrip("/").rpartition("/")[2] == "mem":
+                return "open of a process's memory"
+            try:
+                if lstat(name).st_mode & FILE_TYPE != LINK:
+                    return ""
+                target = readlink(name)
+            except OSError:
+                return ""
+            name = target if target.startswith("/") else name.rpartition("/")[0] + "/" + target
+        return "open of a chain of symbolic links"
+    return open_refused
+
+
+def _guard(proof, codes, prefixes, flag, getframe=sys._getframe, type=type, str=str,
+           PermissionError=PermissionError, blocked=BLOCKED, modules=BLOCKED_MODULES,
+           attributes=FRAME_ATTRIBUTES, program=PROGRAM):
+    """The audit hook: refuses what would reach the nonce, flags what a forgery needs."""
+    busy = [False]
+    open_refused, system_bytecode = _open_check(), _bytecode_check(codes, prefixes)
 
     def from_program(frame):
         """The frame that raised the event, or its caller (inspect, traceback), is the
@@ -118,46 +170,8 @@ def _guard(proof, codes, prefixes, write=os.write, getframe=sys._getframe, lstat
             flag("blocked " + why)
             raise PermissionError(f"{why} is not allowed in the sandbox")
 
-    def system_bytecode(frame, data):
-        """importlib loading a cached .pyc of the system's Python (read-only here): the
-        bytes are what that file holds, read again here."""
-        if frame is None or frame.f_code is not codes["bytecode"] or frame.f_back is None \
-                or frame.f_back.f_code is not codes["get_code"]:
-            return False
-        path = frame.f_back.f_locals.get("bytecode_path")
-        if type(path) is not str or "/../" in path or not path.startswith(prefixes) \
-                or (type(data) is not bytes and type(data) is not memoryview):
-            return False
-        try:
-            fd = os_open(path, nofollow)
-        except OSError:
-            return False
-        try:
-            content = read(fd, fstat(fd).st_size + 1)
-        finally:
-            close(fd)
-        return content[16:] == data  # after the header: what importlib passed to marshal
-
-    def open_refused(path):
-        if type(path) is int:
-            return ""
-        if type(path) is not str and type(path) is not bytes:
-            return "open of a path that is not str or bytes"
-        name = path if type(path) is str else path.decode("utf-8", "replace")
-        for _ in range(8):  # a symlink to /proc/self/mem, or to one, ...
-            if name.rstrip("/").rpartition("/")[2] == "mem":
-                return "open of a process's memory"
-            try:
-                if lstat(name).st_mode & FILE_TYPE != LINK:
-                    return ""
-                target = readlink(name)
-            except OSError:
-                return ""
-            name = target if target.startswith("/") else name.rpartition("/")[0] + "/" + target
-        return "open of a chain of symbolic links"
-
     codes["hook"] = hook.__code__
-    return hook, flag
+    return hook
 
 
 def _undumpable():
@@ -283,7 +297,8 @@ def _setup():
     proof = _proof(nonce, codes)
     next(proof)
     del nonce
-    hook, flag = _guard(proof, codes, prefixes)
+    flag = _flagger()
+    hook = _guard(proof, codes, prefixes, flag)
     system = (*prefixes, "<frozen ")  # where the code of the system's classes comes from
     program_builtins = dict(vars(sys.modules["builtins"]))
     program_builtins["__build_class__"] = _class_builder(
