@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from pmbench.cli import _last_resort, app
 from pmbench.errors import BadInput
 from pmbench.report.results import load
-from pmbench.suites import data
+from pmbench.safe_io import atomic_write, atomic_write_text, read_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 GRID = {"methods": ["sequential"], "branches": [1], "suites": ["squad"],
@@ -165,13 +165,39 @@ def test_a_corrupt_data_line_names_file_and_line(tmp_path, content, why):
     path = tmp_path / "d.jsonl"
     path.write_bytes(content)
     with pytest.raises(BadInput) as info:
-        data.read_jsonl(path)
+        read_jsonl(path, follow=True)
     assert str(info.value) == f"{path}, {why}"
 
 
+def test_one_jsonl_reader_strict_for_data_lenient_for_records(tmp_path):
+    """A data file's last line needs no newline; a record's unterminated last line is a torn
+    append, and the lenient reader also leaves out lines that are not objects."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a": 1}\n[1]\n\n{"a": 2}')
+    assert read_jsonl(path, lenient=True) == [{"a": 1}]
+    path.write_bytes(b'{"a": 1}\n\n{"a": 2}')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    assert read_jsonl(tmp_path / "none.jsonl", lenient=True) == []
+    with pytest.raises(BadInput, match="none.jsonl: No such file"):
+        read_jsonl(tmp_path / "none.jsonl")
+
+
+def test_a_failed_atomic_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    atomic_write_text(path, "old")
+
+    def fail(fd, tmp):
+        os.write(fd, b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(BadInput, match="cannot write .*t.parquet: No space left on device"):
+        atomic_write(path, fail)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
 def test_an_unreadable_data_file_is_bad_input(tmp_path):
-    with pytest.raises(BadInput, match="cannot read .*: Is a directory"):
-        data.read_jsonl(tmp_path)
+    with pytest.raises(BadInput, match="a folder, not a regular file"):
+        read_jsonl(tmp_path, follow=True)
 
 
 def test_a_run_on_a_corrupt_data_file_is_one_line(tmp_path, data_dir):

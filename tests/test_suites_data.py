@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pmbench.cli import app
+from pmbench.safe_io import read_jsonl
 from pmbench.suites import data, load_suite
 from pmbench.suites.ceval import SUBJECTS as CEVAL_SUBJECTS
 
@@ -31,7 +32,7 @@ def _multirc_rows(path: Path) -> list[dict]:
     return [{"paragraph": r["passage"]["text"], "question": q["question"], "answer": a["text"],
              "idx": {"paragraph": r["idx"], "question": q["idx"], "answer": a["idx"]},
              "label": a.get("label", -1)}
-            for r in data.read_jsonl(path)[:3] for q in r["passage"]["questions"]
+            for r in read_jsonl(path, follow=True)[:3] for q in r["passage"]["questions"]
             for a in q["answers"]]
 
 
@@ -50,9 +51,9 @@ def fake_hub(shared: Path):
         elif path == "rajpurkar/squad_v2":
             rows = _squad_rows(FIXTURES / "squad_v2" / "squad" / "dev-v2.0.json")
         elif path == "openai/gsm8k":
-            rows = data.read_jsonl(shared / "gsm8k" / f"{split}.jsonl")[:N]
+            rows = read_jsonl(shared / "gsm8k" / f"{split}.jsonl", follow=True)[:N]
         elif path == "openai/openai_humaneval":
-            rows = data.read_jsonl(shared / "humaneval" / "HumanEval.jsonl")[:N]
+            rows = read_jsonl(shared / "humaneval" / "HumanEval.jsonl", follow=True)[:N]
         elif path == "aps/super_glue":
             local = {"validation": "val"}.get(split, split)
             rows = _multirc_rows(shared / "multirc" / f"{local}.jsonl")

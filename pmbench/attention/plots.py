@@ -34,7 +34,8 @@ from matplotlib.ticker import MaxNLocator
 from pmbench.attention.grid import CONTEXT_SHARE, FOCUS_MARGIN
 from pmbench.attention.style import GRID_ROWS, MASS_FLOOR, STYLE, WIDTH, cmap, grid_layers, norm
 from pmbench.attention.tb_plots import TB_FIGURES
-from pmbench.records.store import atomic_write_bytes, read_record
+from pmbench.records.store import read_record
+from pmbench.safe_io import atomic_write_bytes
 
 DPI = 200
 MARKERS = {"time": "o", "branch": "s", "context": "^", "mixed": "x"}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 from pmbench.engine.decoding import device_sync
 from pmbench.engine.models import DTYPES, cache_dir
 from pmbench.errors import BadInput
+from pmbench.safe_io import atomic_write_text
 
 # Micro-benchmark sizes per device type: big enough to leave caches and hit the roof,
 # small enough for about a second in all.
@@ -206,11 +206,7 @@ def machine_peaks(device: str, dtype: str, *, refresh: bool = False, **measure: 
     }
     if busy > BUSY_PERCENT:  # too low a peak: use it for this run, never cache it
         return peaks
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(peaks, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(peaks, indent=1))
     return peaks
 
 

@@ -6,7 +6,7 @@ exits, killed or not, so a crashed run never stays locked; a process that lets g
 the file too, so no stale .lock is left behind. The file is removed while still held, so a
 process that opened it just before must find, once it holds the lock, that the path no
 longer names its file, and try again on a new one. A planted link is never followed, and
-a FIFO or device in its place is refused (pmbench.records.safe_io).
+a FIFO or device in its place is refused (pmbench.safe_io).
 """
 
 from __future__ import annotations
@@ -17,13 +17,9 @@ import os
 from pathlib import Path
 
 from pmbench.errors import BadInput
-from pmbench.records.safe_io import make_folder, open_regular
+from pmbench.safe_io import make_folder, open_regular, reason
 
 LOCK_FILE = ".lock"
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _is_open_file(fd: int, path: Path) -> bool:
@@ -49,7 +45,7 @@ def _open_and_lock(folder: Path, path: Path, run_id: str) -> int:
     try:
         fd = open_regular(path, os.O_RDWR, create=True)  # no link, FIFO or device
     except OSError as exc:
-        raise BadInput(f"cannot create {path}: {_reason(exc)}") from None
+        raise BadInput(f"cannot create {path}: {reason(exc)}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -58,7 +54,7 @@ def _open_and_lock(folder: Path, path: Path, run_id: str) -> int:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise BadInput(f"run {run_id} is being written by another process "
                            f"(pid {holder})") from None
-        raise BadInput(f"cannot lock {path}: {_reason(exc)}") from None
+        raise BadInput(f"cannot lock {path}: {reason(exc)}") from None
     return fd
 
 

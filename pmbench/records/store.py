@@ -10,7 +10,7 @@ groups.jsonl line exists and samples.jsonl holds exactly its `n_questions` lines
 
 A write that fails (full disk, quota, I/O error) is one line of bad input naming the
 file, never a traceback, and never leaves a group marked done without its samples.
-Run folders are read and written through pmbench.records.safe_io: no link is followed, a
+Run folders are read and written through pmbench.safe_io: no link is followed, a
 FIFO or device is refused, and records and lines are read up to a cap (pmbench.limits).
 While a process writes a run it holds an exclusive `flock` on `<run>/.lock`, which the
 OS releases when the process ends however it ends: a second writer is refused.
@@ -18,26 +18,27 @@ OS releases when the process ends however it ends: a second writer is refused.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import secrets
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
-from pmbench.limits import MAX_JSONL_BYTES, MAX_LINE_BYTES, MAX_RECORD_BYTES
+from pmbench.limits import MAX_JSONL_BYTES, MAX_RECORD_BYTES
 from pmbench.records.lock import LOCK_FILE, release_lock, take_lock  # noqa: F401 (re-exported)
-from pmbench.records.safe_io import (
-    UnsafeFile,
+from pmbench.safe_io import (
+    atomic_write_text,
     make_folder,
     open_regular,
     parse_json,
+    parse_jsonl,
     read_regular,
+    reason,
+    write_all,
 )
 
 RUN_FILE = "run.json"
@@ -81,7 +82,7 @@ def read_record(path: Path, what: str = "record") -> dict[str, Any]:
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         raise BadInput(f"corrupt {what}: {path}") from None
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
+        raise BadInput(f"cannot read {path}: {reason(exc)}") from None
     if not isinstance(record, dict):
         raise BadInput(f"corrupt {what}: {path} (not a JSON object)")
     version = record.get("schema_version", 1)
@@ -102,64 +103,6 @@ def check_run_id(run_id: Any, option: str = "--run-id") -> str:
         raise BadInput(f"{option} {run_id!r} is not a valid run id: use letters, digits, "
                        "'.', '_' and '-' (at most 200, not starting with '.'), no path separators")
     return run_id
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte of `data` to `fd`: `os.write` may write only part of it."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.EIO, "write made no progress")
-        view = view[n:]
-
-
-def atomic_write_text(path: Path, text: str, hint: str = "") -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename.
-
-    An OSError (full disk, quota, permissions) becomes one line of bad input naming
-    `path`, with `hint` (what the user can do) after it; the old file stays as it was.
-    The rename replaces whatever `path` was (a planted link too) and follows nothing.
-    """
-    atomic_write_bytes(path, text.encode("utf-8"), hint)
-
-
-def atomic_write_bytes(path: Path, data: bytes, hint: str = "") -> None:
-    """atomic_write_text for bytes (a figure)."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise BadInput(f"cannot write {path}: {_reason(exc)}{hint}") from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: str | None) -> None:
-    if path is not None:
-        try:
-            Path(path).unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file, without a torn last line left by an
-    interruption or lines that are not objects ([] when there is no file)."""
-    return [row for row in _Lines(path).rows if row is not None]
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]] | None:
@@ -184,32 +127,10 @@ class _Lines:
         try:  # None: no file
             self.data = read_regular(path, MAX_JSONL_BYTES)
         except OSError as exc:
-            raise BadInput(f"cannot read {path}: {_reason(exc)}") from None
+            raise BadInput(f"cannot read {path}: {reason(exc)}") from None
         self.spans: list[tuple[int, int]] = []
-        self.rows: list[Any] = self.parse(self.data or b"", self.spans, path)
-
-    @staticmethod
-    def parse(data: bytes, spans: list[tuple[int, int]], path: Path) -> list[Any]:
-        """Each complete line of `data` parsed (None when it is not a JSON object); bytes
-        after the last newline are a line an interruption cut short, and are left out. A
-        line over MAX_LINE_BYTES or nested too deeply is no torn write: UnsafeFile."""
-        rows: list[Any] = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            line = data[start:end]
-            if line.strip():
-                where = f"{path} line {len(rows) + 1}"
-                if len(line) > MAX_LINE_BYTES:
-                    raise UnsafeFile(where, f"over the {MAX_LINE_BYTES >> 20} MiB a line "
-                                            "may hold")
-                try:
-                    row = parse_json(line, where)
-                except ValueError:  # JSONDecodeError, UnicodeDecodeError
-                    row = None
-                spans.append((start, end + 1))
-                rows.append(row if isinstance(row, dict) else None)
-            start = end + 1
-        return rows
+        self.rows: list[Any] = parse_jsonl(self.data or b"", path, lenient=True,
+                                           spans=self.spans)
 
     def keep(self, wanted: list[bool]) -> None:
         """Leave only the lines `wanted` says, and no half-written last line.
@@ -231,7 +152,7 @@ class _Lines:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise BadInput(f"cannot repair {self.path}: {_reason(exc)}") from None
+                raise BadInput(f"cannot repair {self.path}: {reason(exc)}") from None
             return
         text = b"".join(data[a:b] for a, b in kept).decode("utf-8")
         atomic_write_text(self.path, text)
@@ -290,7 +211,7 @@ class RunStore:
         try:
             fd = open_regular(path, os.O_WRONLY | os.O_APPEND, create=True)
         except OSError as exc:
-            raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None
+            raise BadInput(f"cannot write {path}: {reason(exc)}{self._hint}") from None
         try:
             start = os.fstat(fd).st_size
             try:
@@ -301,7 +222,7 @@ class RunStore:
                     os.ftruncate(fd, start)
                 except OSError:
                     pass
-                raise BadInput(f"cannot write {path}: {_reason(exc)}{self._hint}") from None
+                raise BadInput(f"cannot write {path}: {reason(exc)}{self._hint}") from None
         finally:
             os.close(fd)
 

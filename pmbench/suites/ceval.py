@@ -14,6 +14,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from pmbench.safe_io import atomic_write_text
 from pmbench.suites import data
 from pmbench.suites.base import data_files
 from pmbench.suites.mmlu import MMLUSuite
@@ -101,5 +102,5 @@ class CEvalSuite(MMLUSuite):
                 writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\r\n")
                 writer.writeheader()
                 writer.writerows(rows)
-                data.write_text(root / data_files(config, split)["eval"] / f"{subject}_{split}.csv",
-                                out.getvalue())
+                folder = root / data_files(config, split)["eval"]
+                atomic_write_text(folder / f"{subject}_{split}.csv", out.getvalue())

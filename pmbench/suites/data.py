@@ -16,14 +16,11 @@ A data path may be a glob pattern (`*`): the hub names its parquet shards
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from pmbench.errors import BadInput
@@ -145,33 +142,6 @@ def load_hub(path: str, name: str | None = None, split: str | None = None):
     return datasets.load_dataset(path, name, split=split)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The objects of a JSON-lines data file; a line that is not a JSON object, bytes that
-    are not UTF-8 or an unreadable file are bad input naming the file (and line)."""
-    rows = []
-    try:
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                    if not line.strip():
-                        continue
-                    row = json.loads(line.strip())
-                except UnicodeDecodeError as exc:
-                    raise BadInput(f"{path}, line {number}: not UTF-8 text ({exc.reason})"
-                                   ) from None
-                except json.JSONDecodeError as exc:
-                    raise BadInput(f"{path}, line {number}: not valid JSON ({exc.msg} at "
-                                   f"column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise BadInput(f"{path}, line {number}: expected a JSON object, got "
-                                   f"{type(row).__name__}")
-                rows.append(row)
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
-    return rows
-
-
 def _parquet_file(path: Path, columns: Sequence[str]):
     """The opened parquet file, checked for `columns`; unreadable or lacking: one line."""
     import pyarrow.parquet as pq
@@ -199,33 +169,3 @@ def iter_parquet(path: Path, columns: Sequence[str]) -> Iterator[dict]:
 def read_parquet(path: Path, columns: Sequence[str]) -> list[dict]:
     """All rows of a parquet file (only `columns`)."""
     return _parquet_file(path, columns).read(columns=list(columns)).to_pylist()
-
-
-def write_parquet(path: Path, rows: Any) -> None:
-    """Write a `datasets.Dataset` as parquet, atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    os.close(fd)
-    try:
-        rows.to_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file, then rename): a half-written file is never read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import read_jsonl, write_jsonl
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.metrics import compute
@@ -28,7 +29,7 @@ class GSM8KSuite(Suite):
 
     def text_groups(self) -> Iterator[TextGroup]:
         template = self.config["prompt"]["question"]
-        shots = data.read_jsonl(self.data_path("shots"))[: self.num_fewshot]
+        shots = read_jsonl(self.data_path("shots"), follow=True)[: self.num_fewshot]
         if len(shots) < self.num_fewshot:
             raise BadInput(f"gsm8k has only {len(shots)} train items for --num-fewshot")
         context = "".join(
@@ -37,7 +38,7 @@ class GSM8KSuite(Suite):
         items = [
             TextQuestion(f"{self.split}/{i}", template.format(question=d["question"]),
                          final_answer(d["answer"]), " " + d["answer"])
-            for i, d in enumerate(data.read_jsonl(self.data_path("eval")))
+            for i, d in enumerate(read_jsonl(self.data_path("eval"), follow=True))
         ]
         for chunk in chunks(items, self.branch):
             yield TextGroup(context, chunk)
@@ -71,5 +72,5 @@ class GSM8KSuite(Suite):
     def fetch(cls, config: dict[str, Any], root: Path) -> None:
         for split in ("train", "test"):
             rows = data.load_hub(config["data"]["hub"], "main", split)
-            data.write_jsonl(root / data_files(config, split)["eval"],
+            write_jsonl(root / data_files(config, split)["eval"],
                              ({"question": r["question"], "answer": r["answer"]} for r in rows))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import read_jsonl, write_jsonl
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.metrics import compute
@@ -38,7 +39,7 @@ class HumanEvalSuite(Suite):
 
     def text_groups(self) -> Iterator[TextGroup]:
         items = []
-        for p in data.read_jsonl(self.data_path("eval")):
+        for p in read_jsonl(self.data_path("eval"), follow=True):
             meta = {"task_id": p["task_id"], "code_prompt": p["prompt"]}
             target = f"{p['test']}\ncheck({p['entry_point']})"
             for s in range(self.samples_per_task):
@@ -92,4 +93,4 @@ class HumanEvalSuite(Suite):
         rows = data.load_hub(config["data"]["hub"], None, "test")
         keys = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
         records = ({k: r[k] for k in keys} for r in rows)
-        data.write_jsonl(root / data_files(config)["eval"], records)
+        write_jsonl(root / data_files(config)["eval"], records)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import atomic_write_text
 from pmbench.suites import data
 from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
@@ -157,5 +158,5 @@ class MMLUSuite(ChoiceSuite):
             for subject, rows in per_subject.items():
                 out = StringIO()
                 csv.writer(out, lineterminator="\n").writerows(rows)
-                data.write_text(root / data_files(config, local)["eval"] / f"{subject}_{local}.csv",
-                                out.getvalue())
+                folder = root / data_files(config, local)["eval"]
+                atomic_write_text(folder / f"{subject}_{local}.csv", out.getvalue())

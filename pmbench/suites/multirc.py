@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import read_jsonl, write_jsonl
 from pmbench.suites import data
 from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
@@ -28,7 +29,7 @@ class MultiRCSuite(ChoiceSuite):
 
     def text_groups(self) -> Iterator[TextGroup]:
         prompt = self.config["prompt"]
-        for record in data.read_jsonl(self.data_path("eval")):
+        for record in read_jsonl(self.data_path("eval"), follow=True):
             passage = record["passage"]
             items = []
             for q in passage["questions"]:
@@ -86,4 +87,4 @@ class MultiRCSuite(ChoiceSuite):
                     answer["label"] = r["label"]
                 questions[(p, q)]["answers"].append(answer)
             records = ({"idx": p, "version": 1.1, "passage": v} for p, v in passages.items())
-            data.write_jsonl(root / data_files(config, local)["eval"], records)
+            write_jsonl(root / data_files(config, local)["eval"], records)

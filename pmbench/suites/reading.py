@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import atomic_write
 from pmbench.suites import data
 from pmbench.suites.base import TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.choice import ChoiceSuite
@@ -144,7 +145,8 @@ class ReadingSuite(ChoiceSuite):
             for split in config["data"]["hub_splits"]:
                 pattern = data_files(config, split)[level or "eval"]
                 rows = data.load_hub(config["data"]["hub"], level, split)
-                data.write_parquet(root / pattern.replace("*", "00000-of-00001"), rows)
+                path = root / pattern.replace("*", "00000-of-00001")
+                atomic_write(path, lambda _, tmp, rows=rows: rows.to_parquet(tmp))
 
 
 class RaceSuite(ReadingSuite):

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pmbench.safe_io import atomic_write_text
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, data_files
 from pmbench.suites.metrics import compute
@@ -103,4 +104,4 @@ class SquadSuite(Suite):
                 qa["is_impossible"] = not qa["answers"]
             paragraphs[-1]["qas"].append(qa)
         doc = {"version": "v2.0" if version2 else "1.1", "data": articles}
-        data.write_text(root / data_files(config)["eval"], json.dumps(doc))
+        atomic_write_text(root / data_files(config)["eval"], json.dumps(doc))

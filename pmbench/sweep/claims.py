@@ -34,8 +34,15 @@ import psutil
 
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_RECORD_BYTES
-from pmbench.records.safe_io import make_folder, open_regular, parse_json, read_regular, skip
-from pmbench.records.store import atomic_write_text, now_iso
+from pmbench.records.store import now_iso
+from pmbench.safe_io import (
+    atomic_write_text,
+    make_folder,
+    open_regular,
+    parse_json,
+    read_regular,
+    skip,
+)
 from pmbench.sweep import queue
 from pmbench.sweep.queue import JobState
 

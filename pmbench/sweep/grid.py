@@ -108,7 +108,7 @@ import yaml
 
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_CELLS, MAX_GRID_BYTES
-from pmbench.records.safe_io import load_yaml, read_regular
+from pmbench.safe_io import load_yaml, read_regular
 from pmbench.sweep.options import check_keys, safe_name, yaml_problem
 from pmbench.sweep.run_cells import Cell, expand_run, planned_run_cells
 from pmbench.sweep.train_cells import TrainCell, expand_train

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pmbench.errors import BadInput
-from pmbench.records.safe_io import load_yaml
+from pmbench.safe_io import load_yaml
 
 # options a sweep sets itself: never among a grid's options
 SWEEP_SET = {"output_dir", "json_out", "resume", "run_id"}

@@ -23,8 +23,8 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_LOG_TAIL_BYTES
 from pmbench.records import store
-from pmbench.records.safe_io import make_folder, open_regular, read_regular, skip
 from pmbench.records.train import CHECKPOINT_DIR
+from pmbench.safe_io import make_folder, open_regular, read_regular, skip
 from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
 from pmbench.sweep.train_cells import TrainCell

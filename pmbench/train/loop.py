@@ -35,8 +35,9 @@ from rich.progress import (
 )
 
 from pmbench.errors import BadInput
-from pmbench.records.store import atomic_write_text, read_record
+from pmbench.records.store import read_record
 from pmbench.records.train import remove_path
+from pmbench.safe_io import atomic_write_text
 from pmbench.train.data import (
     IGNORE,
     PackedExample,

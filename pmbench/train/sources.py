@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pmbench.errors import BadInput
+from pmbench.safe_io import read_jsonl
 from pmbench.suites import suite_info
-from pmbench.suites.data import DATA_ENV, local_roots, read_jsonl
+from pmbench.suites.data import DATA_ENV, local_roots
 from pmbench.train.data import Branch, Example
 
 DEFAULT_HELDOUT_ARTICLES = 8
@@ -104,7 +105,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
     }
     gsm = root / GSM8K_TRAIN_FILE
     if gsm.exists():
-        rows = read_jsonl(gsm)
+        rows = read_jsonl(gsm, follow=True)
         docs = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
         cut = gsm8k_cut(len(docs))
         train.extend(docs[:cut])
@@ -114,7 +115,7 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
     for name, docs in (("train", train), ("val", heldout)):
         path = root / multirc_file(name)
         if path.exists():
-            for row in read_jsonl(path):
+            for row in read_jsonl(path, follow=True):
                 docs.append(row["passage"]["text"])
                 docs.extend(q["question"] for q in row["passage"]["questions"])
             split.setdefault("multirc", {})["train" if name == "train" else "heldout"] = (
@@ -142,7 +143,7 @@ def file_corpus(spec: str, heldout_fraction: float = 0.02) -> Corpus:
             raise BadInput(f"corpus file not found: {spec}")
         if path.suffix == ".jsonl":
             try:
-                docs = [r["text"] for r in read_jsonl(path) if r.get("text")]
+                docs = [r["text"] for r in read_jsonl(path, follow=True) if r.get("text")]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise BadInput(f"{spec}: expected one JSON object with a 'text' field per line"
                                ) from None
@@ -280,7 +281,7 @@ class SuiteQASource:
         root = data_root(data_dir)
         self.heldout_titles = squad_heldout_titles(root, heldout_articles)
         gsm = root / GSM8K_TRAIN_FILE
-        self.gsm8k_cut = gsm8k_cut(len(read_jsonl(gsm))) if "gsm8k" in names else None
+        self.gsm8k_cut = gsm8k_cut(len(read_jsonl(gsm, follow=True))) if "gsm8k" in names else None
         self.n_branches = n_branches
 
     @cached_property
