@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from pmbench.attention.run import AttnSettings, run_attention
         from pmbench.attention.tb import TB_STEP
         from pmbench.commands.common import _quiet_libraries
-        from pmbench.errors import check_device
+        from pmbench.measure.devices import check_device
         from pmbench.records.store import check_run_id
         from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 

@@ -79,7 +79,8 @@ def _int_list(text: str, option: str) -> list[int]:
 def _check(settings) -> None:
     """Options torch or the file system would reject with a traceback, or silently
     ignore, checked before any data or model loads."""
-    from pmbench.errors import check_device, require_positive
+    from pmbench.errors import require_positive
+    from pmbench.measure.devices import check_device
     from pmbench.records.store import check_run_id
 
     require_positive(threads=settings.threads)

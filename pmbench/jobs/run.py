@@ -32,9 +32,10 @@ from pmbench.engine.runners.base import (
     get_runner,
     warmup_groups,
 )
-from pmbench.errors import BadInput, check_device
+from pmbench.errors import BadInput
 from pmbench.jobs.spec import RunSettings, resumed_settings
 from pmbench.jobs.summary import group_row, question_latency, sample_row, summarize_groups
+from pmbench.measure.devices import check_device
 from pmbench.measure.envinfo import env_fingerprint
 from pmbench.measure.roofline import machine_peaks, model_weights, roofline
 from pmbench.measure.telemetry import TelemetrySampler

@@ -12,7 +12,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from pmbench.errors import BadInput, parse_device, require_positive
+from pmbench.errors import BadInput, require_positive
+from pmbench.measure.devices import parse_device
 from pmbench.records.store import check_run_id
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.rope2d.settings import Rope2DSettings, resolve_settings
