@@ -17,8 +17,9 @@ import warnings
 from typing import Annotated
 
 # Before anything starts OpenMP (torch): idle worker threads sleep instead of spinning,
-# which on a shared 2-core machine made small ops 10-150x slower (benchmarks/README.md,
-# "Thread policy"). A value the user set wins; run.json records it (env.omp_wait_policy).
+# which on a shared 2-core machine made small ops many times slower (README.md, last
+# section; benchmarks/README.md, "Thread policy"). A value the user set wins; run.json
+# records it (env.omp_wait_policy).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer

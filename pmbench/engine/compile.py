@@ -15,11 +15,10 @@ length and the row count are marked dynamic so that later groups reuse it.
     on      the static step, compiled with `torch.compile` (inductor; weights frozen on CPU;
             on CUDA mode="reduce-overhead": the step replays as one CUDA graph, its buffers
             -- cache, mask, positions, tokens -- at static addresses, as in gpt-fast)
-    auto    on for CUDA; off on CPU: on this 2-core CPU (SmolLM2-135M, float32, SQuAD
-            N=8, 16 questions x 16 tokens, ACTIVE waits) the compiled step gains +9%
-            (sequential), +8% (prefix), +6% (rope2d) and -2% (batch) tok/s, after 28-62 s
-            of compilation per process, which a short run never wins back
-            (benchmarks/README.md); "on" everywhere or nowhere keeps the methods alike
+    auto    on for CUDA; off on CPU, where the compiled step gains a little tok/s and
+            costs far more seconds of compilation per process than a short run wins
+            back (benchmarks/README.md, "The compiled step"); "on" everywhere or
+            nowhere keeps the methods alike
 
 The static step's tensors (the cache's buffers, the mask, positions, tokens and write
 index) come from the runner's `kvcache.BufferPool`, one set per (rows, reservation bucket

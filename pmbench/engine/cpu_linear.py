@@ -34,8 +34,9 @@ MIN_ROWS = 4  # from the table above; below it MKL's GEMV path wins
 _PACKED: dict[int, torch.Tensor] = {}
 
 
-# Registered with the low-level torch.library API: its dispatch adds about 1.5 us a call,
-# where @torch.library.custom_op's adds about 13 us (measured here; 211 linears a step).
+# Registered with the low-level torch.library API: its dispatch costs a fraction of
+# @torch.library.custom_op's, which at 211 linears a step ate much of the compiled step's
+# gain (benchmarks/README.md, "The compiled step").
 _LIB = torch.library.Library("pmbench", "DEF")
 _LIB.define("prepacked_linear(Tensor x, Tensor? bias, int out_features, int key) -> Tensor")
 

@@ -1,12 +1,13 @@
 """A KV cache reserved once per group and written in place, for every method.
 
 transformers' `DynamicCache` concatenates each layer's keys and values with the new
-rows at every step: a copy of the whole cache per step (7% of a sequential step on
-the default model here). A decoding group knows its largest size in advance (prompt
-plus max_new_tokens per stream), so each layer here reserves that once and a step
-writes its new rows in place. Every runner uses it, so the methods are compared on
-their forward passes, not on who got the faster cache. `keys`/`values` are views of
-the filled part, so `cache_nbytes` reports the cache's contents, not the reservation.
+rows at every step: a copy of the whole cache per step (a measurable share of a
+sequential step: benchmarks/README.md, "What the runners do"). A decoding group knows
+its largest size in advance (prompt plus max_new_tokens per stream), so each layer here
+reserves that once and a step writes its new rows in place. Every runner uses it, so
+the methods are compared on their forward passes, not on who got the faster cache.
+`keys`/`values` are views of the filled part, so `cache_nbytes` reports the cache's
+contents, not the reservation.
 
 `rows_after_prefix` builds the cache of the `prefix` method: N rows that all start
 with one shared prefix, whose keys and values are either referenced once per layer

@@ -1,8 +1,8 @@
 """Find, convert and load models: an HF folder, a hub id, or a `.gguf` file.
 
-GGUF checkpoints are dequantized by transformers (slow, ~20 s for SmolLM2-135M), so
-the first load converts them once into `$PMBENCH_CACHE/models/<name>-<digest>/` as
-safetensors plus tokenizer, and every later load reads that folder (about a second).
+GGUF checkpoints are dequantized by transformers (slow: benchmarks/README.md, "Set-up
+costs"), so the first load converts them once into `$PMBENCH_CACHE/models/<name>-<digest>/`
+as safetensors plus tokenizer, and every later load reads that folder (fast).
 
 A model folder may come from anyone, and loading one must never run its code: every
 `from_pretrained` passes `trust_remote_code=False` (transformers would otherwise ask at a

@@ -132,7 +132,7 @@ def fill_random(lm: torch.nn.Module, std: float = 0.02) -> None:
     """Every matrix (linear, embedding) filled with one pool of N(0, std) values repeated,
     biases zero, norms left at one. A forward pass costs the same whatever the weights
     hold, and copying a pool is memory-bound, where drawing 8B values one by one takes
-    minutes on a CPU (transformers' own init: 35 s for 1.5B on 2 cores)."""
+    minutes on a CPU (transformers' own init: benchmarks/README.md, "Set-up costs")."""
     first = next(lm.parameters())
     pool = (torch.randn(POOL, device=first.device) * std).to(first.dtype)
     for name, p in lm.named_parameters():  # tied weights come once

@@ -94,8 +94,9 @@ def _version(dist: str) -> str | None:
 
 
 # Environment variables that decide how the CPU threads behave, recorded as set (None =
-# unset, the runtime's default). OMP_WAIT_POLICY alone moved a 2-thread rope2d run from
-# 39 to 57 tok/s (issue 16): records differing here are not comparable.
+# unset, the runtime's default). OMP_WAIT_POLICY alone moves a 2-thread run's tok/s by
+# a large factor (benchmarks/README.md, "Thread policy"): records differing here are not
+# comparable.
 THREAD_ENV = {
     "omp_wait_policy": "OMP_WAIT_POLICY",
     "gomp_spincount": "GOMP_SPINCOUNT",

@@ -172,7 +172,7 @@ def _boot_time() -> float:
 def machine_peaks(device: str, dtype: str, *, refresh: bool = False, **measure: Any) -> dict:
     """Peak {"matmul_flops", "copy_bytes_s", ...} of this machine, device and dtype.
 
-    Measured (about two seconds) and cached as JSON in $PMBENCH_CACHE/peaks/ (default
+    Measured (a few seconds) and cached as JSON in $PMBENCH_CACHE/peaks/ (default
     ~/.cache/pmbench), keyed by CPU model, GPU name, device, dtype, torch threads and
     torch build; a cache from before the machine's last boot is measured again, and a
     peak measured while other work kept the CPUs busy (after a few retries) is used but

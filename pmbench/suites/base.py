@@ -171,7 +171,7 @@ class Suite:
         if not self.groups:
             raise BadInput(f"suite {self.name}: no questions in {self.data_root} "
                            "for this selection")
-        if self.metric:  # loaded now, before any model or timed group (importing takes ~2 s)
+        if self.metric:  # loaded now, before any model or timed group: importing is slow
             load_metric(self.metric)
 
     # --- to implement -------------------------------------------------------------------

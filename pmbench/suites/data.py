@@ -57,8 +57,9 @@ def hub_offline_reason() -> str | None:
     """Why the hub cannot be used now (None when it can).
 
     `HF_HUB_OFFLINE` / `HF_DATASETS_OFFLINE` say so explicitly. Otherwise a 3-second TCP
-    probe of the endpoint stands in for `datasets`' own retries, which take ~25 s to give
-    up on a machine without network; behind a proxy the probe is skipped.
+    probe of the endpoint stands in for `datasets`' own retries, which take much longer to
+    give up on a machine without network (benchmarks/README.md, "Set-up costs"); behind a
+    proxy the probe is skipped.
     """
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:

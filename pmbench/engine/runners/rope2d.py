@@ -179,7 +179,7 @@ def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> t
     each branch's last token, computing the LM head only there.
 
     One pass rather than context then branches: one forward pass of fixed overhead
-    fewer, and larger matmuls (about 20% faster for SQuAD's 180 + 8 x 17 tokens)."""
+    fewer, and larger matmuls (benchmarks/README.md, "What the runners do")."""
     out = model(
         input_ids=layout.input_ids.to(device)[None, :],
         position_ids=positions(layout.t, layout.b).to(device),
