@@ -33,8 +33,12 @@ from pmbench.errors import BadInput
 from pmbench.suites import data, window
 from pmbench.suites.metrics import cut_at_stops
 from pmbench.suites.metrics import load as load_metric
+from pmbench.suites.training import TRAIN, TrainingSplit
 from pmbench.types import GenerationConfig, Group, Question, QuestionOutput
 
+# lm-evaluation-harness's defaults for a task's YAML `target_delimiter` (between a prompt and
+# its answer) and `fewshot_delimiter` (after each answered few-shot example)
+TARGET_DELIMITER, FEWSHOT_DELIMITER = " ", "\n\n"
 _SENTINEL = "\ue000"  # a private-use character: marks where the question goes in a chat render
 _PROBE = ("Answer: B", "Question")  # text on either side of the context/question boundary
 
@@ -155,6 +159,8 @@ class Suite:
         if apply_chat_template and not getattr(tokenizer, "chat_template", None):
             raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
         self.stop_strings: list[str] = list(config.get("stop", []))
+        self.target_delimiter: str = config.get("target_delimiter", TARGET_DELIMITER)
+        self.fewshot_delimiter: str = config.get("fewshot_delimiter", FEWSHOT_DELIMITER)
         # The ids that end an answer, fixed here: generation and scoring both read them, so
         # a score never depends on which method was called first. Default: the tokenizer's.
         eos = tokenizer.eos_token_id
@@ -205,7 +211,24 @@ class Suite:
         """Write the hub copy of this suite's data under `root`, in the local layout."""
         raise BadInput(f"suite {config['name']} cannot be fetched from the hub")
 
+    def training_split(self, heldout_documents: int) -> TrainingSplit:
+        """How this suite, built on its YAML `training.split`, divides its questions for
+        `pmbench train finetune` (pmbench.suites.training); `heldout_documents`: how many
+        documents a suite that holds out whole documents keeps apart. Here every question
+        trains and none is held out."""
+        files = data_files(self.config, self.split)
+        shots = f" (context: {files['shots']} shots)" if "shots" in files else ""
+        evaluated = data_files(self.config, self.config["split"])["eval"]
+        return TrainingSplit(lambda group, question: TRAIN, {
+            "files": files["eval"] + shots, "heldout": None,
+            "note": f"evaluation uses {evaluated}"})
+
     # --- shared behaviour -----------------------------------------------------------------
+
+    def shot(self, question: str, answer: str) -> str:
+        """One answered few-shot example, as lm-eval joins it: the question, the target
+        delimiter (kept in chat mode too), the answer, the few-shot delimiter."""
+        return question + self.target_delimiter + answer + self.fewshot_delimiter
 
     def data_path(self, role: str = "eval") -> Path:
         """The file or folder of YAML `data.files` role `role`, for this suite's split (a
@@ -341,14 +364,15 @@ class Suite:
             items = tg.questions if left is None else tg.questions[:left]
             if not items:
                 continue
-            groups.append(self._fit_window(replace(tg, questions=items), len(groups)))
+            groups.append(window.fit(self, replace(tg, questions=items), len(groups)))
             if left is not None:
                 left -= len(items)
                 if left == 0:
                     break
         return groups
 
-    def _token_group(self, tg: TextGroup, group_id: int) -> Group:
+    def token_group(self, tg: TextGroup, group_id: int) -> Group:
+        """The token-level group of `tg` (see the module's docstring for the rules)."""
         context, suffix = self._wrap(tg)
         context, head = self._split_context(context)
         questions = []
@@ -358,26 +382,3 @@ class Suite:
             questions.append(Question(q.doc_id, self.encode(prompt), q.target, meta))
         meta = {"context_text": context, **tg.meta}
         return Group(group_id, self._context_ids(context), questions, meta)
-
-    def _fit_window(self, tg: TextGroup, group_id: int) -> Group:
-        """The group of `tg`, within the model's context window: refused (one line) when it
-        does not fit, or with its document cut from the end when the user asked for that."""
-        group = self._token_group(tg, group_id)
-        limit = self.context_window
-        if limit is None or window.needed(group, self.max_new_tokens) <= limit:
-            return group
-        if not (self.truncate_documents and tg.document and tg.document in tg.context):
-            raise BadInput(window.too_long(self, tg, group))
-        doc_ids = self.encode(tg.document)
-        keep = len(doc_ids)
-        while (excess := window.needed(group, self.max_new_tokens) - limit) > 0:
-            keep -= excess  # decoding and re-encoding may shift the cut: measure again
-            if keep <= 0:
-                raise BadInput(window.too_long(self, tg, group, even_without_document=True))
-            cut = self.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
-            head, _, tail = tg.context.rpartition(tg.document)
-            group = self._token_group(replace(tg, context=head + cut + tail), group_id)
-        # per group: each group of a document is cut to fit its own longest question
-        self.truncated.append({"group_id": group_id, "document": tg.meta.get("document"),
-                               "tokens": len(doc_ids), "kept": keep})
-        return group

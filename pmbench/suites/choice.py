@@ -11,12 +11,13 @@ delimiter because the answer starts the assistant turn.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.suites.base import Suite
-from pmbench.suites.metrics import argmax
+from pmbench.suites.metrics import argmax, mean
 from pmbench.types import Question, QuestionOutput
 
 
@@ -31,8 +32,21 @@ class ChoiceSuite(Suite):
 
     @property
     def delimiter(self) -> str:
-        """What precedes the answer: " " (lm-eval target_delimiter), "" in chat mode."""
-        return "" if self.apply_chat_template else self.config.get("target_delimiter", " ")
+        """What precedes the answer: the YAML target_delimiter, "" in chat mode."""
+        return "" if self.apply_chat_template else self.target_delimiter
+
+    def breakdown(self, samples: list[dict[str, Any]]) -> dict[str, float | None]:
+        """acc_<value> for each value of the YAML `breakdown: {field, values}` (MMLU's
+        categories, RACE's levels): the accuracy over the questions whose `field` has that
+        value, None where none has; {} for a suite without a breakdown."""
+        spec = self.config.get("breakdown")
+        if not spec:
+            return {}
+        by_value: dict[Any, list[float]] = defaultdict(list)
+        for s in samples:
+            by_value[s[spec["field"]]].append(s["acc"])
+        return {f"acc_{v}": mean(by_value[v]) if by_value.get(v) else None
+                for v in spec["values"]}
 
     def score_token_ids(self) -> list[int]:
         """The first token each choice gets right after a real prompt of this suite."""

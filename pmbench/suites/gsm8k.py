@@ -3,6 +3,8 @@
 The few-shot prefix (the first train items with their worked solutions) is the shared
 context of every group. Two extractions, as lm-evaluation-harness: strict (the number
 after `#### `, the format the shots teach) and flexible (the last number anywhere).
+Fine-tuning on its train split holds out its last problems (`heldout_cut`) and never
+trains on the shots.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from pmbench.safe_io import read_jsonl, write_jsonl
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, chunks, data_files
 from pmbench.suites.metrics import compute
-from pmbench.types import Question, QuestionOutput
+from pmbench.suites.training import HELDOUT, TRAIN, TrainingSplit
+from pmbench.types import Group, Question, QuestionOutput
+
+HELDOUT_ROWS = 200  # about this many last train problems are held out (see heldout_cut)
+
+
+def heldout_cut(n_rows: int) -> int:
+    """First held-out row of the train split: about HELDOUT_ROWS from the end, on a multiple
+    of 16, so groups of 1..16 consecutive problems never straddle the cut."""
+    return (n_rows - HELDOUT_ROWS) // 16 * 16
 
 
 def final_answer(solution: str) -> str:
@@ -32,12 +43,11 @@ class GSM8KSuite(Suite):
         shots = read_jsonl(self.data_path("shots"), follow=True)[: self.num_fewshot]
         if len(shots) < self.num_fewshot:
             raise BadInput(f"gsm8k has only {len(shots)} train items for --num-fewshot")
-        context = "".join(
-            template.format(question=s["question"]) + " " + s["answer"] + "\n\n" for s in shots
-        )
+        context = "".join(self.shot(template.format(question=s["question"]), s["answer"])
+                          for s in shots)
         items = [
             TextQuestion(f"{self.split}/{i}", template.format(question=d["question"]),
-                         final_answer(d["answer"]), " " + d["answer"])
+                         final_answer(d["answer"]), self.target_delimiter + d["answer"])
             for i, d in enumerate(read_jsonl(self.data_path("eval"), follow=True))
         ]
         for chunk in chunks(items, self.branch):
@@ -67,6 +77,20 @@ class GSM8KSuite(Suite):
         strict = m["exact_match_strict"]
         return {"exact_match": strict, "exact_match_strict": strict,
                 "exact_match_flexible": m["exact_match_flexible"], "n": len(samples)}
+
+    def training_split(self, heldout_documents: int) -> TrainingSplit:
+        """Rows from `heldout_cut` on are held out; the first `num_fewshot`, the shots every
+        prompt shows, are neither trained on nor held out."""
+        path = self.data_path("eval")
+        cut = heldout_cut(len(read_jsonl(path, follow=True)))
+
+        def side(group: Group, question: Question) -> str | None:
+            row = int(question.doc_id.rsplit("/", 1)[-1])
+            return HELDOUT if row >= cut else TRAIN if row >= self.num_fewshot else None
+
+        return TrainingSplit(side, {
+            "file": data_files(self.config, self.split)["eval"], "heldout_rows": f"{cut}..",
+            "note": "suite shots (first train rows) are not trained on"})
 
     @classmethod
     def fetch(cls, config: dict[str, Any], root: Path) -> None:

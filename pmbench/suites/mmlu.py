@@ -103,8 +103,7 @@ class MMLUSuite(ChoiceSuite):
             if len(shots) < self.num_fewshot:
                 raise BadInput(f"{self.name} {subject}: only {len(shots)} dev items for "
                                f"--num-fewshot {self.num_fewshot}")
-            # Shots keep lm-eval's " " before the answer letter even in chat mode.
-            context = "".join(self.format_question(r) + " " + r["answer"] + "\n\n" for r in shots)
+            context = "".join(self.shot(self.format_question(r), r["answer"]) for r in shots)
             system = prompt["description"].format(subject=self.subject_name(subject))
             items = [self._question(subject, i, row)
                      for i, row in enumerate(self.read_rows(self._file("eval", subject)))]
@@ -130,18 +129,16 @@ class MMLUSuite(ChoiceSuite):
         return {**fields, "subject": meta["subject"], "category": meta["category"]}
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """acc (micro), acc_macro (the mean over subjects), acc_<category> (the YAML
+        `breakdown`: lm-eval's categories, `categories` mapping subjects to them)."""
         by_subject: dict[str, list[float]] = defaultdict(list)
-        by_category: dict[str, list[float]] = defaultdict(list)
         for s in samples:
             by_subject[s["subject"]].append(s["acc"])
-            by_category[s["category"]].append(s["acc"])
         metrics: dict[str, Any] = {
             "acc": mean(s["acc"] for s in samples),
             "acc_macro": mean(mean(v) for v in by_subject.values()),
+            **self.breakdown(samples),
         }
-        for category in sorted(set(self.categories.values())):
-            values = by_category.get(category)
-            metrics[f"acc_{category}"] = mean(values) if values else None
         metrics["n"] = len(samples)
         metrics["n_subjects"] = len(by_subject)
         return metrics

@@ -16,7 +16,6 @@ whose values get an accuracy of their own (RACE: level; QuALITY: difficulty, har
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +93,8 @@ class ReadingSuite(ChoiceSuite):
         system = self.config["prompt"].get("description", "")
         for level in self.levels():
             shots = "".join(
-                self._context(d) + "".join(self._format(q) + " " + self.choices[q["answer"]]
-                                           + "\n\n" for q in d.questions)
+                self._context(d) + "".join(self.shot(self._format(q), self.choices[q["answer"]])
+                                           for q in d.questions)
                 for d in self._shots(level))
             rows = data.read_parquet(self.data_path(level or "eval"), self.columns)
             for doc in self.read_documents(rows, level):
@@ -127,13 +126,8 @@ class ReadingSuite(ChoiceSuite):
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """acc over all questions, acc_<value> per breakdown value (None when absent)."""
-        breakdown = self.config["breakdown"]
-        by_part: dict[str, list[float]] = defaultdict(list)
-        for s in samples:
-            by_part[s[breakdown["field"]]].append(s["acc"])
-        metrics: dict[str, Any] = {"acc": mean(s["acc"] for s in samples)}
-        for value in breakdown["values"]:
-            metrics[f"acc_{value}"] = mean(by_part[value]) if by_part.get(value) else None
+        metrics: dict[str, Any] = {"acc": mean(s["acc"] for s in samples),
+                                   **self.breakdown(samples)}
         metrics["n"] = len(samples)
         metrics["n_documents"] = len({s["document"] for s in samples})
         return metrics

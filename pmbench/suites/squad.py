@@ -4,6 +4,7 @@ Groups hold `branch` questions about one paragraph. When a paragraph runs out of
 questions before the group is full, the shared context grows with the next
 paragraphs of the same article until it holds `branch` (the last group of an
 article may be smaller). v2.0 files add unanswerable questions ("answers": []).
+Fine-tuning on the dev file holds out its first articles, whole.
 """
 
 from __future__ import annotations
@@ -13,22 +14,31 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pmbench.errors import BadInput
 from pmbench.safe_io import atomic_write_text
 from pmbench.suites import data
 from pmbench.suites.base import Suite, TextGroup, TextQuestion, data_files
 from pmbench.suites.metrics import compute
-from pmbench.types import Question, QuestionOutput
+from pmbench.suites.training import HELDOUT, TRAIN, TrainingSplit
+from pmbench.types import Group, Question, QuestionOutput
 
 NO_ANSWER = "unanswerable"  # a prediction meaning "no answer", as well as the empty string
+
+
+def _version2(config: dict[str, Any]) -> bool:
+    """Whether the YAML's `version` (of the data) is SQuAD 2.0: unanswerable questions."""
+    return str(config.get("version", "")).startswith("2")
 
 
 class SquadSuite(Suite):
     metric = "squad"
 
-    def text_groups(self) -> Iterator[TextGroup]:
+    def _articles(self) -> list[dict[str, Any]]:
         with open(self.data_path("eval"), encoding="utf-8") as f:
-            articles = json.load(f)["data"]
-        for article in articles:
+            return json.load(f)["data"]
+
+    def text_groups(self) -> Iterator[TextGroup]:
+        for article in self._articles():
             passages: list[str] = []
             pending: list[TextQuestion] = []
             for paragraph in article["paragraphs"]:
@@ -76,17 +86,32 @@ class SquadSuite(Suite):
         m = compute("squad", predictions=[s["prediction"] for s in samples],
                     references=[s["target"] for s in samples], no_answer=NO_ANSWER)
         metrics: dict[str, Any] = {"f1": m["f1"], "em": m["exact_match"], "n": m["total"]}
-        if self.config.get("version") == 2 or "NoAns_total" in m:
+        if _version2(self.config) or "NoAns_total" in m:
             for key, part in (("has_ans", "HasAns"), ("no_ans", "NoAns")):
                 metrics[f"{key}_f1"] = m.get(f"{part}_f1")
                 metrics[f"{key}_em"] = m.get(f"{part}_exact_match")
                 metrics[f"{key}_n"] = m.get(f"{part}_total", 0)
         return metrics
 
+    def training_split(self, heldout_documents: int) -> TrainingSplit:
+        """The first `heldout_documents` articles are held out (those `pmbench run --limit K`
+        evaluates, in data order) and the others train; the record names them, so an
+        evaluation can prove it never saw them in training."""
+        if heldout_documents < 1:
+            raise BadInput("--heldout-articles must be >= 1: SQuAD evaluation needs unseen "
+                           "articles")
+        titles = [a["title"] for a in self._articles()[:heldout_documents]]
+
+        def side(group: Group, question: Question) -> str:
+            return HELDOUT if group.meta["title"] in titles else TRAIN
+
+        return TrainingSplit(side, {"file": data_files(self.config, self.split)["eval"],
+                                    "heldout_articles": titles})
+
     @classmethod
     def fetch(cls, config: dict[str, Any], root: Path) -> None:
         """Rebuild the official nested json from the hub's flat rows (one row per question)."""
-        version2 = config.get("version") == 2
+        version2 = _version2(config)
         articles: list[dict[str, Any]] = []
         for row in data.load_hub(config["data"]["hub"], None, "validation"):
             if not articles or articles[-1]["title"] != row["title"]:

@@ -1,5 +1,5 @@
-"""A group against the model's context window: how many positions it needs, and the one
-line that refuses it.
+"""A group against the model's context window: how many positions it needs, the one line
+that refuses it, and the cut of its document that makes it fit (--truncate-documents).
 
 Every method reads a group the same way as far as positions go: the shared context once,
 then one question and its answer. rope2d packs all branches into one sequence, but each
@@ -10,8 +10,10 @@ branches add KV-cache memory, not positions.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from pmbench.errors import BadInput
 from pmbench.types import Group
 
 
@@ -39,3 +41,28 @@ def too_long(suite: Any, tg: Any, group: Group, even_without_document: bool = Fa
         return head + ("; pass --truncate-documents to cut the document to fit (recorded in "
                        "run.json), or use a longer-context model")
     return head + "; lower --num-fewshot or --max-new-tokens, or use a longer-context model"
+
+
+def fit(suite: Any, tg: Any, group_id: int) -> Group:
+    """The token group of text group `tg` (`suite.token_group`), within the model's context
+    window: refused (one line) when it does not fit, or with its document cut from the end
+    when the user asked for that (each cut is listed in `suite.truncated`)."""
+    group = suite.token_group(tg, group_id)
+    limit = suite.context_window
+    if limit is None or needed(group, suite.max_new_tokens) <= limit:
+        return group
+    if not (suite.truncate_documents and tg.document and tg.document in tg.context):
+        raise BadInput(too_long(suite, tg, group))
+    doc_ids = suite.encode(tg.document)
+    keep = len(doc_ids)
+    while (excess := needed(group, suite.max_new_tokens) - limit) > 0:
+        keep -= excess  # decoding and re-encoding may shift the cut: measure again
+        if keep <= 0:
+            raise BadInput(too_long(suite, tg, group, even_without_document=True))
+        cut = suite.tokenizer.decode(doc_ids[:keep], skip_special_tokens=True)
+        head, _, tail = tg.context.rpartition(tg.document)
+        group = suite.token_group(replace(tg, context=head + cut + tail), group_id)
+    # per group: each group of a document is cut to fit its own longest question
+    suite.truncated.append({"group_id": group_id, "document": tg.meta.get("document"),
+                            "tokens": len(doc_ids), "kept": keep})
+    return group

@@ -5,7 +5,11 @@ folder: SQuAD paragraphs and questions, GSM8K train, MultiRC passages; or any .t
 .jsonl file, or an HF dataset) and makes examples of one context chunk and N
 independent segments. Fine-tuning builds shared-context QA from the suites
 themselves (`pmbench.suites`), so the prompts and token ids are exactly those the
-evaluation feeds, with the reference answer (`gold_output`) as the response.
+evaluation feeds, with the reference answer (`gold_output`) as the response; a suite
+says which split it trains on and which of its questions are held out
+(`pmbench.suites.training`: its YAML `training` and its `Suite.training_split` hook), so
+no suite is named here but in the defaults. The benchmark files come from the suites'
+YAML too, read when needed (never at import).
 
 Every batch is a function of (seed, step, micro-batch, process): a resumed run sees the
 same data as an uninterrupted one, with no data-loader state to save.
@@ -31,18 +35,17 @@ from pmbench.errors import BadInput
 from pmbench.safe_io import read_jsonl
 from pmbench.suites import suite_info
 from pmbench.suites.data import DATA_ENV, local_roots
+from pmbench.suites.gsm8k import heldout_cut
+from pmbench.suites.training import HELDOUT, TRAIN, TrainingPlan, TrainingSplit, training_plan
 from pmbench.train.data import Branch, Example
 
 DEFAULT_HELDOUT_ARTICLES = 8
-GSM8K_HELDOUT = 200  # about this many last GSM8K train problems are held out (see gsm8k_cut)
-# The benchmark files come from the suites' YAML (pmbench.suites.suite_info), not from here.
-SQUAD_FILE = suite_info("squad").data_files["eval"]
-GSM8K_TRAIN_FILE = suite_info("gsm8k").data_files["shots"]
-
-
-def multirc_file(split: str) -> str:
-    return suite_info("multirc", split=split).data_files["eval"]
 HELDOUT_BRANCHES = (1, 2, 4, 8)  # #branch values the held-out loss is reported at
+
+
+def suite_file(suite: str, role: str = "eval", split: str | None = None) -> str:
+    """A benchmark file of `suite` (role `role` of its YAML `data.files`, for `split`)."""
+    return suite_info(suite, split=split).data_files[role]
 
 
 def step_rng(seed: int, *keys: int) -> random.Random:
@@ -51,8 +54,10 @@ def step_rng(seed: int, *keys: int) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def data_root(data_dir: str | Path | None, needs: str = SQUAD_FILE) -> Path:
-    """The benchmark data folder (`--data-dir`, then $PMBENCH_DATA) that holds `needs`."""
+def data_root(data_dir: str | Path | None, needs: str | None = None) -> Path:
+    """The benchmark data folder (`--data-dir`, then $PMBENCH_DATA) that holds `needs`
+    (default: the SQuAD file, the one file the built-in corpus cannot do without)."""
+    needs = needs or suite_file("squad")
     for root in local_roots(data_dir):
         if (root / needs).exists():
             return root
@@ -60,18 +65,6 @@ def data_root(data_dir: str | Path | None, needs: str = SQUAD_FILE) -> Path:
         f"no training data: {needs} not found; pass --data-dir DIR or set ${DATA_ENV} "
         "to a folder laid out like ../shared/data"
     )
-
-
-def squad_heldout_titles(root: Path, k: int) -> list[str]:
-    """Titles of the first `k` SQuAD dev articles: never trained on, used for evaluation."""
-    articles = json.loads((root / SQUAD_FILE).read_text(encoding="utf-8"))["data"]
-    return [a["title"] for a in articles[:k]]
-
-
-def gsm8k_cut(n_rows: int) -> int:
-    """First held-out GSM8K train row: about GSM8K_HELDOUT from the end, on a multiple of
-    16, so groups of 1..16 consecutive problems never straddle the cut."""
-    return (n_rows - GSM8K_HELDOUT) // 16 * 16
 
 
 # --- pretraining corpus ---------------------------------------------------------------
@@ -92,34 +85,35 @@ def builtin_corpus(data_dir: str | Path | None, heldout_articles: int) -> Corpus
     root = data_root(data_dir)
     train: list[str] = []
     heldout: list[str] = []
-    articles = json.loads((root / SQUAD_FILE).read_text(encoding="utf-8"))["data"]
+    squad_file = suite_file("squad")
+    articles = json.loads((root / squad_file).read_text(encoding="utf-8"))["data"]
     for i, art in enumerate(articles):
         docs = heldout if i < heldout_articles else train
         for para in art["paragraphs"]:
             docs.append(para["context"])
             docs.extend(qa["question"] for qa in para["qas"])
     split: dict[str, Any] = {
-        "squad": {"file": SQUAD_FILE, "heldout_articles": [a["title"] for a in
+        "squad": {"file": squad_file, "heldout_articles": [a["title"] for a in
                                                            articles[:heldout_articles]],
                   "train_articles": len(articles) - heldout_articles},
     }
-    gsm = root / GSM8K_TRAIN_FILE
-    if gsm.exists():
-        rows = read_jsonl(gsm, follow=True)
+    gsm8k_file = suite_file("gsm8k", "shots")
+    if (root / gsm8k_file).exists():
+        rows = read_jsonl(root / gsm8k_file, follow=True)
         docs = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in rows]
-        cut = gsm8k_cut(len(docs))
+        cut = heldout_cut(len(docs))  # as fine-tuning on GSM8K holds out
         train.extend(docs[:cut])
         heldout.extend(docs[cut:])
-        split["gsm8k"] = {"file": GSM8K_TRAIN_FILE, "train_rows": f"0..{cut - 1}",
+        split["gsm8k"] = {"file": gsm8k_file, "train_rows": f"0..{cut - 1}",
                           "heldout_rows": f"{cut}..{len(docs) - 1}"}
     for name, docs in (("train", train), ("val", heldout)):
-        path = root / multirc_file(name)
-        if path.exists():
-            for row in read_jsonl(path, follow=True):
+        multirc_file = suite_file("multirc", split=name)
+        if (root / multirc_file).exists():
+            for row in read_jsonl(root / multirc_file, follow=True):
                 docs.append(row["passage"]["text"])
                 docs.extend(q["question"] for q in row["passage"]["questions"])
             split.setdefault("multirc", {})["train" if name == "train" else "heldout"] = (
-                multirc_file(name))
+                multirc_file)
     return Corpus(train, heldout, split)
 
 
@@ -232,26 +226,41 @@ def tokenizer_texts(corpus: Corpus, max_chars: int | None) -> list[str]:
 
 # --- fine-tuning: shared-context QA from the suites -------------------------------------
 
-FINETUNE_SOURCES = ("squad", "gsm8k", "mmlu")
-HELDOUT_QUESTIONS = {"squad": 64, "gsm8k": 16}  # per source, scored at every #branch
+FINETUNE_SOURCES = ("squad", "gsm8k", "mmlu")  # the default --sources
+
+
+def check_sources(names: Sequence[str]) -> None:
+    """BadInput unless `names` are suites that offer a training split (YAML `training`)."""
+    from pmbench.suites import training_suites
+
+    valid = training_suites()
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise BadInput(f"unknown fine-tuning source(s) {unknown}; valid: {', '.join(valid)}")
 
 
 def _suite(name: str, tokenizer: Any, data_dir: str | Path | None, branch: int,
            limit: int | None = None) -> Any:
-    """The suite's own groups, on its training material: GSM8K's train split (the suite
-    evaluates test), MMLU's val split, SQuAD's dev file (split by article)."""
+    """The suite's own groups on the split its YAML `training` names, which it may not
+    evaluate (GSM8K trains on train and evaluates test)."""
     from pmbench.suites import suite_class, suite_config
 
     config = suite_config(name)
-    split = {"gsm8k": "train", "mmlu": "val"}.get(name)
-    if split and split not in config["splits"]:
+    split = _plan(name).split
+    if split not in config["splits"]:
         config = {**config, "splits": [*config["splits"], split]}
     return suite_class(config)(config, tokenizer, data_dir=data_dir, branch=branch,
                                limit=limit, split=split)
 
 
-def _question_index(doc_id: str) -> int:
-    return int(doc_id.rsplit("/", 1)[-1])
+def _plan(name: str) -> TrainingPlan:
+    """Source `name`'s YAML `training` block (BadInput when it offers none)."""
+    from pmbench.suites import suite_config
+
+    plan = training_plan(suite_config(name))
+    if plan is None:
+        raise BadInput(f"suite {name} offers no training split (its YAML has no `training`)")
+    return plan
 
 
 class SuiteQASource:
@@ -259,30 +268,30 @@ class SuiteQASource:
     prompt, the suite's reference answer (`gold_output`) plus EOS its response (no EOS
     for one-token multiple-choice answers, which are scored from the first step).
 
-    SQuAD trains on the dev articles after the first `heldout_articles` and reports
-    held-out loss on the first questions of those held out; GSM8K trains on its train
-    split minus the shots and the last ~200 problems (held out); MMLU trains on val
-    with the dev shots as context (its test split stays for evaluation).
+    Each source trains on the questions its `Suite.training_split` puts on the training
+    side of the split its YAML names, and reports held-out loss on the first
+    `heldout_questions` of the held-out side (SQuAD: the first `heldout_articles`
+    articles of dev; GSM8K: the last ~200 train problems, never its shots; MMLU: none,
+    all of val trains and its test split stays for evaluation).
     """
 
     def __init__(self, names: Sequence[str], tokenizer: Any, data_dir: str | Path | None,
                  n_branches: int, heldout_articles: int, max_len: int):
-        unknown = [n for n in names if n not in FINETUNE_SOURCES]
-        if unknown or not names:
-            raise BadInput(f"unknown fine-tuning source(s) {unknown}; valid: "
-                           f"{', '.join(FINETUNE_SOURCES)}")
-        if "squad" in names and heldout_articles < 1:
-            raise BadInput("--heldout-articles must be >= 1: SQuAD evaluation needs unseen "
-                           "articles")
+        check_sources(names)
         self.names = list(names)
         self.tok = tokenizer
         self.data_dir = data_dir
         self.max_len = max_len
-        root = data_root(data_dir)
-        self.heldout_titles = squad_heldout_titles(root, heldout_articles)
-        gsm = root / GSM8K_TRAIN_FILE
-        self.gsm8k_cut = gsm8k_cut(len(read_jsonl(gsm, follow=True))) if "gsm8k" in names else None
+        self.heldout_articles = heldout_articles
         self.n_branches = n_branches
+        self.plans = {name: _plan(name) for name in self.names}
+        self._splits: dict[str, TrainingSplit] = {}
+
+    def _split_of(self, name: str, suite: Any) -> TrainingSplit:
+        """Source `name`'s split, from the first of its suites built (the same for all)."""
+        if name not in self._splits:
+            self._splits[name] = suite.training_split(self.heldout_articles)
+        return self._splits[name]
 
     @cached_property
     def train(self) -> dict[str, list[Example]]:
@@ -299,16 +308,8 @@ class SuiteQASource:
     def split(self) -> dict[str, Any]:
         return self._split_info()
 
-    def _selected(self, name: str, suite: Any, group: Any, q: Any, heldout: bool) -> bool:
-        """Is question `q` on the training (heldout=False) or held-out side of the split?"""
-        if name == "squad":
-            return (group.meta["title"] in self.heldout_titles) == heldout
-        if name == "gsm8k":
-            i = _question_index(q.doc_id)
-            return i >= self.gsm8k_cut if heldout else suite.num_fewshot <= i < self.gsm8k_cut
-        return not heldout  # mmlu: all of val trains
-
     def _examples(self, name: str, suite: Any, heldout: bool) -> list[Example]:
+        side, wanted = self._split_of(name, suite).side, HELDOUT if heldout else TRAIN
         eos = [] if suite.config.get("max_new_tokens") == 1 else [self.tok.eos_token_id]
         out = []
         for group in suite.groups:
@@ -316,7 +317,7 @@ class SuiteQASource:
                 Branch(list(q.prompt_ids),
                        list(self.tok.encode(q.meta["gold_output"], add_special_tokens=False))
                        + eos)
-                for q in group.questions if self._selected(name, suite, group, q, heldout)
+                for q in group.questions if side(group, q) == wanted
             ]
             size = len(group.context_ids)
             while not heldout and branches and size + sum(
@@ -333,16 +334,14 @@ class SuiteQASource:
         """The first held-out questions of each source (the same ones at every n)."""
         out = []
         for name in self.names:
-            if name not in HELDOUT_QUESTIONS:
+            plan = self.plans[name]
+            limit = plan.heldout_questions
+            if not limit:
                 continue
-            limit = HELDOUT_QUESTIONS[name]
-            if name == "squad":
-                suite = _suite(name, self.tok, self.data_dir, n_branches, limit=limit)
-            else:
-                suite = _suite(name, self.tok, self.data_dir, n_branches)
-            exs = self._examples(name, suite, heldout=True)
+            suite = _suite(name, self.tok, self.data_dir, n_branches,
+                           limit=limit if plan.heldout_first else None)
             kept, count = [], 0
-            for ex in exs:
+            for ex in self._examples(name, suite, heldout=True):
                 ex.branches = ex.branches[: limit - count]
                 kept.append(ex)
                 count += len(ex.branches)
@@ -355,17 +354,9 @@ class SuiteQASource:
         info: dict[str, Any] = {}
         for name, exs in self.train.items():
             entry: dict[str, Any] = {"train_groups": len(exs),
-                                     "train_questions": sum(len(e.branches) for e in exs)}
-            if name == "squad":
-                entry.update(file=SQUAD_FILE, heldout_articles=self.heldout_titles,
-                             heldout_questions_scored=HELDOUT_QUESTIONS["squad"])
-            elif name == "gsm8k":
-                entry.update(file=GSM8K_TRAIN_FILE, heldout_rows=f"{self.gsm8k_cut}..",
-                             heldout_questions_scored=HELDOUT_QUESTIONS["gsm8k"],
-                             note="suite shots (first train rows) are not trained on")
-            else:
-                entry.update(files="mmlu/val (context: mmlu/dev shots)", heldout=None,
-                             note="evaluation uses mmlu/test")
+                                     "train_questions": sum(len(e.branches) for e in exs),
+                                     **self._splits[name].record}
+            if self.plans[name].heldout_questions:
+                entry["heldout_questions_scored"] = self.plans[name].heldout_questions
             info[name] = entry
         return info
-
