@@ -22,11 +22,15 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pmbench.errors import BadInput
+from pmbench.options import Option, declared, option
 
 MODES = ("split", "additive")
 BRANCH_FREQS = ("high", "low", "interleaved")
 MASKS = ("isolated", "cross")
-CONFIG_KEY = "rope2d"  # the section's name in a model's config.json
+# The settings block's name wherever it is kept: a model's config.json section, the
+# `rope2d` block of run, training and attention records, a run spec's field, a grid's axis.
+KEY = "rope2d"
+CONFIG_KEY = KEY
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,12 @@ class Rope2DSettings:
         branches' tokens of earlier steps).
     """
 
-    ratio: float = 0.0
-    mode: str = "split"
-    branch_freqs: str = "interleaved"
-    mask: str = "isolated"
+    ratio: float = option(0.0, flag="rope_2d_ratio",
+                          help="Fraction of rotary pairs for the branch axis.")
+    mode: str = option("split", flag="rope_2d_mode", choices=MODES, help="split | additive.")
+    branch_freqs: str = option("interleaved", choices=BRANCH_FREQS,
+                               help="high | low | interleaved.")
+    mask: str = option("isolated", choices=MASKS, help="isolated | cross.")
 
     def __post_init__(self) -> None:
         try:
@@ -102,8 +108,15 @@ def resolve_settings(
 # new default is written once: the names, the command-line options (and grid keys) that set
 # them, and the record columns (`rope2d.<name>`) the tables and compare group by.
 NAMES: tuple[str, ...] = tuple(Rope2DSettings.__dataclass_fields__)
-OPTIONS: dict[str, str] = {"ratio": "rope_2d_ratio", "mode": "rope_2d_mode",
-                           "branch_freqs": "branch_freqs", "mask": "mask"}
-RECORD_COLUMNS: tuple[str, ...] = tuple(f"{CONFIG_KEY}.{name}" for name in NAMES)
+DECLARED: dict[str, Option] = {opt.name: opt for opt in declared(Rope2DSettings)}
+OPTIONS: dict[str, str] = {name: opt.flag for name, opt in DECLARED.items()}
+RECORD_COLUMNS: tuple[str, ...] = tuple(f"{KEY}.{name}" for name in NAMES)
 DEFAULTS: dict[str, Any] = Rope2DSettings().as_dict()
 assert tuple(OPTIONS) == NAMES, "one option per setting"
+
+
+def setting_option(name: str, default: Any) -> Any:
+    """A field of another settings class that holds 2D RoPE setting `name` under its
+    option, with a default of its own (training: ratio 0.5; a run: None, unset)."""
+    opt = DECLARED[name]
+    return option(default, flag=opt.flag, choices=opt.choices, help=opt.help)

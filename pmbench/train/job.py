@@ -29,6 +29,7 @@ from pmbench.errors import BadInput
 from pmbench.records import train as rec
 from pmbench.records.store import now_iso
 from pmbench.rope2d.patch import patch_model
+from pmbench.rope2d.settings import KEY as ROPE2D_KEY
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train.data import IGNORE, collate, pack_example
 from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
@@ -188,7 +189,7 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         "status": "running",
         "kind": s.kind,
         "model": model_name,
-        "rope2d": settings.as_dict(),
+        ROPE2D_KEY: settings.as_dict(),
         "branches": s.branches,
         "steps": s.steps,
         "settings": asdict(s),
