@@ -1,8 +1,9 @@
 """The `pmbench` command line (Typer + rich).
 
 Every module in `pmbench.commands` adds its own commands through `register(app)`
-(`run`, the main one, first). Expected failures (`PmbenchError`) become one line on
-stderr and exit code 2, never a traceback.
+(`run`, the main one, first); `run` and `attn` are made when first used, since their
+options come from modules that take a while to import. Expected failures
+(`PmbenchError`) become one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,12 +24,35 @@ from typing import Annotated
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer
+import typer.main
 from rich.console import Console
+from typer.core import TyperGroup
 
 from pmbench import __version__
+from pmbench.commands.options import LAZY
 from pmbench.errors import PmbenchError, PmbenchWarning, one_line
 
+
+class _Commands(TyperGroup):
+    """pmbench's commands; those registered with `commands.options.lazy_command` are made
+    when first used, in their place."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.made: set[str] = set()
+
+    def get_command(self, ctx, name):
+        make = LAZY.get(name)
+        if make is not None and name not in self.made:
+            one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            one.command(name=name)(_guard(make()))
+            self.commands[name] = typer.main.get_command(one)
+            self.made.add(name)
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="pmbench",
     help="Benchmark parallel inference in LLMs: sequential vs batch vs 2D-RoPE branches.",
     no_args_is_help=True,

@@ -259,7 +259,8 @@ def test_to_argv_is_the_command_line_of_its_spec(monkeypatch):
         subjects=["a", "b"], samples_per_task=2, apply_chat_template=True, truncate_documents=True,
         allow_code_execution=True, allow_unisolated_code_execution=True,
         rope2d={"ratio": 0.5, "mode": "additive", "branch_freqs": "high", "mask": "cross"},
-        threads=2, attn_implementation="eager", cpu_prepack=False, prefix_kv="copy",
+        threads=2, attn_implementation="eager", cpu_prepack=False,
+        method_options={"prefix_kv": "copy"},
         compile="static", run_id="r1", resume="r0")
     for f in fields(spec):
         default = f.default_factory() if f.default_factory is not MISSING else f.default

@@ -106,7 +106,7 @@ def test_table3_scales_the_shipped_model_and_the_checkpoints_trained_at_0_5(
     assert all(c.rope2d == {"ratio": 0.0} for c in shipped if c.method == "rope2d")
     # one rope2d row per #branch on the checkpoint trained with that many branches at ratio
     # 0.5 by the training grid; the run takes its settings from the checkpoint's config.json
-    runs = {c.options["branches"]: c for c in load_grid(FOLDER / f"{train}.yaml")}
+    runs = {c.options["branch"]: c for c in load_grid(FOLDER / f"{train}.yaml")}
     assert sorted(runs) == branches
     assert all(r.options["rope_2d_ratio"] == 0.5 for r in runs.values())
     trained = sorted((c for c in cells if c.model != model), key=lambda c: c.branch)

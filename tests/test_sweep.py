@@ -200,10 +200,10 @@ def test_bad_throughput_blocks(change, overrides, needle):
 
 TRAIN = {
     "kind": "train",
-    "options": {"branches": 4, "seed": 0, "command": "pretrain"},
+    "options": {"branch": 4, "seed": 0, "command": "pretrain"},
     "runs": [
         {"id": "p-r0.5", "size": "cpu-tiny", "rope_2d_ratio": 0.5, "steps": 3},
-        {"id": "ft", "command": "finetune", "lora": False, "branches": 2},
+        {"id": "ft", "command": "finetune", "lora": False, "branch": 2},
     ],
 }
 
@@ -215,7 +215,7 @@ def test_train_grids_list_train_commands():
     assert pre[:2] == ["train", "pretrain"] and pre[-2:] == ["--run-id", "p-r0.5"]
     assert pre[pre.index("--rope-2d-ratio") + 1] == "0.5" and "--device" in pre
     assert ft[:2] == ["train", "finetune"] and "--full" in ft  # lora: false
-    assert ft[ft.index("--branches") + 1] == "2"  # the entry beats the shared options
+    assert ft[ft.index("--branch") + 1] == "2"  # the entry beats the shared options
     assert cells[0].command_args("partial") == ["train", "pretrain", "--resume", "p-r0.5"]
     assert cells[0].record_file == "train.json"
 
@@ -462,13 +462,15 @@ def _starts(out: Path, cell) -> int:
 def test_grid_options_are_the_commands_own():
     """A grid names `pmbench run` / `pmbench train` options; the sweep knows them from the
     run spec and the training settings, which must list exactly the commands' options."""
+    import click
     import typer.main
 
     from pmbench.jobs.spec import option_types
     from pmbench.sweep.train_cells import train_options
 
     command = typer.main.get_command(app)
-    assert set(option_types()) | {"json_out"} == {p.name for p in command.commands["run"].params}
+    run = command.get_command(click.Context(command), "run")
+    assert set(option_types()) | {"json_out"} == {p.name for p in run.params}
     train = command.commands["train"]
     for kind in ("pretrain", "finetune"):
         assert set(train_options(kind)) == {p.name for p in train.commands[kind].params}

@@ -28,4 +28,4 @@ def test_every_entry_is_a_valid_train_command(grid):
     for cell in cells:
         args = cell.command_args("new")
         assert args[:2] == ["train", cell.command] and cell.command in ("pretrain", "finetune")
-        assert "--rope-2d-ratio" in args and "--branches" in args
+        assert "--rope-2d-ratio" in args and "--branch" in args

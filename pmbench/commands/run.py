@@ -6,6 +6,7 @@ run.json's `settings` take too; `pmbench.jobs.run` does the work.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Annotated, Any
@@ -15,69 +16,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pmbench.commands import options as cli_options
 from pmbench.commands.common import _quiet_libraries, shown
+from pmbench.commands.options import declared_command, lazy_command
 from pmbench.errors import BadInput
 
 err = Console(stderr=True)
 out = Console()
 
 
-def run(
-    method: Annotated[str | None, typer.Option(
-        help="Decoding method (see `pmbench methods`).")] = None,
-    suite: Annotated[str | None, typer.Option(help="Task suite (see `pmbench suites`).")] = None,
-    branch: Annotated[int, typer.Option(help="Group size: questions answered together.")] = 1,
-    model: Annotated[str | None, typer.Option(help="HF folder, .gguf file or hub id.")] = None,
-    limit: Annotated[int | None, typer.Option(
-        help="Number of questions (documents for grouped suites) [default: all].")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per answer.")] = None,
-    ignore_eos: Annotated[bool, typer.Option(
-        "--ignore-eos", help="Generate exactly --max-new-tokens (equal token volume).")] = False,
-    repeats: Annotated[int | None, typer.Option(
-        help="Timed repeats after one warm-up [default: 5 with --ignore-eos, else 1].")] = None,
-    no_warmup: Annotated[bool, typer.Option("--no-warmup", help="Skip the warm-up.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
-    dtype: Annotated[str | None, typer.Option(help="float32 | bfloat16 | float16.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N.")] = None,
-    device_map: Annotated[str | None, typer.Option(
-        help="'auto' spreads a large model over devices (accelerate).")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Benchmark data folder.")] = None,
-    output_dir: Annotated[str, typer.Option(help="Where run records go.")] = "results",
-    json_out: Annotated[bool, typer.Option("--json", help="Print run.json only.")] = False,
-    resume: Annotated[str | None, typer.Option(help="Continue an interrupted run.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Use this run id (sweeps).")] = None,
-    num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples.")] = None,
-    split: Annotated[str | None, typer.Option(help="Data split (suite default if unset).")] = None,
-    subjects: Annotated[str | None, typer.Option(help="Comma-separated subjects.")] = None,
-    samples_per_task: Annotated[int, typer.Option(help="Samples per problem (pass@k).")] = 1,
-    apply_chat_template: Annotated[bool, typer.Option(
-        "--apply-chat-template", help="Wrap prompts in the model's chat template.")] = False,
-    truncate_documents: Annotated[bool, typer.Option(
-        "--truncate-documents", help="Cut a document longer than the model's context from its "
-        "end to fit (run.json lists each cut); without it such a group is refused.")] = False,
-    allow_code_execution: Annotated[bool, typer.Option(
-        "--allow-code-execution", help="Run generated code (sandboxed).")] = False,
-    allow_unisolated_code_execution: Annotated[bool, typer.Option(
-        "--allow-unisolated-code-execution",
-        help="Run generated code even where the sandbox cannot fully isolate it.")] = False,
-    rope_2d_ratio: Annotated[float | None, cli_options.ROPE_2D_RATIO] = None,
-    rope_2d_mode: Annotated[str | None, cli_options.ROPE_2D_MODE] = None,
-    branch_freqs: Annotated[str | None, cli_options.BRANCH_FREQS] = None,
-    mask: Annotated[str | None, cli_options.MASK] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    attn_implementation: Annotated[str, typer.Option(help="sdpa | eager.")] = "sdpa",
-    cpu_prepack: Annotated[bool, typer.Option(
-        help="CPU float32: prepack Linear weights for multi-row matmuls (every method).")] = True,
-    prefix_kv: Annotated[str, typer.Option(
-        help="prefix method: auto | shared (context KV by reference) | copy (into every row)."
-    )] = "auto",
-    compile: Annotated[str, typer.Option(
-        help="decoding step: auto (on for CUDA) | on (static, torch.compile) | static | off."
-    )] = "auto",
-) -> None:
+JSON_OUT = inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
+                             annotation=Annotated[bool, typer.Option(
+                                 "--json", help="Print run.json only.")])
+
+
+def run(options: dict[str, Any]) -> None:
     """Run one method on one suite and write results/<run_id>/."""
-    options = {k: v for k, v in locals().items() if k != "json_out"}  # the spec's options
+    options = dict(options)
+    json_out = options.pop("json_out")
+    method, suite, branch, resume = (options[k] for k in ("method", "suite", "branch", "resume"))
     from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
     from pmbench.commands.progress import progress_bar
@@ -192,7 +148,13 @@ def suites() -> None:
         out.print(f"{name}: {desc}", highlight=False, markup=False)
 
 
+def _make_run():
+    from pmbench.jobs.spec import run_options
+
+    return declared_command(run, run_options(), [JSON_OUT], name="run", doc=run.__doc__ or "")
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(run)
+    lazy_command(app, "run", _make_run, run.__doc__ or "")
     app.command()(methods)
     app.command()(suites)

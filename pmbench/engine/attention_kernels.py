@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 GQA_SDPA = "pmbench_gqa_sdpa"
@@ -134,6 +133,10 @@ def swapped_attention(model, name: str | None) -> Iterator[None]:
     nothing in transformers' global attention registry."""
     before = model.config._attn_implementation
     if name in KERNELS:
+        # here, not at import: transformers' modeling utilities take seconds to import, and
+        # the tables read the runners' declarations without running a model
+        from transformers import AttentionInterface
+
         AttentionInterface.register(name, KERNELS[name])  # idempotent
     if name is not None:
         model.config._attn_implementation = name

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,13 +33,14 @@ from pmbench.engine.runners.base import (
     warmup_groups,
 )
 from pmbench.errors import BadInput
-from pmbench.jobs.spec import RunSettings, resumed_settings
+from pmbench.jobs.spec import RunSettings, recorded_settings, resumed_settings
 from pmbench.jobs.summary import group_row, question_latency, sample_row, summarize_groups
 from pmbench.measure.devices import check_device
 from pmbench.measure.envinfo import env_fingerprint
 from pmbench.measure.roofline import machine_peaks, model_weights, roofline
 from pmbench.measure.telemetry import TelemetrySampler
 from pmbench.records.store import RunStore, check_run_id, new_run_id, now_iso
+from pmbench.rope2d.settings import KEY as ROPE2D_KEY
 from pmbench.types import GenerationConfig
 
 ProgressFn = Callable[[int, int], None]  # (questions done, questions total)
@@ -180,8 +181,8 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         model, device, dtype = None, "cpu", "none"
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     gen: GenerationConfig = suite.generation(s.max_new_tokens, s.ignore_eos, eos)
-    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d), prefix_kv=s.prefix_kv,
-                            model=s.model, compile=s.compile)
+    options = RunnerOptions(branch=s.branch, rope2d=dict(s.rope2d), model=s.model,
+                            compile=s.compile, **s.method_options)
     runner: Runner = runner_cls(model, tokenizer, options)
 
     run_id = store.run_id
@@ -208,7 +209,7 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "dtype": dtype,
         "device": device,
         "status": "running",
-        "settings": asdict(s),
+        "settings": recorded_settings(s, runner_cls),
         "suite_info": suite.record_info(),
         "method_kind": runner_cls.kind,
         "linear_kernel": linear_kernel,
@@ -216,7 +217,7 @@ def _execute(prepared: PreparedRun, progress: ProgressFn | None,
         "compile": resolve_compile(s.compile, device) if runner_cls.needs_model else "off",
     }
     record.update(core)
-    record["rope2d"] = None
+    record[ROPE2D_KEY] = None  # the 2D RoPE settings: null unless the method writes them
     own = runner.record_options()
     if taken := sorted(set(own) & {*core, "env", "load_s"}):
         raise TypeError(f"runner {s.method!r} may not overwrite run.json keys {taken}")

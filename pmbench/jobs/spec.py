@@ -8,56 +8,82 @@ a run's settings, whoever made them, and it needs no model, data or device.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from types import NoneType, UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, get_type_hints
 
 from pmbench.errors import BadInput, require_positive
 from pmbench.measure.devices import parse_device
+from pmbench.options import (
+    Option,
+    command_line_value,
+    declared,
+    default_of,
+    fits,
+    option,
+    split_list,
+    type_name,
+    unset,
+)
 from pmbench.records.store import check_run_id
+from pmbench.rope2d.settings import DECLARED as ROPE2D_DECLARED
+from pmbench.rope2d.settings import KEY as ROPE2D_KEY
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
-from pmbench.rope2d.settings import Rope2DSettings, resolve_settings
+from pmbench.rope2d.settings import resolve_settings
 
 # Timed repeats of a throughput run unless --repeats says: with 5, the median's bootstrap
 # interval over repeats is [min, max], a 94% interval (pmbench.measure.stats).
 THROUGHPUT_REPEATS = 5
+METHOD_OPTIONS = "method_options"  # the spec's field holding the method's own options
 
 
 @dataclass
 class RunSettings:
-    """Everything `pmbench run` was asked to do (recorded in run.json)."""
+    """Everything `pmbench run` was asked to do (recorded in run.json). Each field is the
+    option of the same name (`--no-warmup` sets warmup), but `rope2d`, the 2D RoPE
+    settings' options, and `method_options`, the options a method declares itself."""
 
-    method: str | None
-    suite: str | None
-    branch: int = 1
-    model: str | None = None
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    ignore_eos: bool = False
-    repeats: int | None = None  # timed repeats; unset: timed_repeats
-    warmup: bool = True
-    seed: int = 0
-    dtype: str | None = None
-    device: str | None = None
-    device_map: str | None = None
-    data_dir: str | None = None
-    output_dir: str = "results"
-    num_fewshot: int | None = None
-    split: str | None = None
-    subjects: list[str] | None = None
-    samples_per_task: int = 1
-    apply_chat_template: bool = False
-    truncate_documents: bool = False  # cut a document past the model's context, else refuse
-    allow_code_execution: bool = False
-    allow_unisolated_code_execution: bool = False  # run it even where isolation is partial
-    rope2d: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    attn_implementation: str = "sdpa"
-    cpu_prepack: bool = True  # see pmbench/engine/cpu_linear.py; same for every method
-    prefix_kv: str = "auto"  # prefix method: share the context's KV by reference, or copy
-    compile: str = "auto"  # the decoding step: auto | on | static | off (engine/compile.py)
-    run_id: str | None = None
-    resume: str | None = None
+    method: str | None = option(help="Decoding method (see `pmbench methods`).")
+    suite: str | None = option(help="Task suite (see `pmbench suites`).")
+    branch: int = option(1, help="Group size: questions answered together.")
+    model: str | None = option(None, help="HF folder, .gguf file or hub id.")
+    limit: int | None = option(
+        None, help="Number of questions (documents for grouped suites) [default: all].")
+    max_new_tokens: int | None = option(None, help="Tokens per answer.")
+    ignore_eos: bool = option(
+        False, help="Generate exactly --max-new-tokens (equal token volume).")
+    repeats: int | None = option(None, help=(  # unset: timed_repeats
+        f"Timed repeats after one warm-up [default: {THROUGHPUT_REPEATS} with --ignore-eos, "
+        "else 1]."))
+    warmup: bool = option(True, negated=True, help="Skip the warm-up.")
+    seed: int = option(0, help="Random seed: sampling, and the suite's random choices.")
+    dtype: str | None = option(None, help="float32 | bfloat16 | float16.")
+    device: str | None = option(None, help="cpu | cuda | cuda:N.")
+    device_map: str | None = option(
+        None, help="'auto' spreads a large model over devices (accelerate).")
+    data_dir: str | None = option(None, help="Benchmark data folder.")
+    output_dir: str = option("results", help="Where run records go.")
+    num_fewshot: int | None = option(None, help="Few-shot examples.")
+    split: str | None = option(None, help="Data split (suite default if unset).")
+    subjects: list[str] | None = option(None, help="Comma-separated subjects.")
+    samples_per_task: int = option(1, help="Samples per problem (pass@k).")
+    apply_chat_template: bool = option(
+        False, help="Wrap prompts in the model's chat template.")
+    truncate_documents: bool = option(False, help=(
+        "Cut a document longer than the model's context from its end to fit (run.json "
+        "lists each cut); without it such a group is refused."))
+    allow_code_execution: bool = option(False, help="Run generated code (sandboxed).")
+    allow_unisolated_code_execution: bool = option(
+        False, help="Run generated code even where the sandbox cannot fully isolate it.")
+    rope2d: dict[str, Any] = field(default_factory=dict)  # name -> value, None: unset
+    threads: int | None = option(None, help="torch CPU threads.")
+    attn_implementation: str = option("sdpa", help="sdpa | eager.")
+    cpu_prepack: bool = option(True, help=(  # see pmbench/engine/cpu_linear.py
+        "CPU float32: prepack Linear weights for multi-row matmuls (every method)."))
+    method_options: dict[str, Any] = field(default_factory=dict)  # flag -> value, not default
+    compile: str = option("auto", help=(  # the decoding step (engine/compile.py)
+        "decoding step: auto (on for CUDA) | on (static, torch.compile) | static | off."))
+    run_id: str | None = option(None, help="Use this run id (sweeps).")
+    resume: str | None = option(None, help="Continue an interrupted run.")
 
     @property
     def timed_repeats(self) -> int:
@@ -89,11 +115,7 @@ class RunSettings:
         if self.dtype is not None and self.dtype not in DTYPES:
             raise BadInput(f"unknown --dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
         resolve_settings(None, self.rope2d)  # rope2d owns its option names and ranges
-        from pmbench.engine.runners.prefix import KV_MODES  # loads transformers: only when checking
-
-        if self.prefix_kv not in KV_MODES:
-            raise BadInput(f"unknown --prefix-kv {self.prefix_kv!r}; "
-                           f"valid: {', '.join(KV_MODES)}")
+        _check_method_options(self.method_options)
         from pmbench.engine.compile import MODES
 
         if self.compile not in MODES:
@@ -102,48 +124,86 @@ class RunSettings:
 
     def _check_applies(self) -> None:
         """An option of one method given to another is refused, not silently ignored."""
+        from pmbench.engine.runners.base import available_runners, methods_of
+
+        if self.method is None:
+            return
+        runner = available_runners().get(self.method)
         given = [ROPE2D_OPTIONS[k] for k, v in self.rope2d.items() if v is not None]
-        if given and self.method not in (None, "rope2d"):
-            raise BadInput(f"--{given[0].replace('_', '-')} applies to --method rope2d only, "
-                           f"not {self.method}")
-        if self.prefix_kv != "auto" and self.method not in (None, "prefix"):
-            raise BadInput(f"--prefix-kv applies to --method prefix only, not {self.method}")
+        if given and not (runner and runner.uses_rope2d):
+            takers = [n for n, r in available_runners().items() if r.uses_rope2d]
+            raise BadInput(f"{_flag(given[0])} applies to --method {' or '.join(takers)} "
+                           f"only, not {self.method}")
+        for flag in self.method_options:
+            if self.method not in (takers := methods_of(flag)):
+                raise BadInput(f"{_flag(flag)} applies to --method {' or '.join(takers)} "
+                               f"only, not {self.method}")
+
+
+def _check_method_options(given: dict[str, Any]) -> None:
+    """Each method option is declared by a method, and its value is of its type and
+    among its choices (as the runner that declares it checks them)."""
+    from pmbench.engine.runners.base import available_runners, methods_of, own_options
+
+    for flag, value in given.items():
+        takers = methods_of(flag)
+        if not takers:
+            raise BadInput(f"unknown option {_flag(flag)}")
+        own_options(available_runners()[takers[0]], {flag: value})
 
 
 # ------------------------------------------------------------ the command line
 
-# `pmbench run` options (by python name) that are not a field of the same name.
-NEGATED = {"no_warmup": "warmup"}  # --no-warmup sets warmup = False
 NAMING = ("method", "suite", "branch")  # always on a command line: they name the run
+
+
+def run_options() -> list[Option]:
+    """Every `pmbench run` option that sets the spec, in the spec's order: its fields' own,
+    the 2D RoPE settings' in place of `rope2d` (unset by default: the model's config, else
+    the settings' defaults), every method's own in place of `method_options`."""
+    from pmbench.engine.runners.base import method_options
+
+    own = {opt.name: opt for opt in declared(RunSettings)}
+    out: list[Option] = []
+    for f in fields(RunSettings):
+        if f.name == ROPE2D_KEY:
+            out += unset(list(ROPE2D_DECLARED.values()))
+        elif f.name == METHOD_OPTIONS:
+            out += method_options().values()
+        else:
+            out.append(own[f.name])
+    flags = [o.flag for o in out]
+    if clash := sorted({f for f in flags if flags.count(f) > 1}):
+        raise TypeError(f"a method declares option(s) {clash} that `pmbench run` has already")
+    return out
 
 
 def option_types() -> dict[str, Any]:
     """Every `pmbench run` option that sets a spec field (python name) -> its value's type."""
-    rope = get_type_hints(Rope2DSettings)
-    negated = {name: option for option, name in NEGATED.items()}
-    types: dict[str, Any] = {}
-    for name, hint in get_type_hints(RunSettings).items():
-        if name == "rope2d":
-            types.update({option: rope[setting] for setting, option in ROPE2D_OPTIONS.items()})
-        else:
-            types[negated.get(name, name)] = hint
-    return types
+    return {opt.flag: opt.hint for opt in run_options()}
 
 
 def from_options(**options: Any) -> RunSettings:
     """The spec that `pmbench run` options describe, as the command line gives them:
-    `no_warmup`, `subjects` as comma-separated text (or a list), the rope-2d options,
-    numbers for text options (a grid's `split: 1`). Unknown names: TypeError."""
+    `no_warmup`, `subjects` as comma-separated text (or a list), the rope-2d options and
+    the methods' own (a value equal to its default is left out), numbers for text options
+    (a grid's `split: 1`). Unknown names: TypeError."""
+    from pmbench.engine.runners.base import method_options
+
     given = dict(options)
-    for option, name in NEGATED.items():
-        if option in given:
-            given[name] = not given.pop(option)
-    if isinstance(given.get("subjects"), str):
-        given["subjects"] = [x.strip() for x in given["subjects"].split(",") if x.strip()] or None
-    given["rope2d"] = {name: given.pop(option, None) for name, option in ROPE2D_OPTIONS.items()}
-    hints = get_type_hints(RunSettings)
-    given = {k: command_line_value(v, hints[k]) if k in hints else v for k, v in given.items()}
-    return RunSettings(**given)
+    for opt in declared(RunSettings):
+        if opt.negated and opt.flag in given:
+            given[opt.name] = not given.pop(opt.flag)
+        if opt.name in given:
+            given[opt.name] = command_line_value(split_list(given[opt.name], opt.hint,
+                                                            opt.flag), opt.hint)
+    given[ROPE2D_KEY] = {name: given.pop(flag, None) for name, flag in ROPE2D_OPTIONS.items()}
+    own = {}
+    for flag, opt in method_options().items():
+        value = command_line_value(given.pop(flag, None), opt.hint)
+        if value is not None and value != opt.default:
+            own[flag] = value
+    return RunSettings(**given, method_options=own)
 
 
 def to_argv(spec: RunSettings) -> list[str]:
@@ -152,20 +212,26 @@ def to_argv(spec: RunSettings) -> list[str]:
     argv: list[str] = []
     for f in fields(spec):
         value = getattr(spec, f.name)
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
-        if value is None or (value == default and f.name not in NAMING):
+        if value is None or (value == default_of(f) and f.name not in NAMING):
             continue
-        if f.name == "rope2d":
-            for name, option in ROPE2D_OPTIONS.items():
+        if f.name == ROPE2D_KEY:
+            for name, flag in ROPE2D_OPTIONS.items():
                 if value.get(name) is not None:
-                    argv += [_flag(option), str(value[name])]
-        elif isinstance(value, bool):
-            argv.append(_flag(f.name) if value else _flag(f"no_{f.name}"))
-        elif isinstance(value, list):
-            argv += [_flag(f.name), ",".join(map(str, value))]
+                    argv += [_flag(flag), str(value[name])]
+        elif f.name == METHOD_OPTIONS:
+            for flag, given in value.items():
+                argv += _argument(flag, given)
         else:
-            argv += [_flag(f.name), str(value)]
+            argv += _argument(f.name, value)
     return argv
+
+
+def _argument(name: str, value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [_flag(name) if value else _flag(f"no_{name}")]
+    if isinstance(value, list):
+        return [_flag(name), ",".join(map(str, value))]
+    return [_flag(name), str(value)]
 
 
 def _flag(name: str) -> str:
@@ -180,37 +246,13 @@ FROM_COMMAND_LINE = ("resume", "output_dir", "allow_code_execution",
                      "allow_unisolated_code_execution")
 
 
-def fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a dataclass field's annotation."""
-    origin = get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (Union, UnionType):
-        return any(fits(value, arg) for arg in get_args(hint))
-    if hint is NoneType:
-        return value is None
-    if origin is list:
-        (item,) = get_args(hint)
-        return isinstance(value, list) and all(fits(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if isinstance(value, bool):
-        return hint is bool
-    if hint is float:
-        return isinstance(value, int | float)
-    return isinstance(hint, type) and isinstance(value, hint)
-
-
-def command_line_value(value: Any, hint: Any) -> Any:
-    """A number given for a text option (a grid's `split: 1`) becomes text, as it would
-    on a command line."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and fits("", hint):
-        return str(value)
-    return value
-
-
-def type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "")
+def recorded_settings(spec: RunSettings, runner: type) -> dict[str, Any]:
+    """run.json's `settings`: the spec's fields, and beside them each of the method's own
+    options (`runner.Options`) with its value or default, as `--resume` reads them back."""
+    out = asdict(spec)
+    given = out.pop(METHOD_OPTIONS)
+    return {**out, **{opt.flag: given.get(opt.flag, opt.default)
+                      for opt in declared(runner.Options)}}
 
 
 def resumed_settings(previous: dict[str, Any], current: RunSettings,
@@ -218,11 +260,17 @@ def resumed_settings(previous: dict[str, Any], current: RunSettings,
     """The stored settings of a run being resumed, checked field by field, with the
     FROM_COMMAND_LINE ones taken from `current` (the code-execution opt-ins are never
     inherited). A field the record lacks takes its default (records of older versions);
-    an unknown field or a wrong type is a corrupt record, one line."""
+    a method's own option is one of `method_options` (left out at its default: older
+    records hold every method's); an unknown field or a wrong type is a corrupt record,
+    one line."""
+    from pmbench.engine.runners.base import method_options
+
     stored = previous.get("settings")
     if not isinstance(stored, dict):
         raise BadInput(f"corrupt run record: {where} (no settings)")
     hints = get_type_hints(RunSettings)
+    own = method_options()
+    hints |= {flag: opt.hint for flag, opt in own.items() if flag not in hints}
     unknown = sorted(str(k) for k in stored if k not in hints)
     if unknown:
         raise BadInput(f"corrupt run record: {where} (unknown settings: {', '.join(unknown)})")
@@ -233,7 +281,9 @@ def resumed_settings(previous: dict[str, Any], current: RunSettings,
         if not fits(value, hints[name]):
             raise BadInput(f"corrupt run record: {where} (settings.{name} = {value!r} is not "
                            f"{type_name(hints[name])})")
-    given = {k: v for k, v in stored.items() if k not in FROM_COMMAND_LINE}
+    given = {k: v for k, v in stored.items() if k not in FROM_COMMAND_LINE and k not in own}
+    given[METHOD_OPTIONS] = {**given.get(METHOD_OPTIONS, {}), **{
+        k: v for k, v in stored.items() if k in own and v != own[k].default}}
     _check_no_conflict(given, current, where)
     return RunSettings(**given, **{k: getattr(current, k) for k in FROM_COMMAND_LINE})
 
@@ -242,19 +292,21 @@ def _check_no_conflict(stored: dict[str, Any], current: RunSettings, where: Any)
     """A --resume continues the stored run as it was asked: an option given with it (one
     that differs from its default) must say what the run already says, or it is refused
     (it would otherwise be ignored without a word)."""
-    for f in fields(RunSettings):
-        if f.name in FROM_COMMAND_LINE:
-            continue
-        default = f.default_factory() if f.default_factory is not MISSING else f.default
+    from pmbench.engine.runners.base import method_options
+
+    own = method_options()
+    compared = [(f.name, getattr(current, f.name), default_of(f), stored)
+                for f in fields(RunSettings) if f.name not in (*FROM_COMMAND_LINE, METHOD_OPTIONS)]
+    compared += [(flag, value, own[flag].default, stored[METHOD_OPTIONS])
+                 for flag, value in current.method_options.items()]
+    for name, value, default, source in compared:
         default = None if default is MISSING else default  # method, suite: unset is None
-        value = getattr(current, f.name)
-        if f.name == "rope2d":
+        if name == ROPE2D_KEY:  # name -> value, None: unset
             value = {k: v for k, v in value.items() if v is not None}
-            default, had = {}, {k: v for k, v in stored.get(f.name, {}).items()
+            default, had = {}, {k: v for k, v in stored.get(name, {}).items()
                                 if v is not None and k in value}
         else:
-            had = stored.get(f.name, default)
+            had = source.get(name, default)
         if value != default and value != had:
-            raise BadInput(f"--{f.name.replace('_', '-')} {value!r} conflicts with the run "
-                           f"being resumed ({had!r} in {where}): --resume continues a run as "
-                           "it was started")
+            raise BadInput(f"{_flag(name)} {value!r} conflicts with the run being resumed "
+                           f"({had!r} in {where}): --resume continues a run as it was started")

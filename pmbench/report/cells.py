@@ -16,13 +16,20 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.report.results import Records, method_label, newest
-from pmbench.rope2d.settings import RECORD_COLUMNS
+from pmbench.report.results import Records, method_label, newest, runners
 
-# Settings of one method only (they tell its runs apart, not the cell they measure).
-METHOD_KEYS = [*RECORD_COLUMNS, "prefix_kv"]
-CELL_KEYS = ["model", "suite", "method", *METHOD_KEYS, "branch", "limit", "max_new_tokens",
-             "ignore_eos", "dtype"]
+
+def method_keys() -> list[str]:
+    """The settings of one method only (its runner's `record_columns`): they tell its runs
+    apart, not the cell they measure."""
+    return list(dict.fromkeys(c for r in runners().values() for c in r.record_columns))
+
+
+def cell_keys() -> list[str]:
+    """What a cell is: a model's suite, method (with its own settings), #branch, question
+    limit, token budget, EOS handling and dtype."""
+    return ["model", "suite", "method", *method_keys(), "branch", "limit", "max_new_tokens",
+            "ignore_eos", "dtype"]
 
 
 def _missing(value: Any) -> bool:
@@ -40,14 +47,15 @@ def cell_name(row: pd.Series) -> str:
 
 
 def cell_frame(records: Records) -> pd.DataFrame:
-    """The newest run record of each cell, its CELL_KEYS as columns and its `cell` name."""
+    """The newest run record of each cell, its `cell_keys` as columns and its `cell` name."""
     df = records.frame("runs")
     if df.empty:
         return df.assign(cell=pd.Series(dtype=object))
-    for key in CELL_KEYS:
+    keys = cell_keys()
+    for key in keys:
         if key not in df:
             df[key] = None
-    cells = newest(df, CELL_KEYS)
+    cells = newest(df, keys)
     return cells.assign(cell=[cell_name(r) for _, r in cells.iterrows()])
 
 
@@ -57,10 +65,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def _nearest(base: pd.DataFrame, cand: pd.DataFrame) -> str:
     """The baseline and candidate cells that differ in the fewest keys, and those keys."""
-    best = None
+    best, keys = None, cell_keys()
     for _, b in base.iterrows():
         for _, c in cand.iterrows():
-            diff = [k for k in CELL_KEYS if not _same(b.get(k), c.get(k))]
+            diff = [k for k in keys if not _same(b.get(k), c.get(k))]
             if best is None or len(diff) < len(best[2]):
                 best = (b["cell"], c["cell"], diff, b, c)
     b_name, c_name, diff, b, c = best

@@ -1,9 +1,9 @@
 """Regression check between two sets of run records: a baseline and a candidate.
 
-Cells are matched on :data:`CELL_KEYS` (model, suite, method, 2D RoPE settings, prefix KV
-sharing, #branch, limit, max_new_tokens, ignore_eos, dtype); in each folder the newest
-record of a cell wins. Per matched cell three kinds of figures are compared (bigger is
-better for all):
+Cells are matched on :func:`~pmbench.report.cells.cell_keys` (model, suite, method and the
+settings its runner tells its runs apart by, #branch, limit, max_new_tokens, ignore_eos,
+dtype); in each folder the newest record of a cell wins. Per matched cell three kinds of
+figures are compared (bigger is better for all):
 
 - **throughput** (``output_tok_s``, ``total_tok_s``, ``q_s``): the record's median over
   repeats. The candidate / baseline ratio gets a 95% interval by bootstrapping each
@@ -11,10 +11,11 @@ better for all):
   flagged when that interval lies wholly below ``1 - threshold`` (default 10%), an
   improvement when it lies wholly above ``1 + threshold``, so run-to-run noise does not
   fail CI and few repeats make a wide interval, not a verdict.
-- **ratio** rows, machine-independent: within one folder, the output tok/s of rope2d
-  over prefix, batch and sequential, of prefix over batch and of batch over
-  sequential, for the same cell (model, suite, #branch, limit, tokens, dtype), with the
-  interval of a ratio of medians; candidate over baseline is judged as throughput is.
+- **ratio** rows, machine-independent: within one folder, the output tok/s of a method
+  over each method its runner names in `ratios_over` (rope2d over prefix, batch and
+  sequential, prefix over batch, batch over sequential), for the same cell (model,
+  suite, #branch, limit, tokens, dtype), with the interval of a ratio of medians;
+  candidate over baseline is judged as throughput is.
   Compare folders from different machines with ``machine_independent=True``: absolute
   throughput is then reported but never flagged, and only ratios and accuracy can fail.
 - **accuracy** (the accuracies the suite's YAML declares, :func:`pmbench.suites.metric_keys`,
@@ -44,16 +45,12 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.measure.stats import median_ratio_interval
-from pmbench.report.cells import CELL_KEYS, METHOD_KEYS, cell_frame, check_inputs
+from pmbench.report.cells import cell_frame, cell_keys, check_inputs, method_keys
 from pmbench.report.paired import MARGIN, RunPair, pair_runs
-from pmbench.report.results import Records, repeat_range
+from pmbench.report.results import Records, repeat_range, runners
 from pmbench.suites import metric_keys
 
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
-# rope2d over prefix is what 2D positions and one packed sequence add beyond the prefix
-# sharing that any serving engine already has; over batch and sequential, everything.
-RATIOS = (("rope2d", "prefix"), ("rope2d", "batch"), ("rope2d", "sequential"),
-          ("prefix", "batch"), ("batch", "sequential"))
 FLAGS = ("REGRESSION", "CHANGED", "MISSING")
 ALPHA = 0.05  # McNemar's level for a paired accuracy drop of a 0/1 metric
 
@@ -185,17 +182,19 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
                 out[cell, metric] = Figure("accuracy", "%", float(value), value, value, n,
                                            record=rec)
     # Ratios between methods of one cell: same keys but the method and its own settings.
-    group = [k for k in CELL_KEYS if k != "method" and k not in METHOD_KEYS]
+    own = method_keys()
+    group = [k for k in cell_keys() if k != "method" and k not in own]
+    over = {name: runner.ratios_over for name, runner in runners().items()}
     for _, same in cells.groupby(group, dropna=False, sort=False):
         tok = {(r["method"], r["cell"]): out.get((r["cell"], "output_tok_s"))
                for _, r in same.iterrows()}
         for (method, cell), a in tok.items():
-            for num, den in RATIOS:
+            for den in over.get(method, ()):
                 refs = [b for (m, _), b in tok.items() if m == den and b]
-                if method != num or not a or len(refs) != 1 or not refs[0].value:
+                if not a or len(refs) != 1 or not refs[0].value:
                     continue
                 b = refs[0]
-                out[cell, f"output_tok_s {num}/{den}"] = Figure(
+                out[cell, f"output_tok_s {method}/{den}"] = Figure(
                     "ratio", "×", _div(a.value, b.value), _div(a.low, b.high),
                     _div(a.high, b.low), num=a.num, den=b.num)
     return out

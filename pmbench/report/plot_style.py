@@ -4,11 +4,12 @@ per axes, a legend that fits, vector files beside the PNG.
 Sizes are the printed ones: one column is COLUMN inches wide (two facets side by side
 take the page's width), text is FONT points, so a figure needs no scaling to be read in
 print. Colours are Okabe and Ito's palette, safe for the common colour-vision
-deficiencies; each method keeps its colour in every figure (sequential black, batch
-orange, prefix sky blue, rope2d green), further settings of a method take the palette's
-other colours, and every series also differs in marker and line style, so the figure
-reads in grey too. Figures are built as `matplotlib.figure.Figure` objects (no pyplot
-state) with constrained layout, so labels never overlap.
+deficiencies; each method keeps its colour in every figure (its runner's `color`:
+sequential black, batch orange, prefix sky blue, rope2d green), further settings of a
+method take the palette's other colours, and every series also differs in marker and
+line style, so the figure reads in grey too. Figures are built as
+`matplotlib.figure.Figure` objects (no pyplot state) with constrained layout, so labels
+never overlap.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from pmbench.errors import BadInput
+from pmbench.report.results import runners
 
 COLUMN = 3.4  # inches: one column of a two-column paper
 PANEL_HEIGHT = 2.5  # inches per row of facets
 FONT = 8  # points
 DPI = 300  # PNG pixels per inch
 FORMATS = (".png", ".pdf", ".svg")
-METHOD_COLORS = {"sequential": "#000000", "batch": "#E69F00", "prefix": "#56B4E9",
-                 "rope2d": "#009E73"}
 OTHER_COLORS = ("#0072B2", "#D55E00", "#CC79A7", "#999999", "#F0E442")  # Okabe-Ito
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -51,8 +51,9 @@ def styles(labels: Iterable[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     taken: set[str] = set()
     spare = iter(OTHER_COLORS * 4)
+    colors = {name: runner.color for name, runner in runners().items()}
     for k, label in enumerate(dict.fromkeys(labels)):
-        own = METHOD_COLORS.get(label.split(" ")[0])
+        own = colors.get(label.split(" ")[0])
         color = own if own and own not in taken else next(spare)
         taken.add(color)
         out[label] = {"color": color, "marker": MARKERS[k % len(MARKERS)],

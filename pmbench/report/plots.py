@@ -34,7 +34,7 @@ from pmbench.errors import BadInput
 from pmbench.measure.stats import mean_interval, median_interval
 from pmbench.report.paired import run_samples, unit_scores
 from pmbench.report.plot_style import DPI, facets, legend, save, style_context, styles
-from pmbench.report.results import Records, trained_by
+from pmbench.report.results import Records, runners, trained_by
 from pmbench.report.table_data import newest_runs, run_frame, setting_cell, sort_rows
 from pmbench.suites import display_name, metric, suite_info
 
@@ -238,7 +238,8 @@ def _shared_legend(fig: Figure, axes) -> None:
 def ratio(records: Records, models=None, suites=None) -> Figure:
     cells = _accuracy_cells(records, models, suites,
                             ["model", "label", "suite", "branch", "n"])
-    cells = cells[(cells["method"] == "rope2d")].dropna(subset=["rope2d.ratio"])
+    rope2d = [name for name, runner in runners().items() if runner.uses_rope2d]
+    cells = cells[cells["method"].isin(rope2d)].dropna(subset=["rope2d.ratio"])
     if cells.empty:
         raise BadInput("no rope2d run records with accuracy to plot against rope_2d_ratio")
     trained = [trained_by(m, records.train) for m in cells["model"]]

@@ -45,7 +45,8 @@ import pandas as pd
 
 from pmbench.errors import BadInput, PmbenchWarning
 from pmbench.records.store import read_record
-from pmbench.rope2d.settings import DEFAULTS, NAMES, RECORD_COLUMNS
+from pmbench.rope2d.settings import KEY as ROPE2D
+from pmbench.rope2d.settings import RECORD_COLUMNS
 
 RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
 
@@ -53,7 +54,7 @@ RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "att
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "run": {"run_id": str, "created": str, "method": str, "branch": int, "suite": str,
             "model": str, "metrics": dict, "throughput": (dict, type(None))},
-    "train": {"run_id": str, "created": str, "kind": str, "model": str, "rope2d": dict,
+    "train": {"run_id": str, "created": str, "kind": str, "model": str, ROPE2D: dict,
               "branches": int, "heldout_loss": dict},
     "attention": {"run_id": str, "created": str, "kind": str, "model": str, "branch": int,
                   "summary": dict},
@@ -97,7 +98,7 @@ class Records:
         record as read, for fields keyed by data (``heldout_loss``, ``summary``).
         """
         records = getattr(self, kind)
-        rows = [{**r, "rope2d": r.get("rope2d") or {}} for r in records]
+        rows = [{**r, ROPE2D: r.get(ROPE2D) or {}} for r in records]
         df = pd.json_normalize(rows, sep=".") if rows else pd.DataFrame()
         df["record"] = pd.Series(records, index=df.index, dtype=object)
         for col in RECORD_COLUMNS:
@@ -283,27 +284,42 @@ def suite_version(record: pd.Series | dict[str, Any]) -> str | None:
     return None
 
 
+def runners() -> dict[str, Any]:
+    """The runner classes by method name: what each method declares about how it shows up
+    in tables, figures and compare (`pmbench.engine.runners.base`)."""
+    from pmbench.engine.runners.base import available_runners
+
+    return available_runners()
+
+
+def reference_method() -> str | None:
+    """The method every other is judged against: its runner's `baseline` (sequential)."""
+    from pmbench.engine.runners.base import baseline_method
+
+    return baseline_method()
+
+
 def method_label(row: pd.Series | dict[str, Any]) -> str:
-    """`method`, and for rope2d its ratio plus each setting that differs from the default.
+    """A run's method as its runner labels it from the run's own settings (its
+    `record_columns`; a method no runner declares reads as its name): "rope2d r=0",
+    "prefix copied".
 
     `row` is a record (``rope2d`` a dict) or a row of :meth:`Records.frame` (flat
-    ``rope2d.mode`` ... columns). Defaults are the runner's own (``rope2d.settings.DEFAULTS``),
-    so a run made with default options reads "rope2d r=0". A prefix run whose context
-    was copied into every row (not shared, the default) reads "prefix copied".
-    """
-    if row["method"] == "prefix" and row.get("prefix_kv") == "copied":
-        return "prefix copied"
-    if row["method"] != "rope2d":
+    ``rope2d.mode`` ... columns)."""
+    runner = runners().get(row["method"])
+    if runner is None:
         return row["method"]
-    nested = row.get("rope2d")
-    settings = nested if isinstance(nested, dict) and nested else {
-        name: row.get(column) for name, column in zip(NAMES, RECORD_COLUMNS, strict=True)}
-    ratio = settings.get("ratio")
-    label = "rope2d" if ratio is None or pd.isna(ratio) else f"rope2d r={ratio:g}"
-    extras = [settings.get(name) for name, default in DEFAULTS.items()
-              if name != "ratio" and isinstance(settings.get(name), str)
-              and settings.get(name) != default]
-    return " ".join([label, *extras])
+    return runner.label({column: record_field(row, column) for column in runner.record_columns})
+
+
+def record_field(row: pd.Series | dict[str, Any], column: str) -> Any:
+    """A record's field by its table column (``block.field`` for a nested block's field),
+    from a record or a frame row; None where it has none."""
+    if column in row.keys():
+        return row[column]
+    block, _, name = column.partition(".")
+    nested = row.get(block) if name else None
+    return nested.get(name) if isinstance(nested, dict) else None
 
 
 def model_names(run: dict[str, Any]) -> list[str]:

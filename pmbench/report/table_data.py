@@ -3,6 +3,7 @@ sorting in the paper's order, record look-ups per cell, and the notes under a ta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from pmbench.report.results import (
     model_names,
     newest,
     run_purpose,
+    runners,
 )
 from pmbench.report.table_format import DASH
 from pmbench.rope2d.settings import RECORD_COLUMNS
@@ -25,7 +27,6 @@ from pmbench.suites import primary_metric
 # The paper's order of suites (Table 1's columns and every table's rows); names, metrics and
 # data come from each suite's YAML (pmbench.suites).
 SUITE_ORDER = ("mmlu", "ceval", "gsm8k", "humaneval", "squad", "squad_v2", "multirc")
-METHOD_ORDER = ("sequential", "batch", "prefix", "rope2d")
 
 
 class NoRecords(BadInput):
@@ -42,9 +43,11 @@ def col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(float("nan"), index=df.index)
 
 
-def _method_rank(label: str) -> int:
-    base = label.split(" ")[0]
-    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+def method_rank(label: str) -> float:
+    """A method's place among methods, by the first word of its label (its name): its
+    runner's `order`, the methods without one after those with one."""
+    runner = runners().get(label.split(" ")[0])
+    return math.inf if runner is None or runner.order is None else runner.order
 
 
 def suite_rank(suite: str) -> int:
@@ -53,9 +56,9 @@ def suite_rank(suite: str) -> int:
 
 
 def sort_rows(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Sorted by `by`; methods ("label") in :data:`METHOD_ORDER` and suites in the order
+    """Sorted by `by`; methods ("label") in their runners' order and suites in the order
     of :data:`SUITE_ORDER`, each followed by the others alphabetically."""
-    ranks = {"label": _method_rank, "suite": suite_rank}
+    ranks = {"label": method_rank, "suite": suite_rank}
     ranked = df.assign(**{f"_rank_{k}": df[k].map(f) for k, f in ranks.items() if k in by})
     keys = [k for b in by for k in ([f"_rank_{b}", b] if b in ranks else [b])]
     return ranked.sort_values(keys, kind="stable").drop(

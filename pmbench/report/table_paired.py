@@ -22,6 +22,7 @@ import pandas as pd
 from pmbench.errors import BadInput
 from pmbench.measure.stats import RESAMPLES
 from pmbench.report.paired import MIN_SHARED, RunPair, pair_runs
+from pmbench.report.results import reference_method
 from pmbench.report.table_format import Table
 
 
@@ -72,13 +73,14 @@ def _line(p: Pairing, result: RunPair | str) -> dict[str, Any]:
             "McNemar p": metric.p_value, "Verdict": metric.verdict}
 
 
-def sequential_reference(runs: pd.DataFrame, model: str, suite: str, branch: int,
-                         n: Any = None) -> dict[str, Any] | None:
-    """The accuracy run a row of `model` on `suite` is judged against: that model's
-    sequential run of the suite, preferring the row's #branch (the same groups, hence the
-    same contexts), then the same number of questions, then the most, then the newest.
-    `runs` is a run frame of accuracy runs (``record``, ``n`` and ``created`` columns)."""
-    seq = runs[(runs["method"] == "sequential") & (runs["model"] == model)
+def reference_run(runs: pd.DataFrame, model: str, suite: str, branch: int,
+                  n: Any = None) -> dict[str, Any] | None:
+    """The accuracy run a row of `model` on `suite` is judged against: that model's run of
+    the suite by the reference method (sequential), preferring the row's #branch (the same
+    groups, hence the same contexts), then the same number of questions, then the most,
+    then the newest. `runs` is a run frame of accuracy runs (``record``, ``n`` and
+    ``created`` columns)."""
+    seq = runs[(runs["method"] == reference_method()) & (runs["model"] == model)
                & (runs["suite"] == suite)]
     if seq.empty:
         return None

@@ -11,7 +11,14 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.report.paired import MARGIN
-from pmbench.report.results import Records, method_label, model_names, newest, trained_by
+from pmbench.report.results import (
+    Records,
+    method_label,
+    model_names,
+    newest,
+    reference_method,
+    trained_by,
+)
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
     col,
@@ -116,11 +123,12 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
     `weights` and `variant` find each row's accuracy runs in :func:`_weights_runs`.
     """
     rows: list[dict[str, Any]] = []
+    reference = reference_method()
     for (kind, base), runs in cells.groupby(["kind", "model"], sort=False):
         shipped = {"group": f"{TRAINING_GROUPS.get(kind, kind)}: {base}", "model": base,
                    "stage": "as shipped", "weights": base}
         if kind == "finetune":
-            rows += [{**shipped, "variant": "sequential", "setting": "sequential", "branch": b}
+            rows += [{**shipped, "variant": reference, "setting": reference, "branch": b}
                      for b in sorted(runs["branches"].unique())]
         for _, run in runs.iterrows():
             rec, branch = run["record"], run["branches"]
@@ -142,10 +150,11 @@ def _reference(rows: pd.DataFrame, row: pd.Series) -> tuple[tuple[Any, str], str
     """(weights, variant) of the run Table 2 judges `row` against, and its name: an
     untrained row's sequential run; a trained row's ratio-0 control of the same kind, mask
     and setting. None for the references themselves and rows without one."""
-    if row["variant"] == "sequential":
+    reference = reference_method()
+    if row["variant"] == reference:
         return None
     if row["stage"] == "as shipped":
-        return (row["weights"], "sequential"), "sequential, as shipped"
+        return (row["weights"], reference), f"{reference}, as shipped"
     if row["ratio"] == 0:
         return None
     same = rows[(rows["group"] == row["group"]) & (rows["stage"] == row["stage"])

@@ -14,7 +14,7 @@ Conventions, the same in every table:
 - a cell with no record shows "–" (in CSV it is empty, so it reads back as NaN);
 - when several records of one kind fit one cell (re-runs, merged shards) the newest by
   ``created`` wins and a note under the table says how many records were merged;
-- methods are listed in :data:`~pmbench.report.table_data.METHOD_ORDER`, then the others.
+- methods are listed in their runners' order (`order`), then the others.
 
 Tables 1, 4 and 5 are built here, Tables 2 and 3 (which read training records) in
 :mod:`pmbench.report.table_training`, from the run frame of :mod:`pmbench.report.table_data`.
@@ -33,7 +33,7 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.report.paired import MARGIN
-from pmbench.report.results import Records, newest, suite_version
+from pmbench.report.results import Records, newest, reference_method, suite_version
 from pmbench.report.table_data import (
     ACCURACY_SOURCE,
     NoRecords,
@@ -51,7 +51,7 @@ from pmbench.report.table_data import (
     throughput_source,
 )
 from pmbench.report.table_format import DASH, Table
-from pmbench.report.table_paired import Pairing, companion, sequential_reference
+from pmbench.report.table_paired import Pairing, companion, reference_run
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
 from pmbench.suites import display_name, metric, suite_info
@@ -63,21 +63,21 @@ SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
 def _table1_pairings(accs: pd.DataFrame, rows: pd.DataFrame,
                      shown: Sequence[str]) -> list[Pairing]:
     """Each non-sequential row's accuracy run per suite, against the model's sequential run."""
-    out = []
+    out, reference = [], reference_method()
     for row in rows.itertuples():
         for suite in shown:
             runs = accs[(accs["model"] == row.model) & (accs["env"] == row.env)
                         & (accs["label"] == row.label) & (accs["branch"] == row.branch)
                         & (accs["suite"] == suite)]
-            if runs.empty or runs["method"].iloc[0] == "sequential":
+            if runs.empty or runs["method"].iloc[0] == reference:
                 continue
             run = runs.iloc[0]
-            ref = sequential_reference(accs, row.model, suite, row.branch, run["n"])
+            ref = reference_run(accs, row.model, suite, row.branch, run["n"])
             if ref is not None:
                 out.append(Pairing(
                     {"Model": row.model, "Method": row.label, "#branch": row.branch},
                     f"{display_name(suite)} {metric(suite).label}", metric(suite).key,
-                    run["record"], ref, f"sequential #branch {ref['branch']}"))
+                    run["record"], ref, f"{reference} #branch {ref['branch']}"))
     return out
 
 
@@ -179,13 +179,14 @@ def table4(records: Records, models=None, suites=None) -> Table:
                  data, formats, merged_notes(cells) + figures)
 
 
-def _sequential_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
+def _reference_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
     """Per row of `cells`, the Q/s of sequential decoding on the same questions (the same
     model, suite and number scored, on the same dtype, threads and machine) and the
     #questions of the sequential row it comes from, so the table can name its divisor.
     Sequential answers one question at a time, so its group size does not change its
     speed: its record at the row's #questions is preferred, else its newest at any."""
-    seq = cells[cells["method"] == "sequential"].sort_values("created")
+    reference = reference_method()
+    seq = cells[cells["method"] == reference].sort_values("created")
     q_s, divisor = [], []
     for row in cells.itertuples():
         same = seq[(seq["model"] == row.model) & (seq["suite"] == row.suite)
@@ -193,7 +194,7 @@ def _sequential_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
         own = same[same["branch"] == row.branch]
         pick = own if not own.empty else same
         q_s.append(pick["q_s"].iloc[-1] if not pick.empty else float("nan"))
-        divisor.append(f"sequential {pick['branch'].iloc[-1]}" if not pick.empty else None)
+        divisor.append(f"{reference} {pick['branch'].iloc[-1]}" if not pick.empty else None)
     return q_s, divisor
 
 
@@ -207,11 +208,11 @@ def _answer_latency(record: dict[str, Any], key: str) -> float:
 
 def _table5_pairings(cells: pd.DataFrame) -> list[Pairing]:
     """Each non-sequential row's F1 and EM against the model's sequential run."""
-    out = []
+    out, reference = [], reference_method()
     for _, row in cells.iterrows():
-        if row["method"] == "sequential":
+        if row["method"] == reference:
             continue
-        ref = sequential_reference(cells, row["model"], row["suite"], row["branch"], row["n"])
+        ref = reference_run(cells, row["model"], row["suite"], row["branch"], row["n"])
         if ref is None:
             continue
         keys = {"Model": row["model"], "Version": suite_version(row["record"]),
@@ -219,7 +220,7 @@ def _table5_pairings(cells: pd.DataFrame) -> list[Pairing]:
         declared = [m for m in suite_info(row["suite"]).metrics if m.key in ("f1", "em")]
         for m in declared or [metric(row["suite"])]:
             out.append(Pairing(keys, m.label, m.key, row["record"], ref,
-                               f"sequential #questions {ref['branch']}"))
+                               f"{reference} #questions {ref['branch']}"))
     return out
 
 
@@ -241,7 +242,7 @@ def table5(records: Records, models=None, suites=None, margin: float | None = MA
     require(cells, f"{family} accuracy run")
     cells = sort_rows(cells, ["model", "env", "suite", "branch", "label"])
     f1 = col(cells, "metrics.f1").fillna(col(cells, "metrics.f1a"))
-    reference_q_s, divisor = _sequential_q_s(cells)
+    reference_q_s, divisor = _reference_q_s(cells)
     data = pd.DataFrame({
         "Model": cells["model"], "Env": cells["env"],
         "Version": [suite_version(r) for r in cells["record"]],

@@ -17,15 +17,16 @@ from typing import Any, ClassVar, NamedTuple
 from pmbench.errors import BadInput
 from pmbench.jobs.spec import RunSettings, from_options, option_types, to_argv
 from pmbench.records.store import check_run_id
+from pmbench.rope2d.settings import KEY as ROPE2D
 from pmbench.rope2d.settings import NAMES as ROPE2D_NAMES
 from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.sweep.options import SWEEP_SET, as_list, check_keys, merge, normalize_options
 
 AXES = {"models": "model", "methods": "method", "branches": "branch", "suites": "suite"}
-RUN_KEYS = {"name", "kind", "description", "rope2d", "options", "include", "exclude",
+RUN_KEYS = {"name", "kind", "description", ROPE2D, "options", "include", "exclude",
             "throughput", "slurm", *AXES}
-ROPE2D_METHODS = {"rope2d"}  # methods whose cells are crossed with the rope2d settings
 RUN_AXES_SET = {"method", "suite", "branch", "model", *ROPE2D_OPTIONS.values()}
+PATTERN_KEYS = {"model", "method", "suite", "branch", ROPE2D, "options"}  # include, exclude
 # what a `throughput:` block gives its runs unless it says otherwise
 THROUGHPUT_DEFAULTS = {"max_new_tokens": 64}  # repeats: the run's own default for --ignore-eos
 
@@ -49,7 +50,7 @@ class Cell:
     def params(self) -> dict[str, Any]:
         """Everything that defines the cell (what the id's hash covers)."""
         params = {"kind": self.kind, "model": self.model, "method": self.method,
-                  "suite": self.suite, "branch": self.branch, "rope2d": self.rope2d,
+                  "suite": self.suite, "branch": self.branch, ROPE2D: self.rope2d,
                   "options": self.options}
         if self.throughput:  # only when set: cells of grids without the block keep their ids
             params["throughput"] = True
@@ -177,7 +178,7 @@ def _rope2d_entries(entries: list[Any]) -> list[dict[str, Any]]:
 
 def _matches(cell: Cell, pattern: Mapping[str, Any]) -> bool:
     for key, want in pattern.items():
-        if key == "rope2d":
+        if key == ROPE2D:
             if not isinstance(want, Mapping) or any(cell.rope2d.get(k) != v
                                                     for k, v in want.items()):
                 return False
@@ -215,6 +216,16 @@ def _accuracy_and_throughput(cell: Cell, block: Mapping[str, Any],
     return [cell, replace(cell, options=options, throughput=True)]
 
 
+def _not_excluded(cells: list[Cell], excludes: Any) -> list[Cell]:
+    """`cells` without those an `exclude` pattern matches."""
+    if not isinstance(excludes, list) or not all(isinstance(p, Mapping) for p in excludes):
+        raise BadInput("grid exclude: a list of mappings like {method: batch, branch: 1}")
+    for pattern in excludes:
+        if set(pattern) - PATTERN_KEYS:
+            raise BadInput(f"grid exclude: unknown key(s) {sorted(set(pattern) - PATTERN_KEYS)}")
+    return [c for c in cells if not any(_matches(c, p) for p in excludes)]
+
+
 def expand_run(raw: Mapping[str, Any], grid: str,
                 overrides: Mapping[str, Any] | None) -> list[Cell]:
     """Run cells in the order model, suite, branch, method, rope2d setting (with a
@@ -225,11 +236,12 @@ def expand_run(raw: Mapping[str, Any], grid: str,
     common = normalize_options(raw.get("options"), "grid options", types, reserved)
     forced = normalize_options(overrides, "--set", types, reserved)
     throughput = _throughput_block(raw, types, reserved)
-    rope2d = _rope2d_entries(as_list(raw["rope2d"], "rope2d")) if "rope2d" in raw else [{}]
+    rope2d = _rope2d_entries(as_list(raw[ROPE2D], ROPE2D)) if ROPE2D in raw else [{}]
+    crossed = rope2d_methods()
 
     def make(model, suite, branch, method, r2d, *opts) -> Cell:
         return Cell(grid=grid, model=model, method=method, suite=suite, branch=branch,
-                    rope2d=r2d if method in ROPE2D_METHODS else {},
+                    rope2d=r2d if method in crossed else {},
                     options=merge(common, *opts, forced))
 
     models, suites, methods = (_axis(raw, key, types, reserved)
@@ -240,28 +252,20 @@ def expand_run(raw: Mapping[str, Any], grid: str,
             models, suites, order, zip(methods, per_method, strict=True)):
         if branch not in branches:
             continue
-        for r2d in rope2d if method.value in ROPE2D_METHODS else [{}]:
+        for r2d in rope2d if method.value in crossed else [{}]:
             cells.append(make(model.value, suite.value, branch, method.value, r2d,
                               model.options, suite.options, method.options))
 
-    valid_keys = {"model", "method", "suite", "branch", "rope2d", "options"}
-    excludes = raw.get("exclude") or []
-    if not isinstance(excludes, list) or not all(isinstance(p, Mapping) for p in excludes):
-        raise BadInput("grid exclude: a list of mappings like {method: batch, branch: 1}")
-    for pattern in excludes:
-        if set(pattern) - valid_keys:
-            raise BadInput(f"grid exclude: unknown key(s) {sorted(set(pattern) - valid_keys)}")
-    cells = [c for c in cells if not any(_matches(c, p) for p in excludes)]
-
+    cells = _not_excluded(cells, raw.get("exclude") or [])
     for extra in raw.get("include") or []:
-        if not isinstance(extra, Mapping) or set(extra) - valid_keys:
-            raise BadInput(f"grid include: each entry is a mapping of {sorted(valid_keys)}; "
+        if not isinstance(extra, Mapping) or set(extra) - PATTERN_KEYS:
+            raise BadInput(f"grid include: each entry is a mapping of {sorted(PATTERN_KEYS)}; "
                            f"got {extra!r}")
         for key in ("method", "suite"):
             if key not in extra:
                 raise BadInput(f"grid include: entry {dict(extra)} needs {key!r}")
         model = _axis_value("model", extra["model"], "include") if extra.get("model") else None
-        r2d = _rope2d_entries([extra["rope2d"]])[0] if "rope2d" in extra else {}
+        r2d = _rope2d_entries([extra[ROPE2D]])[0] if ROPE2D in extra else {}
         cells.append(make(model, _axis_value("suite", extra["suite"], "include"),
                           _axis_value("branch", extra.get("branch", 1), "include"),
                           _axis_value("method", extra["method"], "include"), r2d,
@@ -289,16 +293,25 @@ def planned_run_cells(raw: Mapping[str, Any]) -> int:
         return len(value) if isinstance(value, list) else 1
 
     methods = raw.get("methods")
+    crossed = rope2d_methods()
     per_method = 0
     for entry in methods if isinstance(methods, list) else [methods]:
         own = entry.get("branches") if isinstance(entry, Mapping) else None
         name = entry.get("name") if isinstance(entry, Mapping) else entry
         branches = length(own if own is not None else raw.get("branches"))
-        per_method += branches * (length(raw.get("rope2d")) if name in ROPE2D_METHODS else 1)
+        per_method += branches * (length(raw.get(ROPE2D)) if name in crossed else 1)
     crossed = length(raw.get("models")) * length(raw.get("suites")) * per_method
     includes = raw.get("include")
     total = crossed + (len(includes) if isinstance(includes, list) else 0)
     return total * (2 if "throughput" in raw else 1)
+
+
+def rope2d_methods() -> set[str]:
+    """The methods whose cells are crossed with a grid's rope2d settings: those the 2D
+    RoPE settings apply to (their runner's `uses_rope2d`)."""
+    from pmbench.engine.runners.base import available_runners
+
+    return {name for name, runner in available_runners().items() if runner.uses_rope2d}
 
 
 def _check_names(cells: Iterable[Cell]) -> None:

@@ -7,42 +7,50 @@ command line as given, so the command's own per-kind defaults apply to the rest.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, get_origin, get_type_hints
+from typing import Any, ClassVar
 
-from pmbench.errors import BadInput
-from pmbench.jobs.spec import command_line_value, fits, type_name
+from pmbench.errors import BadInput, PmbenchWarning
+from pmbench.options import declared
 from pmbench.records.store import check_run_id
-from pmbench.rope2d.settings import OPTIONS as ROPE2D_OPTIONS
 from pmbench.sweep.options import SWEEP_SET, check_keys, normalize_options, safe_name
-from pmbench.train.settings import KINDS, TrainSettings
+from pmbench.train.settings import KINDS, TrainSettings, from_options
+from pmbench.train.settings import train_options as declared_train_options
 
 TRAIN_KEYS = {"name", "kind", "description", "options", "runs", "slurm"}
-NOT_OPTIONS = {"kind", "max_grad_norm"}  # settings no option of `pmbench train` sets
-ONLY = {"pretrain": {"size", "context_len", "segment_len", "corpus", "vocab_size",
-                     "tokenizer_chars"},
-        "finetune": {"model", "lora", "lora_r", "lora_alpha", "sources"}}
-NEGATIVE = {"lora": "--full"}  # --lora/--full
 EXTRA = {"json_out": bool, "quiet": bool}  # options that are no setting
 
 
 def train_options(command: str) -> dict[str, Any]:
-    """The options of `pmbench train <command>` (python name) -> the type of their value."""
-    other = set().union(*ONLY.values()) - ONLY[command]
-    hints = get_type_hints(TrainSettings)
-    types = {ROPE2D_OPTIONS.get(name, name): hint for name, hint in hints.items()
-             if name not in NOT_OPTIONS | other}
-    return {**types, **EXTRA}
+    """The options of `pmbench train <command>` (python name, deprecated ones too) -> the
+    type of their value."""
+    opts = declared_train_options(command)
+    types = {opt.flag: opt.hint for opt in opts}
+    return {**types, **{a: opt.hint for opt in opts for a in opt.aliases}, **EXTRA}
 
 
-def train_argv(options: dict[str, Any]) -> list[str]:
+def current_names(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """`options` with each deprecated name replaced by its option's (with a warning)."""
+    out = dict(options)
+    for opt in declared(TrainSettings):
+        for alias in opt.aliases:
+            if alias in out:
+                warnings.warn(f"{where}: {alias} is deprecated; use {opt.flag}", PmbenchWarning,
+                              stacklevel=2)
+                out[opt.flag] = out.pop(alias)
+    return out
+
+
+def train_argv(command: str, options: dict[str, Any]) -> list[str]:
     """Command-line arguments for train `options` (lists become comma-separated values)."""
+    off = {opt.flag: opt.off for opt in declared_train_options(command)}
     args: list[str] = []
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            args += [flag] if value else [NEGATIVE[name]] if name in NEGATIVE else []
+            args += [flag] if value else ["--" + off[name]] if off.get(name) else []
         elif value is not None:
             args += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return args
@@ -50,33 +58,10 @@ def train_argv(options: dict[str, Any]) -> list[str]:
 
 def check_train_settings(command: str, options: dict[str, Any], where: str) -> None:
     """The run's TrainSettings, typed and validated as `pmbench train` would."""
-    types = train_options(command)
-    setting = {opt: name for name, opt in ROPE2D_OPTIONS.items()}
-    given: dict[str, Any] = {}
-    for name, value in options.items():
-        if name in EXTRA:
-            continue
-        if isinstance(value, str) and get_origin(types[name]) is list:
-            value = [x.strip() for x in value.split(",") if x.strip()]  # as the CLI splits it
-        if isinstance(value, list) and types[name] == list[int]:
-            value = [_int(v, name, where) for v in value]
-        value = command_line_value(value, types[name])
-        if not fits(value, types[name]):
-            raise BadInput(f"{where}: --{name.replace('_', '-')}: {value!r} is not "
-                           f"{type_name(types[name])}")
-        given[setting.get(name, name)] = value
     try:
-        TrainSettings(kind=command, **given).validate()
+        from_options(command, {k: v for k, v in options.items() if k not in EXTRA}).validate()
     except BadInput as exc:
         raise BadInput(f"{where}: {exc}") from None
-
-
-def _int(value: Any, name: str, where: str) -> int:
-    try:
-        return int(str(value))  # as the command line reads it: 2 and "2", not 2.5 or true
-    except ValueError:
-        raise BadInput(f"{where}: --{name.replace('_', '-')} takes integers, "
-                       f"got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -100,7 +85,7 @@ class TrainCell:
         return f"train {self.command} {self.run_id}"
 
     def train_args(self) -> list[str]:
-        return train_argv(self.options)
+        return train_argv(self.command, self.options)
 
     def command_args(self, state: str) -> list[str]:
         if state == "partial":
@@ -132,8 +117,9 @@ def expand_train(raw: Mapping[str, Any], grid: str,
         check_run_id(run_id, "grid run id")
         types = train_options(command)
         where = f"grid run {run_id}"
-        options = normalize_options(merged, where, types, SWEEP_SET)
-        options.update(normalize_options(overrides, "--set", types, SWEEP_SET))
+        options = current_names(normalize_options(merged, where, types, SWEEP_SET), where)
+        options.update(current_names(normalize_options(overrides, "--set", types, SWEEP_SET),
+                                     "--set"))
         cell = TrainCell(grid, run_id, command,
                          {k: v for k, v in options.items() if v is not None})
         check_train_settings(command, cell.options, where)

@@ -6,11 +6,15 @@ pmbench.train.job runs the settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pmbench.errors import BadInput, require_positive
+from pmbench.options import Option, command_line_value, declared, fits, option, split_list
+from pmbench.options import type_name as hint_name
 from pmbench.rope2d.settings import DEFAULTS as ROPE2D_DEFAULTS
-from pmbench.rope2d.settings import Rope2DSettings
+from pmbench.rope2d.settings import Rope2DSettings, setting_option
 from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HELDOUT_BRANCHES
 
 KINDS = ("pretrain", "finetune")
@@ -22,50 +26,77 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
     "finetune": {"steps": 100, "max_len": 2048, "batch_size": 4, "weight_decay": 0.0},
 }
 TRAIN_RATIO = 0.5  # training exists to teach a model 2D RoPE: ratio > 0 by default
+# peak learning rates: from scratch, LoRA adapters, all weights of a trained model
+LEARNING_RATES = {"pretrain": 1e-3, "lora": 2e-4, "full": 5e-5}
+PRETRAIN, FINETUNE = (("pretrain",), ("finetune",))  # options of one command only
+
+
+def _by_kind(name: str) -> str:
+    """'(default: 300 pretrain, 100 finetune)' for a setting of KIND_DEFAULTS."""
+    return "(default: " + ", ".join(f"{KIND_DEFAULTS[k][name]:g} {k}" for k in KINDS) + ")"
 
 
 @dataclass
 class TrainSettings:
-    """Everything `pmbench train` was asked to do (recorded in train.json `settings`)."""
+    """Everything `pmbench train` was asked to do (recorded in train.json `settings`); each
+    field but `kind` (the command) is the option its declaration names."""
 
     kind: str
-    size: str = "cpu-tiny"  # pretrain
-    model: str | None = None  # finetune (None: the default model)
-    steps: int | None = None  # None: the kind's default (KIND_DEFAULTS)
-    branches: int = 4
-    ratio: float = TRAIN_RATIO
-    mode: str = ROPE2D_DEFAULTS["mode"]
-    branch_freqs: str = ROPE2D_DEFAULTS["branch_freqs"]
-    mask: str = ROPE2D_DEFAULTS["mask"]
-    lr: float | None = None  # None: 1e-3 pretrain, 2e-4 LoRA, 5e-5 full fine-tuning
-    seed: int = 0
-    output_dir: str = "results"
-    batch_size: int | None = None  # None: the kind's default (KIND_DEFAULTS)
-    grad_accum: int = 1
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    warmup_steps: int | None = None  # None: 10% of the steps, at most 100
-    weight_decay: float | None = None  # None: the kind's default (KIND_DEFAULTS)
-    max_grad_norm: float = 1.0
-    max_len: int | None = None  # None: the kind's default (KIND_DEFAULTS)
-    context_len: int = 64  # pretrain: context chunk tokens
-    segment_len: int = 64  # pretrain: tokens per branch segment
-    vocab_size: int = 6400
-    tokenizer_chars: int | None = None  # pretrain: BPE training text cap (None: all)
-    corpus: str | None = None  # pretrain: file / hf:NAME (None: the benchmark data)
-    sources: list[str] = field(default_factory=lambda: ["squad", "gsm8k", "mmlu"])
-    heldout_articles: int = DEFAULT_HELDOUT_ARTICLES
-    heldout_branches: list[int] = field(default_factory=lambda: list(HELDOUT_BRANCHES))
-    data_dir: str | None = None
-    eval_every: int = 0
-    save_every: int = 100
-    device: str | None = None  # None: what accelerate picks (CUDA when present)
-    mixed_precision: str | None = None  # None: bf16 on CUDA when supported, else no
-    gradient_checkpointing: bool = False
-    threads: int | None = None
-    run_id: str | None = None
-    resume: str | None = None
+    size: str = option("cpu-tiny", only=PRETRAIN,
+                       help="cpu-tiny | minimind2-small | minimind2.")
+    model: str | None = option(None, only=FINETUNE, help=(  # None: the default model
+        "HF folder, .gguf file or hub id (default: SmolLM2-135M-Instruct)."))
+    steps: int | None = option(None, help=f"Optimizer steps {_by_kind('steps')}.")
+    branches: int = option(4, flag="branch", aliases=("branches",),
+                           help="#branch: questions / segments per example.")
+    ratio: float = setting_option("ratio", TRAIN_RATIO)
+    mode: str = setting_option("mode", ROPE2D_DEFAULTS["mode"])
+    branch_freqs: str = setting_option("branch_freqs", ROPE2D_DEFAULTS["branch_freqs"])
+    mask: str = setting_option("mask", ROPE2D_DEFAULTS["mask"])
+    lr: float | None = option(None, help=(
+        "Peak learning rate (default: {pretrain:g} pretrain, {lora:g} LoRA, {full:g} full)."
+        .format(**LEARNING_RATES)))
+    seed: int = option(0, help="Random seed: initialization, data order and sampling.")
+    output_dir: str = option("results", help="Where train records and checkpoints go.")
+    batch_size: int | None = option(None, help=(
+        f"Examples per micro-batch (per process; {_by_kind('batch_size')[1:-1]})."))
+    grad_accum: int = option(1, help="Micro-batches per optimizer step.")
+    lora: bool = option(True, off="full", only=FINETUNE, help="LoRA adapters or all weights.")
+    lora_r: int = option(16, only=FINETUNE, help="LoRA rank.")
+    lora_alpha: int = option(32, only=FINETUNE, help="LoRA alpha.")
+    warmup_steps: int | None = option(None, help="Warm-up steps (default: 10%, at most 100).")
+    weight_decay: float | None = option(
+        None, help=f"AdamW weight decay {_by_kind('weight_decay')}.")
+    max_grad_norm: float = option(1.0, help="Gradients are clipped to this norm.")
+    max_len: int | None = option(None, help=(
+        f"Longest packed example; branches beyond are dropped {_by_kind('max_len')}."))
+    context_len: int = option(64, only=PRETRAIN, help="Tokens of the shared context chunk.")
+    segment_len: int = option(64, only=PRETRAIN, help="Tokens per branch segment.")
+    vocab_size: int = option(6400, only=PRETRAIN, help="BPE vocabulary size.")
+    tokenizer_chars: int | None = option(  # None: all the text
+        None, only=PRETRAIN, help="Train the BPE on at most this many characters.")
+    corpus: str | None = option(None, only=PRETRAIN, help=(
+        ".txt / .jsonl file or hf:NAME[:CONFIG] (default: the benchmark data's text)."))
+    sources: list[str] = option(only=FINETUNE, default_factory=lambda: list(FINETUNE_SOURCES),
+                                help=f"Comma-separated QA sources: {', '.join(FINETUNE_SOURCES)}.")
+    heldout_articles: int = option(
+        DEFAULT_HELDOUT_ARTICLES,
+        help="First SQuAD dev articles kept out of training (evaluated on).")
+    heldout_branches: list[int] = option(
+        default_factory=lambda: list(HELDOUT_BRANCHES),
+        help="Comma-separated #branch values to report held-out loss at.")
+    data_dir: str | None = option(None, help="Benchmark data folder.")
+    eval_every: int = option(0, help="Held-out loss every K steps (0: only at the end).")
+    save_every: int = option(100, help="Save the resumable state every K steps.")
+    device: str | None = option(  # None: what accelerate picks (CUDA when present)
+        None, help="cpu, or leave unset for accelerate's choice.")
+    mixed_precision: str | None = option(  # None: bf16 on CUDA when supported, else no
+        None, help="no | bf16 | fp16 (default: bf16 on CUDA).")
+    gradient_checkpointing: bool = option(False, help="Trade compute for activation memory.")
+    threads: int | None = option(None, help="torch CPU threads.")
+    run_id: str | None = option(None, help="Use this run id (sweeps).")
+    resume: str | None = option(
+        None, help="Continue the interrupted run RUN_ID from its last saved state.")
 
     def __post_init__(self) -> None:
         for name, value in KIND_DEFAULTS.get(self.kind, {}).items():
@@ -104,5 +135,25 @@ class TrainSettings:
         if self.lr is not None:
             return self.lr
         if self.kind == "pretrain":
-            return 1e-3
-        return 2e-4 if self.lora else 5e-5
+            return LEARNING_RATES["pretrain"]
+        return LEARNING_RATES["lora" if self.lora else "full"]
+
+
+def train_options(kind: str) -> list[Option]:
+    """The options of `pmbench train <kind>`, in the settings' order."""
+    return [opt for opt in declared(TrainSettings) if not opt.only or kind in opt.only]
+
+
+def from_options(kind: str, options: Mapping[str, Any]) -> TrainSettings:
+    """The settings that `pmbench train <kind>` options (python names) describe, as a
+    command line or a grid gives them: lists as comma-separated text or as lists (of
+    integers as numbers or text), numbers for text options. A wrong type is bad input."""
+    by_flag = {opt.flag: opt for opt in train_options(kind)}
+    given: dict[str, Any] = {}
+    for flag, value in options.items():
+        opt = by_flag[flag]
+        value = command_line_value(split_list(value, opt.hint, flag), opt.hint)
+        if not fits(value, opt.hint):
+            raise BadInput(f"{opt.cli}: {value!r} is not {hint_name(opt.hint)}")
+        given[opt.name] = value
+    return TrainSettings(kind=kind, **given)

@@ -56,6 +56,9 @@ def drop_finished_rows(state: dict[str, Any], live: list[int], cache: Any,
 class BatchRunner(Runner):
     name = "batch"
     description = "all questions of a group as one left-padded batch"
+    order = 1
+    color = "#E69F00"
+    ratios_over = ("sequential",)
 
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:

@@ -23,6 +23,8 @@ shared kernel does not implement). run.json records which (`prefix_kv`), and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,10 +36,17 @@ from pmbench.engine.kvcache import bucket, reserved_cache, rows_after_prefix
 from pmbench.engine.runners.base import Runner, RunnerOptions
 from pmbench.engine.runners.batch import drop_finished_rows, left_pad, pad_token_id
 from pmbench.errors import BadInput
+from pmbench.options import option
 from pmbench.rope2d.masks import additive
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 KV_MODES = ("auto", "shared", "copy")
+
+
+@dataclass(frozen=True)
+class PrefixOptions:
+    prefix_kv: str = option("auto", choices=KV_MODES, help=(
+        "prefix method: auto | shared (context KV by reference) | copy (into every row)."))
 
 
 def kv_sharing(model: Any, requested: str = "auto") -> str:
@@ -76,13 +85,24 @@ class PrefixRunner(Runner):
     name = "prefix"
     description = ("shared-prefix batch: the context prefilled once, its KV read by N rows "
                    "(vLLM/SGLang prefix caching)")
+    Options = PrefixOptions
+    record_columns = ("prefix_kv",)
+    order = 2
+    color = "#56B4E9"
+    ratios_over = ("batch",)  # what sharing the context's KV adds to a padded batch
 
     def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
         super().__init__(model, tokenizer, options)
-        self.kv = kv_sharing(model, self.options.prefix_kv)
+        self.kv = kv_sharing(model, self.own.prefix_kv)
 
     def record_options(self) -> dict[str, Any]:
         return {"prefix_kv": self.kv}
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        """"prefix", or "prefix copied" for a run whose context was copied into every row
+        (shared, the default, is not named)."""
+        return f"{cls.name} copied" if values.get("prefix_kv") == "copied" else cls.name
 
     def warmup_key(self, group: Group, gen: GenerationConfig) -> tuple[int, int, int]:
         """Its rows, the shared prefix's bucket and the rows' reservation's bucket."""

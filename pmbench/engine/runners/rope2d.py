@@ -14,7 +14,9 @@ model never trained with 2D positions), split mode, interleaved frequencies, iso
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -40,12 +42,20 @@ from pmbench.rope2d import (
     positions,
     rope2d_positions,
 )
+from pmbench.rope2d.settings import DEFAULTS, KEY, NAMES, RECORD_COLUMNS
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
 
 class Rope2DRunner(Runner):
     name = "rope2d"
     description = "N branches per forward pass over one shared KV cache (2D RoPE)"
+    uses_rope2d = True
+    record_columns = RECORD_COLUMNS
+    order = 3
+    color = "#009E73"
+    # over prefix: what 2D positions and one packed sequence add beyond the prefix sharing
+    # that any serving engine already has; over batch and sequential, everything
+    ratios_over = ("prefix", "batch", "sequential")
 
     def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
         super().__init__(model, tokenizer, options)
@@ -53,7 +63,21 @@ class Rope2DRunner(Runner):
         self.settings = model_settings(model, self.options.rope2d)
 
     def record_options(self) -> dict[str, Any]:
-        return {"rope2d": self.settings.as_dict()}
+        return {KEY: self.settings.as_dict()}
+
+    @classmethod
+    def label(cls, values: Mapping[str, Any]) -> str:
+        """"rope2d r=<ratio>", then each setting that differs from its default (the
+        runner's own, `rope2d.settings.DEFAULTS`): "rope2d r=0" is ratio 0 with the
+        default split / interleaved / isolated settings, "rope2d r=0.5 cross" adds one."""
+        settings = dict(zip(NAMES, (values.get(c) for c in RECORD_COLUMNS), strict=True))
+        ratio = settings["ratio"]
+        unset = ratio is None or (isinstance(ratio, float) and math.isnan(ratio))
+        label = cls.name if unset else f"{cls.name} r={ratio:g}"
+        extras = [settings[name] for name, default in DEFAULTS.items()
+                  if name != "ratio" and isinstance(settings[name], str)
+                  and settings[name] != default]
+        return " ".join([label, *extras])
 
     @torch.inference_mode()
     def run_group(self, group: Group, gen: GenerationConfig) -> GroupOutput:

@@ -21,6 +21,9 @@ from pmbench.types import GenerationConfig, Group, GroupOutput
 class SequentialRunner(Runner):
     name = "sequential"
     description = "one question at a time with a KV cache (baseline)"
+    order = 0
+    color = "#000000"
+    baseline = True  # what every other method's answers and speed are judged against
 
     def warmup_key(self, group: Group, gen: GenerationConfig) -> frozenset:
         """One row per question, each question its own bucket."""
