@@ -1,5 +1,5 @@
 """The package's layers (ARCHITECTURE.md): no import runs upward, no module imports itself
-back through others, and no module grows past 400 lines.
+back through others, no module grows past 400 lines and no function past 60.
 
 Every `import` counts, those inside functions too: a lazy import is still a dependency.
 """
@@ -13,6 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pmbench"
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60  # from `def` (decorators aside) to the end, its docstring excluded
 
 # Low to high. A module may import its own layer and the layers below it.
 LAYERS = [
@@ -131,3 +132,34 @@ def test_the_checker_sees_imports():
     """The graph is not empty by mistake: known edges are found."""
     assert "pmbench.engine.decoding" in GRAPH["pmbench.engine.runners.batch"]
     assert "pmbench.errors" in GRAPH["pmbench.rope2d.settings"]
+
+
+def function_lengths(source: str) -> list[tuple[str, int, int]]:
+    """(name, first line, length) of every function and method in `source`: its lines
+    from `def` to its end, less its docstring's."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                length -= first.end_lineno - first.lineno + 1
+            out.append((node.name, node.lineno, length))
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_function_is_longer_than_60_lines(module):
+    long = [f"{name} (line {line}): {n} lines" for name, line, n
+            in function_lengths(MODULES[module].read_text()) if n > MAX_FUNCTION_LINES]
+    assert long == [], f"{MODULES[module]}: {long}"
+
+
+def test_the_length_checker_counts_lines_not_docstrings():
+    """A long docstring does not count; a long body does, nested functions too."""
+    doc = "\n".join(["def f():", '    """', *["    text"] * 80, '    """', "    return 1"])
+    body = "\n".join(["def g():", "    def h():", *["        x = 1"] * 61, "    return h"])
+    assert function_lengths(doc) == [("f", 1, 2)]
+    assert dict((n, k) for n, _, k in function_lengths(body)) == {"g": 64, "h": 62}
+

@@ -66,69 +66,72 @@ def _summary_table(results) -> Table:
     return table
 
 
-def sweep(
-    grid: Annotated[str, typer.Argument(help="Grid file (YAML), e.g. suites/grids/table1.yaml.")],
-    shard: Annotated[str | None, typer.Option(
-        help="Run only the I-th of N disjoint slices, e.g. 2/4 (1-based).")] = None,
-    output_dir: Annotated[str | None, typer.Option(
-        help="Where run records go (default: the grid's output_dir, else results).")] = None,
-    stage: Annotated[str | None, typer.Option(
-        help="Run only this stage of a staged grid (cells of earlier stages it needs must "
-             "be done or running in another process).")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="List the cells and their state; run nothing.")] = False,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override an option in every cell, accuracy and throughput runs "
-                      "alike: KEY=VALUE (repeatable), e.g. --set device=cuda.")] = None,
-    fail_fast: Annotated[bool, typer.Option(
-        "--fail-fast", help="Stop at the first failed cell.")] = False,
-    max_cells: Annotated[int, typer.Option(
-        "--max-cells", min=1, help="Refuse a grid of more cells than this (counted before "
-                                   "any cell is made): a larger grid is a mistake more "
-                                   "often than not.")] = MAX_CELLS,
-    executor: Annotated[str, typer.Option(
-        help="local: each cell a process here, one after another. slurm: each cell a "
-             "Slurm job (submitit; a job array), records in the same output folder.",
-        case_sensitive=False)] = "local",
-    status: Annotated[bool, typer.Option(
-        "--status", help="Show every cell as done / running / queued / failed / missing, "
-                         "with its job and last error line; run nothing.")] = False,
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Slurm: also re-submit failed cells (without it only missing ones "
-                         "go in). Local cells always resume.")] = False,
-    cancel: Annotated[bool, typer.Option(
-        "--cancel", help="Cancel this grid's queued and running cells (scancel its Slurm "
-                         "jobs, stop its local sweeps on this host).")] = False,
-    wait: Annotated[bool, typer.Option(
-        "--wait/--no-wait", help="Slurm: follow the jobs until they end (Ctrl-C cancels "
-                                 "them), or submit and return.")] = True,
-    partition: Annotated[str | None, typer.Option(
-        help="Slurm partition of the cells' jobs (default: the grid's slurm block, else "
-             "the cluster's default).", rich_help_panel="Slurm")] = None,
-    gpus_per_cell: Annotated[int | None, typer.Option(
-        help="GPUs per cell's job (default 0).", rich_help_panel="Slurm")] = None,
-    cpus_per_cell: Annotated[int | None, typer.Option(
-        help="CPUs per cell's job.", rich_help_panel="Slurm")] = None,
-    mem: Annotated[str | None, typer.Option(
-        help="Memory per cell's job, e.g. 64G.", rich_help_panel="Slurm")] = None,
-    time: Annotated[str | None, typer.Option(
-        "--time", help="Time limit per cell's job: minutes or [D-]HH:MM:SS (default 1 day); "
-                       "a job near its limit is requeued and resumes.",
-        rich_help_panel="Slurm")] = None,
-    slurm_option: Annotated[list[str] | None, typer.Option(
-        "--slurm-option", help="Any other sbatch option, KEY=VALUE (repeatable), e.g. "
-                               "account=myproj, constraint=a100; a bare KEY is a flag.",
-        rich_help_panel="Slurm")] = None,
-    poll: Annotated[float, typer.Option(
-        help="Slurm: seconds between status checks while waiting.", min=0.1,
-        rich_help_panel="Slurm")] = 10.0,
-) -> None:
+# Each option of `pmbench sweep` as a type of its own, so that the command's signature
+# reads as the list of its options.
+Grid = Annotated[str, typer.Argument(help="Grid file (YAML), e.g. suites/grids/table1.yaml.")]
+Shard = Annotated[str | None, typer.Option(
+    help="Run only the I-th of N disjoint slices, e.g. 2/4 (1-based).")]
+OutputDir = Annotated[str | None, typer.Option(
+    help="Where run records go (default: the grid's output_dir, else results).")]
+Stage = Annotated[str | None, typer.Option(
+    help="Run only this stage of a staged grid (cells of earlier stages it needs must be "
+         "done or running in another process).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="List the cells and their state; run "
+                                                         "nothing.")]
+SetOptions = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override an option in every cell, accuracy and throughput runs alike: "
+                  "KEY=VALUE (repeatable), e.g. --set device=cuda.")]
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed cell.")]
+MaxCells = Annotated[int, typer.Option(
+    "--max-cells", min=1, help="Refuse a grid of more cells than this (counted before any "
+                               "cell is made): a larger grid is a mistake more often than "
+                               "not.")]
+Executor = Annotated[str, typer.Option(
+    help="local: each cell a process here, one after another. slurm: each cell a Slurm job "
+         "(submitit; a job array), records in the same output folder.", case_sensitive=False)]
+Status = Annotated[bool, typer.Option(
+    "--status", help="Show every cell as done / running / queued / failed / missing, with "
+                     "its job and last error line; run nothing.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Slurm: also re-submit failed cells (without it only missing ones go "
+                     "in). Local cells always resume.")]
+Cancel = Annotated[bool, typer.Option(
+    "--cancel", help="Cancel this grid's queued and running cells (scancel its Slurm jobs, "
+                     "stop its local sweeps on this host).")]
+Wait = Annotated[bool, typer.Option(
+    "--wait/--no-wait", help="Slurm: follow the jobs until they end (Ctrl-C cancels them), "
+                             "or submit and return.")]
+Partition = Annotated[str | None, typer.Option(
+    help="Slurm partition of the cells' jobs (default: the grid's slurm block, else the "
+         "cluster's default).", rich_help_panel="Slurm")]
+Gpus = Annotated[int | None, typer.Option(help="GPUs per cell's job (default 0).",
+                                          rich_help_panel="Slurm")]
+Cpus = Annotated[int | None, typer.Option(help="CPUs per cell's job.", rich_help_panel="Slurm")]
+Mem = Annotated[str | None, typer.Option(help="Memory per cell's job, e.g. 64G.",
+                                         rich_help_panel="Slurm")]
+Time = Annotated[str | None, typer.Option(
+    "--time", help="Time limit per cell's job: minutes or [D-]HH:MM:SS (default 1 day); a "
+                   "job near its limit is requeued and resumes.", rich_help_panel="Slurm")]
+SlurmOptions = Annotated[list[str] | None, typer.Option(
+    "--slurm-option", help="Any other sbatch option, KEY=VALUE (repeatable), e.g. "
+                           "account=myproj, constraint=a100; a bare KEY is a flag.",
+    rich_help_panel="Slurm")]
+Poll = Annotated[float, typer.Option(help="Slurm: seconds between status checks while "
+                                          "waiting.", min=0.1, rich_help_panel="Slurm")]
+
+
+def sweep(grid: Grid, shard: Shard = None, output_dir: OutputDir = None, stage: Stage = None,
+          dry_run: DryRun = False, set_: SetOptions = None, fail_fast: FailFast = False,
+          max_cells: MaxCells = MAX_CELLS, executor: Executor = "local",
+          status: Status = False, resume: Resume = False, cancel: Cancel = False,
+          wait: Wait = True, partition: Partition = None, gpus_per_cell: Gpus = None,
+          cpus_per_cell: Cpus = None, mem: Mem = None, time: Time = None,
+          slurm_option: SlurmOptions = None, poll: Poll = 10.0) -> None:
     """Run a grid of cells (models x methods x branches x suites x rope2d), each in its own
     process here or as a Slurm job, skipping cells whose record is complete; rerun the same
     command to resume. With a `throughput:` block each cell is an accuracy run and a
     throughput run."""
     from pmbench.commands import sweep_cluster
-    from pmbench.errors import BadInput
     from pmbench.sweep.grid import (
         expand_grid,
         grid_output_dir,
@@ -140,23 +143,14 @@ def sweep(
     from pmbench.sweep.grid import shard as pick_shard
     from pmbench.sweep.options import parse_set
     from pmbench.sweep.slurm import slurm_resources
-    from pmbench.sweep.supervise import env_for_cells, run_sweep, sigterm_as_interrupt
 
     executor = executor.lower()
-    if executor not in ("local", "slurm"):
-        raise BadInput(f"--executor: local or slurm, got {executor!r}")
-    if sum([status, cancel, dry_run]) > 1:
-        raise BadInput("--status, --cancel and --dry-run go one at a time")
     slurm_given = [name for name, value in (
         ("--partition", partition), ("--gpus-per-cell", gpus_per_cell),
         ("--cpus-per-cell", cpus_per_cell), ("--mem", mem), ("--time", time),
         ("--slurm-option", slurm_option), ("--no-wait", None if wait else True))
         if value is not None]
-    if executor == "local" and slurm_given:
-        raise BadInput(f"{', '.join(slurm_given)}: for --executor slurm")
-    if executor == "slurm" and fail_fast:
-        raise BadInput("--fail-fast: for --executor local (Slurm runs the cells at once; "
-                       "--cancel stops them)")
+    _check_modes(executor, slurm_given, fail_fast, status, cancel, dry_run)
     which = parse_shard(shard)
     raw = read_grid(grid)
     output_dir = output_dir or grid_output_dir(raw) or "results"
@@ -167,24 +161,63 @@ def sweep(
                                 mem=mem, time=time, options=slurm_option)
     if dry_run:
         out.print(_plan_table(cells, output_dir))
-        return
-    if not cells:
+    elif not cells:
         err.print("this shard has no cells")
-        return
-    if status:
+    elif status:
         sweep_cluster.show_status(cells, output_dir)
-        return
-    if cancel:
+    elif cancel:
         sweep_cluster.cancel(cells, output_dir)
-        return
-    if executor == "slurm":
+    elif executor == "slurm":
         sweep_cluster.run_on_slurm(grid, cells, every, output_dir, resources, resume, wait,
                                    poll)
-        return
+    else:
+        _run_here(cells, every, output_dir, fail_fast)
+
+
+def _check_modes(executor: str, slurm_given: list[str], fail_fast: bool, *modes: bool) -> None:
+    """BadInput for options that do not go together (`modes`: --status, --cancel,
+    --dry-run)."""
+    from pmbench.errors import BadInput
+
+    if executor not in ("local", "slurm"):
+        raise BadInput(f"--executor: local or slurm, got {executor!r}")
+    if sum(modes) > 1:
+        raise BadInput("--status, --cancel and --dry-run go one at a time")
+    if executor == "local" and slurm_given:
+        raise BadInput(f"{', '.join(slurm_given)}: for --executor slurm")
+    if executor == "slurm" and fail_fast:
+        raise BadInput("--fail-fast: for --executor local (Slurm runs the cells at once; "
+                       "--cancel stops them)")
+
+
+def _run_here(cells, every, output_dir: str, fail_fast: bool) -> None:
+    """Run the cells one after another in processes of this machine, with a progress bar;
+    exit 130 on Ctrl-C (finished cells kept), 1 when a cell failed."""
+    from pmbench.sweep.supervise import env_for_cells, run_sweep, sigterm_as_interrupt
 
     progress = progress_bar(err, TextColumn("{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn())
-    overall = progress.add_task("cells", total=len(cells), unit="cells")
+    try:
+        with progress, sigterm_as_interrupt():
+            results = run_sweep(cells, output_dir, _on_event(progress, len(cells)),
+                                env_for_cells(), fail_fast, grid_cells=every)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished cells are saved; run the same command to continue")
+        raise typer.Exit(130) from None
+    out.print(_summary_table(results))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        err.print(f"failed {r.cell.id}: {one_line(r.message)}", highlight=False, markup=False,
+                  soft_wrap=True)
+    if failed:
+        err.print(f"{len(failed)} of {len(results)} cells failed (see their sweep.log)")
+        raise typer.Exit(1)
+
+
+def _on_event(progress, n_cells: int):
+    """The sweep's event callback: the overall bar, the current cell's bar, and a line for
+    each busy or failed cell."""
+    overall = progress.add_task("cells", total=n_cells, unit="cells")
     current = progress.add_task("", total=None, visible=False, lines=False)
 
     def on_event(event, cell, result, done, total) -> None:
@@ -198,28 +231,12 @@ def sweep(
                                                  "checkpoint (another process is training it)")
         elif event == "end":
             progress.advance(overall)
-            if result.status == "busy":
-                progress.console.print(f"[yellow]busy[/yellow] {cell.id}: "
+            if result.status in ("busy", "failed"):
+                color = "yellow" if result.status == "busy" else "red"
+                progress.console.print(f"[{color}]{result.status}[/{color}] {cell.id}: "
                                        f"{shown(result.message)}", highlight=False)
-            if result.status == "failed":
-                progress.console.print(f"[red]failed[/red] {cell.id}: {shown(result.message)}",
-                                       highlight=False)
 
-    try:
-        with progress, sigterm_as_interrupt():
-            results = run_sweep(cells, output_dir, on_event, env_for_cells(), fail_fast,
-                                grid_cells=every)
-    except KeyboardInterrupt:
-        err.print("interrupted: finished cells are saved; run the same command to continue")
-        raise typer.Exit(130) from None
-    out.print(_summary_table(results))
-    failed = [r for r in results if r.status == "failed"]
-    for r in failed:
-        err.print(f"failed {r.cell.id}: {one_line(r.message)}", highlight=False, markup=False,
-                  soft_wrap=True)
-    if failed:
-        err.print(f"{len(failed)} of {len(results)} cells failed (see their sweep.log)")
-        raise typer.Exit(1)
+    return on_event
 
 
 def register(app: typer.Typer) -> None:

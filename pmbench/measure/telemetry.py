@@ -197,6 +197,26 @@ class TelemetrySampler:
 
     # -- results ------------------------------------------------------------------------
 
+    def _gpu_figures(self, times: list[float]) -> tuple[dict[str, Any], float | None,
+                                                        str | None]:
+        """The GPU's sampled figures (util, mem, power, temp, sm), its energy in joules and
+        where that came from: the board's energy counter, else power integrated over the
+        samples. Empty and None without a GPU."""
+        if self._gpu is None:
+            return {}, None, None
+        reads = [s.gpu for s in self._samples]
+        col = {k: [r[k] for r in reads] for k in reads[0]}
+        mj = counter_total(col["energy_mj"], NVML_ENERGY_WRAP)
+        if mj is not None:
+            energy, source = mj / 1000.0, "nvml_energy_counter"
+        else:
+            energy = integrate(times, col["power_w"])
+            source = "nvml_power_integral" if energy is not None else None
+        gpu = {"util": _mean(col["util"]), "mem": _max(col["mem"]),
+               "power": _mean(col["power_w"]), "temp": _max(col["temp_c"]),
+               "sm": _mean(col["sm_mhz"])}
+        return gpu, energy, source
+
     def summary(self, output_tokens: int) -> dict[str, Any]:
         """The `telemetry` block: DESIGN keys first, then extras. None = not measurable.
 
@@ -228,25 +248,7 @@ class TelemetrySampler:
         if self._rapl is not None:
             cpu_energy = self._rapl.energy_j([s.rapl for s in self._samples])
 
-        gpu: dict[str, Any] = {}
-        gpu_energy, source = None, None
-        if self._gpu is not None:
-            reads = [s.gpu for s in self._samples]
-            col = {k: [r[k] for r in reads] for k in reads[0]}
-            mj = counter_total(col["energy_mj"], NVML_ENERGY_WRAP)
-            if mj is not None:
-                gpu_energy, source = mj / 1000.0, "nvml_energy_counter"
-            else:
-                gpu_energy = integrate(times, col["power_w"])
-                source = "nvml_power_integral" if gpu_energy is not None else None
-            gpu = {
-                "util": _mean(col["util"]),
-                "mem": _max(col["mem"]),
-                "power": _mean(col["power_w"]),
-                "temp": _max(col["temp_c"]),
-                "sm": _mean(col["sm_mhz"]),
-            }
-
+        gpu, gpu_energy, source = self._gpu_figures(times)
         if self._is_cuda:
             energy = gpu_energy
             power = gpu.get("power")

@@ -102,6 +102,27 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
         raise BadInput(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_selection(config: dict[str, Any], tokenizer: Any, branch: int, limit: int | None,
+                     num_fewshot: int | None, split: str | None,
+                     subjects: Sequence[str] | None, samples_per_task: int,
+                     apply_chat_template: bool) -> None:
+    """BadInput for a selection the suite cannot serve, before any data is read."""
+    _positive("--branch", branch)
+    _positive("--limit", limit)
+    _positive("--num-fewshot", num_fewshot, minimum=0)
+    _positive("--samples-per-task", samples_per_task)
+    name, split = config["name"], split or config["split"]
+    if split not in config["splits"]:
+        valid = ", ".join(config["splits"])
+        raise BadInput(f"suite {name} has no split {split!r}; valid: {valid}")
+    if subjects and not config.get("has_subjects"):
+        raise BadInput(f"suite {name} has no subjects; drop --subjects")
+    if samples_per_task > 1 and "sampling" not in config:
+        raise BadInput(f"--samples-per-task applies to sampled suites (humaneval), not {name}")
+    if apply_chat_template and not getattr(tokenizer, "chat_template", None):
+        raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
+
+
 class Suite:
     """A benchmark suite. Subclasses implement `text_groups`, `score` and `aggregate`."""
 
@@ -131,33 +152,21 @@ class Suite:
         context, longest question and `max_new_tokens` (default the YAML's) need more is
         refused here, before any model runs, unless `truncate_documents` lets its document
         be cut from the end to fit (each cut is listed in `record_info`)."""
-        _positive("--branch", branch)
-        _positive("--limit", limit)
-        _positive("--num-fewshot", num_fewshot, minimum=0)
-        _positive("--samples-per-task", samples_per_task)
+        _check_selection(config, tokenizer, branch, limit, num_fewshot, split, subjects,
+                         samples_per_task, apply_chat_template)
         self.config = config
         self.name: str = config["name"]
         self.tokenizer = tokenizer
         self.branch, self.limit, self.seed = branch, limit, seed
         self.num_fewshot: int = config.get("num_fewshot", 0) if num_fewshot is None else num_fewshot
         self.split: str = split or config["split"]
-        if self.split not in config["splits"]:
-            valid = ", ".join(config["splits"])
-            raise BadInput(f"suite {self.name} has no split {self.split!r}; valid: {valid}")
         self.subjects = list(subjects) if subjects else None
-        if self.subjects and not config.get("has_subjects"):
-            raise BadInput(f"suite {self.name} has no subjects; drop --subjects")
-        if samples_per_task > 1 and "sampling" not in config:
-            raise BadInput(f"--samples-per-task applies to sampled suites (humaneval), "
-                           f"not {self.name}")
         self.samples_per_task = samples_per_task
         self.context_window = context_window
         self.max_new_tokens: int = max_new_tokens or config["max_new_tokens"]
         self.truncate_documents = truncate_documents
         self.truncated: list[dict[str, Any]] = []  # per cut group: document, tokens, kept
         self.apply_chat_template = apply_chat_template
-        if apply_chat_template and not getattr(tokenizer, "chat_template", None):
-            raise BadInput("this tokenizer has no chat template: drop --apply-chat-template")
         self.stop_strings: list[str] = list(config.get("stop", []))
         self.target_delimiter: str = config.get("target_delimiter", TARGET_DELIMITER)
         self.fewshot_delimiter: str = config.get("fewshot_delimiter", FEWSHOT_DELIMITER)

@@ -131,33 +131,13 @@ def run_training(s: TrainSettings, show_progress: bool = True) -> dict[str, Any]
 
 
 def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
-    previous: dict[str, Any] | None = None
-    if s.resume:
-        previous = rec.read_train_record(s.output_dir, s.resume)
-        if previous.get("status") == "complete":
-            raise BadInput(f"training run {s.resume} is already complete")
-        kept = {f.name for f in fields(TrainSettings)}
-        s = TrainSettings(**{**{k: v for k, v in previous["settings"].items() if k in kept},
-                             "resume": s.resume, "output_dir": s.output_dir})
-    s.validate()
+    s, previous = _resumed(s)
     if s.threads:
         torch.set_num_threads(s.threads)
     logging.getLogger("accelerate").setLevel(logging.ERROR)  # tied-weight save notices
     accelerator = _accelerator(s)
     torch.manual_seed(s.seed)
-    display_name = s.size if s.kind == "pretrain" else (s.model or "default")
-    run_id = _shared_run_id(accelerator, s, display_name)
-    run_dir = Path(s.output_dir) / run_id
-    if not s.resume and (run_dir / rec.TRAIN_FILE).exists():
-        raise BadInput(f"training run {run_id} already exists in {s.output_dir} "
-                       f"(use --resume {run_id})")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if show_progress and accelerator.is_main_process:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"training run {run_id} in {run_dir} "
-                                   f"({'resumed' if s.resume else 'new'})", highlight=False)
-
+    run_id, run_dir = _run_folder(accelerator, s, show_progress)
     source: ExampleSource
     if s.kind == "pretrain":
         model, tokenizer, source, split, model_name = _pretrain_parts(s, run_dir, accelerator)
@@ -165,11 +145,8 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         model, tokenizer, source, split, model_name = _finetune_parts(s)
     settings = s.rope2d()
     model = _trainable(model, s, settings)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rank, world = accelerator.process_index, accelerator.num_processes
+    rank = accelerator.process_index
 
     def batch_fn(step: int, micro: int) -> dict[str, torch.Tensor]:
         rng = step_rng(s.seed, step, micro, rank)
@@ -182,30 +159,9 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
     def heldout_fn(m) -> float:
         return evaluate_loss(m, heldout[s.branches], accelerator.device, pad, s.batch_size)
 
-    record: dict[str, Any] = previous or {}
-    record.update({
-        "run_id": run_id,
-        "created": record.get("created") or now_iso(),
-        "status": "running",
-        "kind": s.kind,
-        "model": model_name,
-        ROPE2D_KEY: settings.as_dict(),
-        "branches": s.branches,
-        "steps": s.steps,
-        "settings": asdict(s),
-        "data_split": split,
-        "params": n_params,
-        "trainable_params": n_trainable,
-        "lr": s.learning_rate,
-        "device": str(accelerator.device),
-        "mixed_precision": accelerator.mixed_precision,
-        "processes": world,
-    })
-    from pmbench.measure.envinfo import env_fingerprint
-
-    dtype = "float32" if accelerator.mixed_precision == "no" else \
-        f"float32 ({accelerator.mixed_precision} autocast)"
-    record["env"] = env_fingerprint(str(accelerator.device), dtype, "sdpa")
+    record = _started_record(previous, s, accelerator, model, {
+        "run_id": run_id, "model": model_name, ROPE2D_KEY: settings.as_dict(),
+        "data_split": split})
 
     def on_save(state: TrainState) -> None:
         record.update(_progress_fields(state))
@@ -213,38 +169,106 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
 
     if accelerator.is_main_process:
         rec.write_train_record(run_dir, record)
-    cfg = LoopConfig(
+    model, state = train_loop(
+        accelerator, model, batch_fn, _loop_config(s), run_dir / rec.STATE_DIR,
+        resume=bool(s.resume), heldout_fn=heldout_fn, on_save=on_save,
+        show_progress=show_progress)
+    t0 = time.perf_counter()
+    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device, pad, s.batch_size)
+              for n in eval_sizes}
+    record.update(_progress_fields(state))
+    record.update({"heldout_loss": losses, "heldout_tokens": {
+        str(n): sum(int((p.targets != IGNORE).sum()) for p in heldout[n]) for n in eval_sizes},
+        "eval_s": time.perf_counter() - t0})
+    _finish(accelerator, model, tokenizer, settings, run_dir, record)
+    return record
+
+
+def _resumed(s: TrainSettings) -> tuple[TrainSettings, dict[str, Any] | None]:
+    """The settings to train with (a resumed run's own, from its record) and the record so
+    far (None for a new run); checked."""
+    previous: dict[str, Any] | None = None
+    if s.resume:
+        previous = rec.read_train_record(s.output_dir, s.resume)
+        if previous.get("status") == "complete":
+            raise BadInput(f"training run {s.resume} is already complete")
+        kept = {f.name for f in fields(TrainSettings)}
+        s = TrainSettings(**{**{k: v for k, v in previous["settings"].items() if k in kept},
+                             "resume": s.resume, "output_dir": s.output_dir})
+    s.validate()
+    return s, previous
+
+
+def _run_folder(accelerator, s: TrainSettings, show_progress: bool) -> tuple[str, Path]:
+    """The run's id (the same on every process) and its folder, made; a new run never
+    takes the folder of an existing one."""
+    display_name = s.size if s.kind == "pretrain" else (s.model or "default")
+    run_id = _shared_run_id(accelerator, s, display_name)
+    run_dir = Path(s.output_dir) / run_id
+    if not s.resume and (run_dir / rec.TRAIN_FILE).exists():
+        raise BadInput(f"training run {run_id} already exists in {s.output_dir} "
+                       f"(use --resume {run_id})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if show_progress and accelerator.is_main_process:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"training run {run_id} in {run_dir} "
+                                   f"({'resumed' if s.resume else 'new'})", highlight=False)
+    return run_id, run_dir
+
+
+def _started_record(previous: dict[str, Any] | None, s: TrainSettings, accelerator,
+                    model: Any, parts: dict[str, Any]) -> dict[str, Any]:
+    """train.json as the run starts (status running): a resumed run's record updated,
+    with the run's `parts` (id, model, 2D RoPE settings, data split)."""
+    from pmbench.measure.envinfo import env_fingerprint
+
+    record: dict[str, Any] = previous or {}
+    record.update({
+        "run_id": parts["run_id"],
+        "created": record.get("created") or now_iso(),
+        "status": "running",
+        "kind": s.kind,
+        "model": parts["model"],
+        ROPE2D_KEY: parts[ROPE2D_KEY],
+        "branches": s.branches,
+        "steps": s.steps,
+        "settings": asdict(s),
+        "data_split": parts["data_split"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "lr": s.learning_rate,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "processes": accelerator.num_processes,
+    })
+    dtype = "float32" if accelerator.mixed_precision == "no" else \
+        f"float32 ({accelerator.mixed_precision} autocast)"
+    record["env"] = env_fingerprint(str(accelerator.device), dtype, "sdpa")
+    return record
+
+
+def _loop_config(s: TrainSettings) -> LoopConfig:
+    return LoopConfig(
         steps=s.steps, lr=s.learning_rate, grad_accum=s.grad_accum,
         warmup_steps=s.warmup_steps if s.warmup_steps is not None else min(100, s.steps // 10),
         weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm,
         eval_every=s.eval_every, save_every=s.save_every,
     )
-    model, state = train_loop(
-        accelerator, model, batch_fn, cfg, run_dir / rec.STATE_DIR, resume=bool(s.resume),
-        heldout_fn=heldout_fn, on_save=on_save, show_progress=show_progress,
-    )
 
-    t0 = time.perf_counter()
-    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device, pad, s.batch_size)
-              for n in eval_sizes}
-    eval_s = time.perf_counter() - t0
+
+def _finish(accelerator, model: Any, tokenizer: Any, settings: Rope2DSettings,
+            run_dir: Path, record: dict[str, Any]) -> None:
+    """Save the checkpoint and the complete record (the main process; every process
+    waits for it)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         checkpoint = rec.save_checkpoint(accelerator.unwrap_model(model), tokenizer, settings,
                                          run_dir / rec.CHECKPOINT_DIR)
-        record.update(_progress_fields(state))
-        record.update({
-            "heldout_loss": losses,
-            "heldout_tokens": {str(n): sum(int((p.targets != IGNORE).sum())
-                                           for p in heldout[n]) for n in eval_sizes},
-            "eval_s": eval_s,
-            "checkpoint": str(checkpoint),
-            "status": "complete",
-            "finished": now_iso(),
-        })
+        record.update({"checkpoint": str(checkpoint), "status": "complete",
+                       "finished": now_iso()})
         rec.write_train_record(run_dir, record)
     accelerator.wait_for_everyone()
-    return record
 
 
 def _progress_fields(state: TrainState) -> dict[str, Any]:

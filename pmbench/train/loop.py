@@ -172,15 +172,7 @@ def train_loop(
     after its step. `heldout_fn(model)` is recorded before the first step and every
     `cfg.eval_every` steps. `on_save` runs on the main process after every save.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), foreach=True,  # one kernel per group, not per tensor
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg))
+    optimizer, scheduler = _optimizer(model, cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     state = TrainState()
@@ -201,25 +193,9 @@ def train_loop(
         task = bar.add_task("training", total=cfg.steps, completed=state.step)
         while state.step < cfg.steps:
             step = state.step + 1
-            losses, tokens = [], 0
-            for micro in range(cfg.grad_accum):
-                batch = {k: v.to(accelerator.device) for k, v in batch_fn(step, micro).items()}
-                tokens += int(batch["lengths"].sum())
-                last = micro == cfg.grad_accum - 1
-                sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    loss = branch_loss(model, batch)
-                accelerator.backward(loss / cfg.grad_accum)
-                losses.append(loss.detach())
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            step_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")
-            state.tokens += int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device),
-                                                   reduction="sum"))
+            step_loss, tokens = _optimizer_step(accelerator, model, batch_fn, step, cfg,
+                                                optimizer, scheduler)
+            state.tokens += tokens
             state.step = step
             state.loss_curve.append([step, float(step_loss)])
             state.wall_s = wall_before + time.perf_counter() - session_start
@@ -233,3 +209,41 @@ def train_loop(
                 if on_save and accelerator.is_main_process:
                     on_save(state)
     return model, state
+
+
+def _optimizer(model: Any, cfg: LoopConfig) -> tuple[Any, Any]:
+    """AdamW (no weight decay on biases and norms) and its cosine schedule with warm-up."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95), foreach=True,  # one kernel per group, not per tensor
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg))
+
+
+def _optimizer_step(accelerator: Any, model: Any, batch_fn: Callable[[int, int], Batch],
+                    step: int, cfg: LoopConfig, optimizer: Any,
+                    scheduler: Any) -> tuple[torch.Tensor, int]:
+    """One optimizer step over `cfg.grad_accum` micro-batches (gradients synchronised on
+    the last only); its mean loss and tokens, reduced over processes."""
+    losses, tokens = [], 0
+    for micro in range(cfg.grad_accum):
+        batch = {k: v.to(accelerator.device) for k, v in batch_fn(step, micro).items()}
+        tokens += int(batch["lengths"].sum())
+        last = micro == cfg.grad_accum - 1
+        sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            loss = branch_loss(model, batch)
+        accelerator.backward(loss / cfg.grad_accum)
+        losses.append(loss.detach())
+    if cfg.max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean")
+    total = accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum")
+    return step_loss, int(total)
