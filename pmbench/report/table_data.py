@@ -22,11 +22,7 @@ from pmbench.report.results import (
 )
 from pmbench.report.table_format import DASH
 from pmbench.rope2d.settings import RECORD_COLUMNS
-from pmbench.suites import primary_metric
-
-# The paper's order of suites (Table 1's columns and every table's rows); names, metrics and
-# data come from each suite's YAML (pmbench.suites).
-SUITE_ORDER = ("mmlu", "ceval", "gsm8k", "humaneval", "squad", "squad_v2", "multirc")
+from pmbench.suites import primary_metric, report_order
 
 
 class NoRecords(BadInput):
@@ -51,13 +47,14 @@ def method_rank(label: str) -> float:
 
 
 def suite_rank(suite: str) -> int:
-    """Suites in the order of :data:`SUITE_ORDER`, then the others."""
-    return SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
+    """Suites in the paper's order (their YAML's `order`), then the others."""
+    order = report_order()
+    return order.index(suite) if suite in order else len(order)
 
 
 def sort_rows(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Sorted by `by`; methods ("label") in their runners' order and suites in the order
-    of :data:`SUITE_ORDER`, each followed by the others alphabetically."""
+    of their YAML's `order`, each followed by the others alphabetically."""
     ranks = {"label": method_rank, "suite": suite_rank}
     ranked = df.assign(**{f"_rank_{k}": df[k].map(f) for k, f in ranks.items() if k in by})
     keys = [k for b in by for k in ([f"_rank_{b}", b] if b in ranks else [b])]

@@ -54,10 +54,9 @@ from pmbench.report.table_format import DASH, Table
 from pmbench.report.table_paired import Pairing, companion, reference_run
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
-from pmbench.suites import display_name, metric, suite_info
+from pmbench.suites import core_suites, display_name, family_suites, metric, suite_info
 
-CORE_SUITES = ("mmlu", "ceval", "gsm8k", "humaneval")  # Table 1's columns, always shown
-SQUAD_SUITES = ("squad", "squad_v2")  # Table 5's default: one suite family
+TABLE5_FAMILY = "squad"  # Table 5's default suites: the family whose YAML says so
 
 
 def _table1_pairings(accs: pd.DataFrame, rows: pd.DataFrame,
@@ -107,7 +106,7 @@ def table1(records: Records, models=None, suites=None, margin: float | None = MA
     keys = ["model", "env", "label", "branch", "suite"]
     tput = newest_runs(runs, "throughput", keys)
     accs = newest_runs(runs, "accuracy", keys)
-    shown = list(dict.fromkeys(suites or [*CORE_SUITES, *runs["suite"]]))
+    shown = list(dict.fromkeys(suites or [*core_suites(), *runs["suite"]]))
     shown.sort(key=lambda s: (suite_rank(s), s))
     rows = sort_rows(pd.concat([tput, accs])[keys[:4]].drop_duplicates(), keys[:4])
     data = pd.DataFrame({("", "Model"): rows["model"], ("", "Env"): rows["env"],
@@ -232,12 +231,13 @@ def table5(records: Records, models=None, suites=None, margin: float | None = MA
     the same questions, F1 and EM, and for v2.0 the HasAns / NoAns F1. Q/s comes from
     accuracy runs: real stopping is what a user waits for. With a `margin`, its
     companion Table 5b pairs F1 and EM with the model's sequential run."""
-    suites = list(dict.fromkeys(suites or SQUAD_SUITES))
-    if len(suites) > 1 and not set(suites) <= set(SQUAD_SUITES):
-        raise BadInput("table 5 shows one suite family: squad and/or squad_v2, or one other "
-                       "suite; pass --suite accordingly")
+    family_members = family_suites(TABLE5_FAMILY)
+    suites = list(dict.fromkeys(suites or family_members))
+    if len(suites) > 1 and not set(suites) <= set(family_members):
+        raise BadInput(f"table 5 shows one suite family: {' and/or '.join(family_members)}, "
+                       "or one other suite; pass --suite accordingly")
     runs = run_frame(records, models, suites)
-    family = display_name("squad" if set(suites) <= set(SQUAD_SUITES) else suites[0])
+    family = display_name(TABLE5_FAMILY if set(suites) <= set(family_members) else suites[0])
     cells = newest_runs(runs, "accuracy", ["model", "env", "suite", "label", "branch", "n"])
     require(cells, f"{family} accuracy run")
     cells = sort_rows(cells, ["model", "env", "suite", "branch", "label"])
