@@ -37,7 +37,7 @@ def status() -> None:
 
 
 def clean(part: list[str] | None = typer.Argument(
-        None, help=f"What to remove: {', '.join(PARTS)} [default: all three].")) -> None:
+        None, help=f"What to remove: {', '.join(PARTS)} (default: all three).")) -> None:
     """Remove the converted models, hub data copies and measured peaks (rebuilt on use)."""
     from pmbench.engine.models import cache_dir
 

@@ -140,7 +140,7 @@ def plot(
     results: Path = RESULTS,
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="FILE.png or FILE.pdf; both are written "
-                                            "[default: figures/KIND.png]."),
+                                            "(default: figures/KIND.png)."),
     model: list[str] | None = MODELS,
     suite: list[str] | None = SUITES,
     include_committed: bool = COMMITTED,

@@ -47,13 +47,13 @@ class RunSettings:
     branch: int = option(1, help="Group size: questions answered together.")
     model: str | None = option(None, help="HF folder, .gguf file or hub id.")
     limit: int | None = option(
-        None, help="Number of questions (documents for grouped suites) [default: all].")
+        None, help="Number of questions (documents for grouped suites) (default: all).")
     max_new_tokens: int | None = option(None, help="Tokens per answer.")
     ignore_eos: bool = option(
         False, help="Generate exactly --max-new-tokens (equal token volume).")
     repeats: int | None = option(None, help=(  # unset: timed_repeats
-        f"Timed repeats after one warm-up [default: {THROUGHPUT_REPEATS} with --ignore-eos, "
-        "else 1]."))
+        f"Timed repeats after one warm-up (default: {THROUGHPUT_REPEATS} with --ignore-eos, "
+        "else 1)."))
     warmup: bool = option(True, negated=True, help="Skip the warm-up.")
     seed: int = option(0, help="Random seed: sampling, and the suite's random choices.")
     dtype: str | None = option(None, help="float32 | bfloat16 | float16.")
