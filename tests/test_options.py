@@ -123,3 +123,22 @@ def test_a_train_grid_takes_the_deprecated_name_too(tmp_path):
     with pytest.warns(PmbenchWarning, match="branches is deprecated; use branch"):
         new, old = load_grid(grid)
     assert new.train_args() == old.train_args() == ["--branch", "2"]
+
+
+def _all_commands(cmd: click.Command, path: tuple[str, ...] = ()):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(click.Context(cmd)):
+            yield from _all_commands(cmd.get_command(click.Context(cmd), name), (*path, name))
+
+
+def test_every_help_text_survives_rich_markup():
+    """--help renders with rich markup: a `[default: x]` in a help text is a tag and
+    vanishes. Every option and argument of every command keeps its whole text."""
+    from rich.text import Text
+
+    lost = [f"{' '.join(path)} {p.name}: {p.help!r}"
+            for path, cmd in _all_commands(typer.main.get_command(app))
+            for p in cmd.params if getattr(p, "help", None)
+            and Text.from_markup(p.help).plain != p.help]
+    assert lost == []
