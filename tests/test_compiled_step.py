@@ -127,7 +127,7 @@ def test_compiled_run_times_no_compilation(tiny_llama, tokenizer, tmp_path, monk
         return compiled
 
     calls: list[int] = []
-    monkeypatch.setattr(compile_mod, "_compiled", {})
+    monkeypatch.setattr(compile_mod.compiler(), "steps", {})
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(models, "load_model", lambda *a, **k: models.LoadedModel(
         tiny_llama, tokenizer, "tiny", "tiny", "cpu", "float32", 0.0))

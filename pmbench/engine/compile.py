@@ -7,7 +7,9 @@ logits are dropped), the keys and values are written in place at `index` into th
 reserved cache (`kvcache.make_static`), and attention covers the whole reservation under
 an additive mask whose columns open as they are written. Positions, mask and index are
 tensors advanced in place, so `torch.compile` traces one graph per model; the cache
-length and the row count are marked dynamic so that later groups reuse it.
+length and the row count are marked dynamic so that later groups reuse it. The steps
+themselves are `engine.rows.StaticRows` (sequential, batch, prefix) and rope2d's
+`StaticBranches`; this module holds what they share.
 
 `--compile` (RunSettings.compile):
     off     the eager step (the reference: rows leave, shapes change)
@@ -33,6 +35,7 @@ each run's own share, before and within its timed groups (`jobs.run._compile_rec
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Callable
@@ -41,10 +44,6 @@ from typing import Any
 import torch
 
 MODES = ("auto", "on", "static", "off")
-
-_compiled: weakref.WeakKeyDictionary[Any, Callable[..., torch.Tensor]] = (
-    weakref.WeakKeyDictionary())
-_compile_s = [0.0]
 
 
 def resolve(mode: str, device: torch.device | str) -> str:
@@ -64,11 +63,6 @@ def static_possible(cache: Any) -> bool:
     return all(isinstance(layer, ReservedLayer) for layer in cache.layers)
 
 
-def compile_seconds() -> float:
-    """Wall seconds of every step call that compiled a graph, in this process."""
-    return _compile_s[0]
-
-
 def _forward(model: Any, **inputs: Any) -> torch.Tensor:
     return model(use_cache=True, **inputs).logits
 
@@ -79,6 +73,78 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+class Compiler:
+    """Each model's compiled step, and the seconds and CUDA graph recordings they cost.
+
+    One per process (`compiler()`), because what it keeps track of is: dynamo caches
+    graphs per code object, which every model's step shares (`_forward`'s), its counters
+    are the process's, and a recording is announced to callbacks registered once per
+    process. Runs that share a process (benchmarks/gpu_check.py) reuse a model's
+    compiled step and record their own share of the counts as a difference.
+    """
+
+    def __init__(self) -> None:
+        self.steps: weakref.WeakKeyDictionary[Any, Callable[..., torch.Tensor]] = (
+            weakref.WeakKeyDictionary())
+        self.seconds = 0.0  # wall seconds of every step call that compiled a graph
+        self.recordings = 0  # CUDA graphs recorded since the first compiled CUDA step
+        self._counting = False
+
+    def step(self, model: Any) -> Callable[..., torch.Tensor]:
+        """`forward(**inputs) -> logits` of `model`, compiled at its first request."""
+        fn = self.steps.get(model)
+        if fn is None:
+            fn = self.steps[model] = self._compile(model)
+        return fn
+
+    def _compile(self, model: Any) -> Callable[..., torch.Tensor]:
+        # Every model's step shares `_forward`'s code object, and dynamo caches graphs per
+        # code object: past 8 (a process that runs many models, methods or shapes, as
+        # gpu_check does) it would silently run the step eagerly under "compile on". Allow
+        # more, and make running out an error rather than an eager step.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        if model.device.type == "cuda":
+            self._count_recordings()
+            graph = torch.compile(_forward, mode="reduce-overhead")
+        else:
+            graph = torch.compile(_forward, options={"freezing": True})
+
+        def fn(**inputs: Any) -> torch.Tensor:
+            before, t0 = _graphs(), time.perf_counter()
+            out = graph(model, **inputs)
+            if _graphs() != before:
+                self.seconds += time.perf_counter() - t0
+            return out
+
+        return fn
+
+    def _count_recordings(self) -> None:
+        """Count each CUDA graph recording: dynamo runs its start callbacks, with trigger
+        CUDAGRAPH_RECORDING, around every recording of a compiled step."""
+        if self._counting:
+            return
+        from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+        def on_start(args: Any) -> None:
+            if args.callback_trigger == CallbackTrigger.CUDAGRAPH_RECORDING:
+                self.recordings += 1
+
+        callback_handler.register_start_callback(on_start)
+        self._counting = True
+
+
+@functools.cache
+def compiler() -> Compiler:
+    """The process's `Compiler`."""
+    return Compiler()
+
+
+def compile_seconds() -> float:
+    """Wall seconds of every step call that compiled a graph, in this process."""
+    return compiler().seconds
+
+
 def cuda_graph_skips() -> int:
     """Compiled graphs inductor could not run as CUDA graphs, in this process (0 is the
     goal: a skipped graph launches its kernels one by one; the reason goes to its log)."""
@@ -87,28 +153,10 @@ def cuda_graph_skips() -> int:
     return counters["inductor"]["cudagraph_skips"]
 
 
-_recordings = [0, False]  # CUDA graphs recorded in this process; counting started
-
-
-def _count_recordings() -> None:
-    """Count each CUDA graph recording: dynamo runs its start callbacks, with trigger
-    CUDAGRAPH_RECORDING, around every recording of a compiled step."""
-    if _recordings[1]:
-        return
-    from torch._dynamo.callback import CallbackTrigger, callback_handler
-
-    def on_start(args: Any) -> None:
-        if args.callback_trigger == CallbackTrigger.CUDAGRAPH_RECORDING:
-            _recordings[0] += 1
-
-    callback_handler.register_start_callback(on_start)
-    _recordings[1] = True
-
-
 def cuda_graph_recordings() -> int:
     """CUDA graphs recorded in this process since the first compiled step (a static step
     records one per bucket of shapes and addresses; more means it was re-recorded)."""
-    return _recordings[0]
+    return compiler().recordings
 
 
 def compile_counters() -> tuple[float, int, int]:
@@ -131,29 +179,7 @@ def step_forward(model: Any, compiled: bool) -> Callable[..., torch.Tensor]:
     """`forward(**inputs) -> logits`, compiled once per model when `compiled`."""
     if not compiled:
         return lambda **inputs: _forward(model, **inputs)
-    fn = _compiled.get(model)
-    if fn is None:
-        # Every model's step shares `_forward`'s code object, and dynamo caches graphs per
-        # code object: past 8 (a process that runs many models, methods or shapes, as
-        # gpu_check does) it would silently run the step eagerly under "compile on". Allow
-        # more, and make running out an error rather than an eager step.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        torch._dynamo.config.fail_on_recompile_limit_hit = True
-        if model.device.type == "cuda":
-            _count_recordings()
-            graph = torch.compile(_forward, mode="reduce-overhead")
-        else:
-            graph = torch.compile(_forward, options={"freezing": True})
-
-        def fn(**inputs: Any) -> torch.Tensor:
-            before, t0 = _graphs(), time.perf_counter()
-            out = graph(model, **inputs)
-            if _graphs() != before:
-                _compile_s[0] += time.perf_counter() - t0
-            return out
-
-        _compiled[model] = fn
-    return fn
+    return compiler().step(model)
 
 
 def mark_dynamic(*tensors: torch.Tensor, dims: tuple[int, ...]) -> None:
@@ -173,61 +199,3 @@ def step_buffers(pool: Any, shapes: dict[str, tuple[tuple[int, ...], torch.dtype
     return {name: (pool.take(("step", name), shape, dtype, device) if pool is not None
                    else torch.empty(shape, dtype=dtype, device=device))
             for name, (shape, dtype) in shapes.items()}
-
-
-class StaticRows:
-    """Static decoding of R rows, one token per row per step (sequential, batch, prefix).
-
-    `visible` [R, S] says which of the S filled cache columns each row sees; `pos` [R]
-    is each row's next position. Row r is stream r, for the whole group. With a `pool`
-    (the runner's kvcache.BufferPool, whose buffers the cache holds too) every tensor
-    the step reads is reused per (rows, bucket), filled afresh, never reallocated.
-    """
-
-    def __init__(self, model: Any, cache: Any, visible: torch.Tensor, pos: torch.Tensor,
-                 compiled: bool, pool: Any = None, **extra: Any):
-        from pmbench.engine.kvcache import make_static
-        from pmbench.rope2d.masks import additive
-
-        rows, filled = visible.shape
-        device = visible.device
-        self.cache, self.extra = cache, extra
-        self.index = step_buffers(pool, {"index": ((1,), torch.long)}, device)["index"]
-        capacity = make_static(cache, self.index.fill_(filled))
-        buf = step_buffers(pool, {"mask": ((rows, 1, 1, capacity), model.dtype),
-                                  "pos": ((rows, 1), torch.long),
-                                  "tokens": ((rows, 1), torch.long)}, device)
-        self.mask = buf["mask"].fill_(torch.finfo(model.dtype).min)
-        self.mask[:, 0, 0, :filled] = additive(visible, model.dtype)
-        self.pos = buf["pos"].copy_(pos.view(rows, 1))
-        self.tokens = buf["tokens"].zero_()
-        self.filled = filled
-        self.fed = 0  # tokens computed: every row, finished or not, at every step
-        self.forward = step_forward(model, compiled)
-        mark_dynamic(self.mask, dims=(0, 3))
-        mark_dynamic(self.pos, self.tokens, dims=(0,))
-        static_addresses(self.mask, self.pos, self.tokens, self.index)
-        for layer in cache.layers:
-            mark_dynamic(layer._k, layer._v, dims=(0, 2))
-            static_addresses(layer._k, layer._v)
-            if hasattr(layer, "prefix_keys"):  # a shared prefix (prefix method)
-                mark_dynamic(layer.prefix_keys, layer.prefix_values, dims=(2,))
-                static_addresses(layer.prefix_keys, layer.prefix_values)
-
-    def __call__(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
-        rows = torch.tensor(live, device=self.tokens.device)
-        self.tokens[rows, 0] = tokens.to(self.tokens.device)
-        self.mask[:, :, :, self.index] = 0.0  # each row sees its own new token
-        logits = self.forward(input_ids=self.tokens, position_ids=self.pos,
-                              attention_mask=self.mask, cache=self.cache, **self.extra)
-        self.index += 1
-        self.pos += 1
-        self.filled += 1
-        self.fed += self.tokens.shape[0]
-        return logits[rows, -1]
-
-    def finish(self) -> None:
-        """Leave the cache an ordinary reserved cache (for its byte count)."""
-        from pmbench.engine.kvcache import end_static
-
-        end_static(self.cache, self.filled)

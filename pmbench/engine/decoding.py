@@ -65,6 +65,43 @@ def _picker(gen: GenerationConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     return sample
 
 
+class _Streams:
+    """Each stream's tokens so far, and why and when it stopped."""
+
+    def __init__(self, first: list[int], gen: GenerationConfig, tokenizer) -> None:
+        self.ids: list[list[int]] = [[tok] for tok in first]
+        self.reasons = ["length"] * len(first)
+        # when each stream produced its last token: host time, and decoding steps run by then
+        self.done_at: dict[int, tuple[float, int]] = {}
+        self.eos = set() if gen.ignore_eos else set(gen.eos_token_ids)
+        self.stops = [] if gen.ignore_eos else list(gen.stop_strings)
+        self.max_new_tokens = gen.max_new_tokens
+        self.tokenizer = tokenizer
+
+    def last(self, live: list[int]) -> torch.Tensor:
+        """The token each `live` stream produced last, to feed the next step."""
+        return torch.tensor([self.ids[i][-1] for i in live], dtype=torch.long)
+
+    def still_live(self, live: list[int], steps: int, now: float | None = None) -> list[int]:
+        """The `live` streams that go on; the others are done after `steps` steps, at
+        `now` (default: the host clock's now)."""
+        still = [i for i in live if not self._finished(i)]
+        if len(still) < len(live):
+            now = time.perf_counter() if now is None else now
+            self.done_at.update({i: (now, steps) for i in live if i not in still})
+        return still
+
+    def _finished(self, i: int) -> bool:
+        ids = self.ids[i]
+        if ids[-1] in self.eos:
+            self.reasons[i] = "eos"
+            return True
+        if self.stops and _stopped_by_string(self.tokenizer, ids, self.stops):
+            self.reasons[i] = "stop"
+            return True
+        return len(ids) >= self.max_new_tokens
+
+
 def decode_loop(
     prefill: PrefillFn,
     step: StepFn,
@@ -88,43 +125,20 @@ def decode_loop(
     first_logits = None
     if gen.score_token_ids is not None:
         first_logits = logits[:, gen.score_token_ids].float().cpu().tolist()
-    first = first.tolist()  # .tolist() synchronizes with the device
+    streams = _Streams(first.tolist(), gen, tokenizer)  # .tolist() synchronizes
     device_sync(device)
     t_first = time.perf_counter()
-    prefill_s = t_first - start
 
-    eos = set() if gen.ignore_eos else set(gen.eos_token_ids)
-    stops = [] if gen.ignore_eos else list(gen.stop_strings)
-    out_ids: list[list[int]] = [[tok] for tok in first]
-    reasons = ["length"] * n_streams
-
-    def finished(i: int) -> bool:
-        ids = out_ids[i]
-        if ids[-1] in eos:
-            reasons[i] = "eos"
-            return True
-        if stops and _stopped_by_string(tokenizer, ids, stops):
-            reasons[i] = "stop"
-            return True
-        return len(ids) >= gen.max_new_tokens
-
-    live = [i for i in range(n_streams) if not finished(i)]
-    # when each stream produced its last token: host time, and decoding steps run by then
-    done_at = {i: (t_first, 0) for i in range(n_streams) if i not in live}
+    live = streams.still_live(list(range(n_streams)), 0, t_first)
     steps = step_tokens = 0
     while live:
-        tokens = torch.tensor([out_ids[i][-1] for i in live], dtype=torch.long)
-        logits = step(live, tokens)
+        logits = step(live, streams.last(live))
         nxt = pick(logits).tolist()  # synchronizes: the step's work is done
         steps += 1
         step_tokens += len(live)
         for i, tok in zip(live, nxt, strict=True):
-            out_ids[i].append(tok)
-        still = [i for i in live if not finished(i)]
-        if len(still) < len(live):
-            now = time.perf_counter()
-            done_at.update({i: (now, steps) for i in live if i not in still})
-        live = still
+            streams.ids[i].append(tok)
+        live = streams.still_live(live, steps)
     device_sync(device)
     decode_s = time.perf_counter() - t_first
 
@@ -134,14 +148,14 @@ def decode_loop(
             output_text=tokenizer.decode(ids, skip_special_tokens=True),
             ttft_s=t_first - t0,
             first_logits=first_logits[i] if first_logits is not None else None,
-            finish_reason=reasons[i],
-            ttlt_s=done_at[i][0] - t0,
+            finish_reason=streams.reasons[i],
+            ttlt_s=streams.done_at[i][0] - t0,
             start_s=start - t0,
-            idle_steps=steps - done_at[i][1],
+            idle_steps=steps - streams.done_at[i][1],
         )
-        for i, ids in enumerate(out_ids)
+        for i, ids in enumerate(streams.ids)
     ]
-    return DecodeResult(outputs, prefill_s, decode_s, steps, step_tokens)
+    return DecodeResult(outputs, t_first - start, decode_s, steps, step_tokens)
 
 
 def cache_nbytes(cache) -> int:

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 
 from pmbench.engine.attention_kernels import SHARED_PREFIX, SHARED_PREFIX_KWARG, swapped_attention
-from pmbench.engine.compile import StaticRows, resolve
-from pmbench.engine.decoding import cache_nbytes, decode_loop
+from pmbench.engine.compile import resolve
+from pmbench.engine.decoding import decode_loop
 from pmbench.engine.kvcache import bucket, reserved_cache, rows_after_prefix
+from pmbench.engine.rows import Rows
 from pmbench.engine.runners.base import Runner, RunnerOptions
-from pmbench.engine.runners.batch import drop_finished_rows, left_pad, pad_token_id
+from pmbench.engine.runners.batch import left_pad, pad_token_id
 from pmbench.errors import BadInput
 from pmbench.options import option
 from pmbench.rope2d.masks import additive
@@ -116,76 +117,74 @@ class PrefixRunner(Runner):
         t0 = time.perf_counter()
         model, device = self.model, self.model.device
         share = self.kv == "shared"
+        attention = SHARED_PREFIX if share else None
         mode = resolve(self.options.compile, device)
         pool = self.static_pool(mode)
         prefix_ids = group.context_ids[:-1]
-        rows = [group.context_ids[-1:] + q.prompt_ids for q in group.questions]
-        ids, valid = left_pad(rows, pad_token_id(self.tokenizer, gen))
+        prompts = [group.context_ids[-1:] + q.prompt_ids for q in group.questions]
+        ids, valid = left_pad(prompts, pad_token_id(self.tokenizer, gen))
         ids, valid = ids.to(device), valid.to(device).bool()
-        p, n, width = len(prefix_ids), len(rows), ids.shape[1]
+        p, n, width = len(prefix_ids), len(prompts), ids.shape[1]
         _check_window(model.config, p + width + gen.max_new_tokens)
         # Columns the rows' masks cover: their own positions, plus the prefix when copied.
         lead = valid.new_ones((n, 0 if share else p))
-        state: dict[str, Any] = {
-            "rows": list(range(n)),  # stream index of each row still in the batch
-            "visible": torch.cat([lead, valid], dim=1),
-            "pos": p + valid.sum(dim=1),  # position of each row's next token
-            "cache": None,
-        }
-        kv_peak = 0
-        static: list[StaticRows] = []
+        rows = Rows(torch.cat([lead, valid], dim=1), p + valid.sum(dim=1))
 
         def forward(**inputs) -> torch.Tensor:
             if share:  # the attention reads the shared prefix from the cache it is given
-                inputs[SHARED_PREFIX_KWARG] = state["cache"]
-            with swapped_attention(model, SHARED_PREFIX if share else None):
-                out = model(cache=state["cache"], use_cache=True, **inputs)
+                inputs[SHARED_PREFIX_KWARG] = rows.cache
+            with swapped_attention(model, attention):
+                out = model(cache=rows.cache, use_cache=True, **inputs)
             return out.logits[:, -1, :]
 
         def prefill() -> torch.Tensor:
-            prefix = None
-            if p:
-                prefix = reserved_cache(model.config, p, sliding=False, pool=pool, name="prefix")
-                model(input_ids=torch.tensor([prefix_ids], device=device), cache=prefix,
-                      use_cache=True, logits_to_keep=1)
-            cache = rows_after_prefix(prefix, n, width + gen.max_new_tokens, share,
-                                      model.config.get_text_config().num_hidden_layers, pool)
-            state["cache"] = cache
-            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-            seen = torch.cat([lead[:, None].expand(n, width, -1),
-                              causal[None] & valid[:, None, :]], dim=2)
+            prefix = _prefill_prefix(model, prefix_ids, pool)
+            rows.cache = rows_after_prefix(prefix, n, width + gen.max_new_tokens, share,
+                                           model.config.get_text_config().num_hidden_layers,
+                                           pool)
             position_ids = p + (valid.long().cumsum(dim=1) - 1).clamp(min=0)
             return forward(input_ids=ids, position_ids=position_ids, logits_to_keep=1,
-                           attention_mask=additive(seen, model.dtype)[:, None])
+                           attention_mask=_prefill_mask(lead, valid, model.dtype))
 
         def step(live: list[int], last: torch.Tensor) -> torch.Tensor:
-            nonlocal kv_peak
             if mode != "off":  # all rows stay, in fixed shapes
-                if not static:
-                    extra = {SHARED_PREFIX_KWARG: state["cache"]} if share else {}
-                    static.append(StaticRows(model, state["cache"], state["visible"],
-                                             state["pos"], mode == "on", pool, **extra))
-                with swapped_attention(model, SHARED_PREFIX if share else None):
-                    return static[0](live, last)
-            if live != state["rows"]:  # some rows finished
-                kv_peak = max(kv_peak, drop_finished_rows(state, live, state["cache"], device))
-            visible = state["visible"]
-            state["visible"] = visible = torch.cat([visible, visible.new_ones(len(live), 1)], 1)
-            logits = forward(input_ids=last.view(-1, 1).to(device),
-                             position_ids=state["pos"].view(-1, 1),
-                             attention_mask=additive(visible, model.dtype)[:, None, None])
-            state["pos"] = state["pos"] + 1
-            return logits
+                extra = {SHARED_PREFIX_KWARG: rows.cache} if share else {}
+                static = rows.static_step(model, mode == "on", pool, **extra)
+                with swapped_attention(model, attention):
+                    return static(live, last)
+            visible = rows.next_mask(live)
+            return forward(input_ids=last.view(-1, 1).to(device),
+                           position_ids=rows.next_positions().view(-1, 1),
+                           attention_mask=additive(visible, model.dtype)[:, None, None])
 
         res = decode_loop(prefill, step, n, gen, self.tokenizer, device, t0=t0)
-        for s in static:
-            s.finish()
-        kv_peak = max(kv_peak, cache_nbytes(state["cache"]))
+        rows.finish()
         return GroupOutput(
             res.outputs,
             res.prefill_s,
             res.decode_s,
-            kv_cache_bytes=kv_peak,
-            tokens_processed=p + ids.numel() + (static[0].fed if static else res.step_tokens),
+            kv_cache_bytes=rows.kv_peak,
+            tokens_processed=p + ids.numel() + rows.tokens_fed(res),
             decode_steps=res.steps,
         )
+
+
+def _prefill_prefix(model: Any, prefix_ids: list[int], pool: Any) -> Any:
+    """The shared prefix's cache, one row, prefilled once (None when there is none)."""
+    if not prefix_ids:
+        return None
+    prefix = reserved_cache(model.config, len(prefix_ids), sliding=False, pool=pool,
+                            name="prefix")
+    model(input_ids=torch.tensor([prefix_ids], device=model.device), cache=prefix,
+          use_cache=True, logits_to_keep=1)
+    return prefix
+
+
+def _prefill_mask(lead: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [N, 1, W, lead + W] mask of the rows' prefill: the `lead` columns (a
+    copied prefix), then causal attention among each row's `valid` (unpadded) tokens."""
+    n, width = valid.shape
+    causal = torch.ones(width, width, dtype=torch.bool, device=valid.device).tril()
+    seen = torch.cat([lead[:, None].expand(n, width, -1), causal[None] & valid[:, None, :]],
+                     dim=2)
+    return additive(seen, dtype)[:, None]

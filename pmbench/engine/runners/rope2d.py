@@ -114,7 +114,7 @@ class Rope2DRunner(Runner):
         def prefill() -> torch.Tensor:
             return _prefill(model, layout, masks, cache, device)
 
-        step = _static_step(model, layout, masks, cache, mode == "on", pool) if static else None
+        step = StaticBranches(model, layout, masks, cache, mode == "on", pool) if static else None
 
         def eager_step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
             idx = torch.tensor(live, device=device)
@@ -130,15 +130,16 @@ class Rope2DRunner(Runner):
             )
             return out.logits[0]
 
-        res = decode_loop(prefill, step or eager_step, n, gen, self.tokenizer, device, t0=t0)
-        if step is not None and step.filled[0] > len(layout):
-            end_static(cache, step.filled[0])
+        res = decode_loop(prefill, eager_step if step is None else step, n, gen,
+                          self.tokenizer, device, t0=t0)
+        if step is not None:
+            step.finish()
         return GroupOutput(
             outputs=res.outputs,
             prefill_s=res.prefill_s,
             decode_s=res.decode_s,
             kv_cache_bytes=cache_nbytes(cache),
-            tokens_processed=len(layout) + (step.fed[0] if step else res.step_tokens),
+            tokens_processed=len(layout) + (res.step_tokens if step is None else step.fed),
             decode_steps=res.steps,
         )
 
@@ -159,43 +160,56 @@ def _check_window(config, span: int) -> None:
                        f"sliding window ({window}), which the branch mask does not apply")
 
 
-def _static_step(model, layout: PackedLayout, masks: BranchMask, cache, compiled: bool,
-                 pool=None):
+class StaticBranches:
     """The decoding step in fixed shapes: all N branches feed a token at every step (a
     finished one repeats its last; its logits are dropped), written at columns
     L + s*N + b, which only branch b sees (the isolated mask). Its tensors come from
     `pool` when given (the same addresses for every group of a bucket)."""
-    n, device = layout.n_branches, masks.rows.device
-    branch = torch.arange(n, device=device)
-    buf = step_buffers(pool, {"index": ((n,), torch.long), "pos": ((2, 1, n), torch.long),
-                              "ids": ((1, n), torch.long)}, device)
-    index = buf["index"].copy_(len(layout) + branch)
-    pos = buf["pos"].copy_(positions(layout.next_t(), layout.branch_ids()))
-    ids = buf["ids"].zero_()
-    mask = masks.rows[None, None]
-    forward = step_forward(model, compiled)
 
-    def step(live: list[int], tokens: torch.Tensor) -> torch.Tensor:
-        if step.filled[0] == len(layout):  # the first step: the prefill has filled the cache
-            make_static(cache, index)
-            mark_dynamic(mask, dims=(3,))
-            static_addresses(masks.rows, pos, ids, index)
-            for layer in cache.layers:
-                mark_dynamic(layer._k, layer._v, dims=(2,))
-                static_addresses(layer._k, layer._v)
-        rows = torch.tensor(live, device=device)
-        ids[0, rows] = tokens.to(device)
-        masks.rows[branch, index] = 0.0
-        logits = forward(input_ids=ids, position_ids=pos, attention_mask=mask, cache=cache)
-        index.add_(n)
-        pos[0].add_(1)
-        step.filled[0] = int(index[0])
-        step.fed[0] += n  # every branch computes a token, finished or not
+    def __init__(self, model: Any, layout: PackedLayout, masks: BranchMask, cache: Any,
+                 compiled: bool, pool: Any = None):
+        n, device = layout.n_branches, masks.rows.device
+        self.cache, self.masks, self.prompt = cache, masks, len(layout)
+        self.branch = torch.arange(n, device=device)
+        buf = step_buffers(pool, {"index": ((n,), torch.long), "pos": ((2, 1, n), torch.long),
+                                  "ids": ((1, n), torch.long)}, device)
+        self.index = buf["index"].copy_(len(layout) + self.branch)
+        self.pos = buf["pos"].copy_(positions(layout.next_t(), layout.branch_ids()))
+        self.ids = buf["ids"].zero_()
+        self.mask = masks.rows[None, None]
+        self.forward = step_forward(model, compiled)
+        self.filled = len(layout)  # cache positions written: the prompt, then N a step
+        self.fed = 0  # tokens computed: every branch, finished or not, at every step
+
+    def __call__(self, live: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        if self.filled == self.prompt:  # the first step: the prefill has filled the cache
+            self._start()
+        n = len(self.branch)
+        rows = torch.tensor(live, device=self.ids.device)
+        self.ids[0, rows] = tokens.to(self.ids.device)
+        self.masks.rows[self.branch, self.index] = 0.0
+        logits = self.forward(input_ids=self.ids, position_ids=self.pos,
+                              attention_mask=self.mask, cache=self.cache)
+        self.index.add_(n)
+        self.pos[0].add_(1)
+        self.filled = int(self.index[0])
+        self.fed += n
         return logits[0, rows]
 
-    step.filled = [len(layout)]
-    step.fed = [0]
-    return step
+    def _start(self) -> None:
+        """Switch the prefilled cache to writing at `index`, and tell the compiler which
+        buffers keep their addresses and which sizes vary from group to group."""
+        make_static(self.cache, self.index)
+        mark_dynamic(self.mask, dims=(3,))
+        static_addresses(self.masks.rows, self.pos, self.ids, self.index)
+        for layer in self.cache.layers:
+            mark_dynamic(layer._k, layer._v, dims=(2,))
+            static_addresses(layer._k, layer._v)
+
+    def finish(self) -> None:
+        """Leave the cache an ordinary reserved cache, if a step made it static."""
+        if self.filled > self.prompt:
+            end_static(self.cache, self.filled)
 
 
 def _prefill(model, layout: PackedLayout, masks: BranchMask, cache, device) -> torch.Tensor:
