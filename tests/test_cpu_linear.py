@@ -95,3 +95,18 @@ def test_run_record_says_which_kernel(flag, kernel, tmp_path, tokenizer):
     record = json.loads(res.stdout)
     assert record["linear_kernel"].startswith(kernel)
     assert record["settings"]["cpu_prepack"] == (flag == "--cpu-prepack")
+
+
+def test_a_freed_model_leaves_no_packed_weight_behind():
+    """The compiled op's table of packed weights drops a module's entry with it: a process
+    that loads many models (a sweep, the tests) does not keep their weights."""
+    import gc
+
+    from pmbench.engine import cpu_linear
+
+    before = set(cpu_linear._PACKED)
+    layer = PrepackedLinear(nn.Linear(64, 32))
+    assert set(cpu_linear._PACKED) - before == {layer.key}
+    del layer
+    gc.collect()
+    assert set(cpu_linear._PACKED) == before

@@ -22,6 +22,8 @@ alone: torch already routes it to oneDNN, and prepacking measured no faster.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +32,9 @@ MIN_ROWS = 4  # from the table above; below it MKL's GEMV path wins
 
 # Packed weights by id, for the compiled step: the oneDNN tensor is opaque to torch.compile,
 # so the op below hides it behind an integer key. Inductor left to itself would pack a
-# frozen float32 weight for MKL instead (`mkl._mkl_linear`), slower from 4 rows on.
+# frozen float32 weight for MKL instead (`mkl._mkl_linear`), slower from 4 rows on. A
+# registered op reaches no object but through such a process-wide table; each entry
+# leaves it with its module (a process that loads many models does not keep their weights).
 _PACKED: dict[int, torch.Tensor] = {}
 
 
@@ -70,6 +74,7 @@ class PrepackedLinear(nn.Module):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
         self.key = id(self)
         _PACKED[self.key] = self.packed
+        weakref.finalize(self, _PACKED.pop, self.key, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() < self.min_rows * self.in_features:
