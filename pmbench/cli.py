@@ -45,7 +45,7 @@ class _Commands(TyperGroup):
         make = LAZY.get(name)
         if make is not None and name not in self.made:
             one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-            one.command(name=name)(_guard(make()))
+            one.command(name=name)(_guard(_guard(make)()))  # its making fails as it would
             self.commands[name] = typer.main.get_command(one)
             self.made.add(name)
         return super().get_command(ctx, name)

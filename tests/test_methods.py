@@ -134,3 +134,52 @@ def test_a_new_method_takes_its_option_from_a_grid(echo, tiny_model_dir, tmp_pat
     grid.write_text(bad)
     with pytest.raises(BadInput, match="echo_level"):
         load_grid(grid)
+
+
+CLASH = '''from dataclasses import dataclass
+
+from pmbench.engine.runners.batch import BatchRunner
+from pmbench.options import option
+
+
+@dataclass(frozen=True)
+class ClashOptions:
+    seed: int = option(7, help="an option pmbench run has already")
+
+
+class ClashRunner(BatchRunner):
+    name = "clash"
+    Options = ClashOptions
+'''
+
+
+@pytest.fixture
+def more_runners(tmp_path, monkeypatch):
+    """A folder of extra runner modules in the runners' package (as `echo` above)."""
+    import pmbench.engine.runners as package
+    from pmbench.engine.runners import base
+
+    folder = tmp_path / "extra_runners"
+    folder.mkdir()
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(folder)])
+    base.forget_runners()
+    yield folder
+    base.forget_runners()
+    for name in ("broken_example", "clash_example"):
+        sys.modules.pop(f"{package.__name__}.{name}", None)
+
+
+def test_a_broken_runner_module_is_skipped_with_a_warning(more_runners):
+    (more_runners / "broken_example.py").write_text('raise ImportError("no such package")\n')
+    res = invoke("methods")
+    assert res.exit_code == 0 and "rope2d" in res.stdout
+    assert "warning: runner module broken_example skipped: ImportError: no such package" \
+        in res.stderr
+
+
+def test_a_method_option_that_run_has_already_is_one_line(more_runners):
+    (more_runners / "clash_example.py").write_text(CLASH)
+    res = invoke("run", "--help")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("error: a method declares option(s) seed that "
+                                  "`pmbench run` has already: fix or remove its runner")

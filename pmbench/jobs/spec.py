@@ -174,7 +174,8 @@ def run_options() -> list[Option]:
             out.append(own[f.name])
     flags = [o.flag for o in out]
     if clash := sorted({f for f in flags if flags.count(f) > 1}):
-        raise TypeError(f"a method declares option(s) {clash} that `pmbench run` has already")
+        raise BadInput(f"a method declares option(s) {', '.join(clash)} that `pmbench run` "
+                       "has already: fix or remove its runner")
     return out
 
 

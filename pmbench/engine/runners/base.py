@@ -29,6 +29,7 @@ import functools
 import importlib
 import pkgutil
 import sys
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
 from pmbench.engine.kvcache import BufferPool, bucket
+from pmbench.errors import BadInput, PmbenchWarning
 from pmbench.options import Option, build, declared
 from pmbench.types import GenerationConfig, Group, GroupOutput
 
@@ -165,8 +167,8 @@ def method_options() -> dict[str, Option]:
         for opt in declared(runner.Options):
             seen = out.setdefault(opt.flag, opt)
             if (seen.hint, seen.default) != (opt.hint, opt.default):
-                raise TypeError(f"runner {name!r} declares option {opt.flag!r} with another "
-                                "type or default than a method before it")
+                raise BadInput(f"runner {name!r} declares option {opt.flag!r} with another "
+                               "type or default than a method before it: fix or remove it")
     return out
 
 
@@ -188,7 +190,12 @@ def _in_tree() -> dict[str, type[Runner]]:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name == "base" or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        try:
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+        except Exception as exc:  # one broken module must not take every method with it
+            warnings.warn(PmbenchWarning(f"runner module {info.name} skipped: "
+                                         f"{type(exc).__name__}: {exc}"), stacklevel=2)
+            continue
         for obj in vars(module).values():
             if (isinstance(obj, type) and issubclass(obj, Runner) and obj.name
                     and obj.__module__ == module.__name__):
