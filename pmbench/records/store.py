@@ -30,6 +30,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_JSONL_BYTES, MAX_RECORD_BYTES
 from pmbench.records.lock import LOCK_FILE, release_lock, take_lock  # noqa: F401 (re-exported)
+from pmbench.records.run_record import ABSENT, BadRunRecord, RunRecord
 from pmbench.safe_io import (
     atomic_write_text,
     make_folder,
@@ -178,13 +179,23 @@ class RunStore:
         return (f"; the run keeps its completed groups, free space and "
                 f"--resume {self.run_id}")
 
-    def write_run(self, record: dict[str, Any]) -> None:
+    def write_run(self, record: RunRecord | dict[str, Any]) -> None:
+        """Replace run.json with `record` (a RunRecord is stamped with the schema version,
+        as the dict written is)."""
+        if isinstance(record, RunRecord):
+            if record.schema_version is ABSENT:
+                record.schema_version = SCHEMA_VERSION
+            record = record.to_dict()
         write_record(self.run_path, record, self._hint)
 
-    def read_run(self) -> dict[str, Any]:
+    def read_run(self) -> RunRecord:
+        """The run's record, or BadInput: missing, unreadable, or not a run record."""
         if not os.path.lexists(self.run_path):
             raise BadInput(f"no run {self.run_id!r} in {self.dir.parent}")
-        return read_record(self.run_path, "run record")
+        try:
+            return RunRecord.from_dict(read_record(self.run_path, "run record"))
+        except BadRunRecord as exc:
+            raise BadInput(f"corrupt run record: {self.run_path} ({exc})") from None
 
     # ----------------------------------------------------------------- lock
 

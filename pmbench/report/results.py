@@ -44,6 +44,7 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput, PmbenchWarning
+from pmbench.records.run_record import BadRunRecord, RunRecord
 from pmbench.records.store import read_record
 from pmbench.rope2d.settings import KEY as ROPE2D
 from pmbench.rope2d.settings import RECORD_COLUMNS
@@ -51,9 +52,8 @@ from pmbench.rope2d.settings import RECORD_COLUMNS
 RECORD_FILES = {"run.json": "run", "train.json": "train", "attention.json": "attention"}
 
 # Keys without which a record cannot be placed in a table, with the type each must have.
+# (A run record's are its dataclass's: records.run_record.RunRecord.)
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "run": {"run_id": str, "created": str, "method": str, "branch": int, "suite": str,
-            "model": str, "metrics": dict, "throughput": (dict, type(None))},
     "train": {"run_id": str, "created": str, "kind": str, "model": str, ROPE2D: dict,
               "branches": int, "heldout_loss": dict},
     "attention": {"run_id": str, "created": str, "kind": str, "model": str, "branch": int,
@@ -137,30 +137,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
-    """Why the figures tables and compare read are unusable (None when they are fine):
-    each must be a number or null, ``metrics.n`` a count. (NaN is a number here: compare
-    judges it; a string would break every sum and division downstream.)"""
-    if kind == "run":
-        metrics = record["metrics"]
-        n = metrics.get("n")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-            return f"metrics.n {n!r} is not a count of questions"
-        for key, value in metrics.items():
-            if value is not None and not _is_number(value) and not isinstance(value, dict):
-                return f"metrics.{key} {value!r} is not a number"
-        for block in ("throughput", "latency"):
-            values = record.get(block) or {}
-            if not isinstance(values, dict):
-                return f"field {block!r} has the wrong type ({type(values).__name__})"
-            for key, value in values.items():
-                if key == "repeats":
-                    if not isinstance(value, dict) or not all(
-                            isinstance(v, list) and all(x is None or _is_number(x) for x in v)
-                            for v in value.values()):
-                        return f"{block}.repeats is not lists of numbers"
-                elif value is not None and not _is_number(value):
-                    return f"{block}.{key} {value!r} is not a number"
-    elif kind == "train":
+    """Why the figures tables read are unusable (None when they are fine): each held-out
+    loss must be a number (a run record's figures: RunRecord.from_dict)."""
+    if kind == "train":
         for key, value in record["heldout_loss"].items():
             if not _is_number(value):
                 return f"heldout_loss.{key} {value!r} is not a number"
@@ -206,8 +185,10 @@ def load(root: str | Path, kinds: tuple[str, ...] = tuple(RECORD_FILES.values())
         kind = RECORD_FILES[path.name]
         try:
             record = read_record(path, f"{kind} record")
-            problem = _problem(kind, record)
-        except BadInput as exc:  # unreadable, unsafe, not an object, or a newer schema
+            if kind == "run":  # read through its type, as the run wrote it
+                record = RunRecord.from_dict(record, complete=True).to_dict()
+            problem = None if kind == "run" else _problem(kind, record)
+        except (BadInput, BadRunRecord) as exc:  # unreadable, unsafe, a newer schema, invalid
             problem = getattr(exc, "reason", None) or str(exc)
         if problem:
             records.skipped.append((path, problem))
