@@ -109,3 +109,23 @@ def test_a_corrupt_record_is_refused_on_resume(tmp_path):
     (tmp_path / "r" / "run.json").write_text(json.dumps({"run_id": "r", "settings": [1]}))
     with pytest.raises(BadInput, match=r"corrupt run record: .*run.json \(field 'settings'"):
         RunStore(tmp_path, "r").read_run()
+
+
+def test_a_sweep_reads_a_cell_run_through_the_type(tmp_path):
+    """The sweep's view of a cell (done, partial) comes through RunRecord too: a run.json
+    the type refuses is skipped with one warning, and the cell reads as partial."""
+    from types import SimpleNamespace
+
+    from pmbench.errors import PmbenchWarning
+    from pmbench.sweep.supervise import cell_state, read_record
+
+    cell = SimpleNamespace(id="cell-1", record_file="run.json")
+    (tmp_path / "cell-1").mkdir()
+    good = json.loads(COMMITTED[0].read_text())
+    (tmp_path / "cell-1" / "run.json").write_text(json.dumps(good))
+    assert read_record(tmp_path, cell) == good and cell_state(tmp_path, cell) == "done"
+    (tmp_path / "cell-1" / "run.json").write_text(json.dumps({**good, "branch": "four"}))
+    with pytest.warns(PmbenchWarning, match="branch"):
+        assert read_record(tmp_path, cell) is None
+    with pytest.warns(PmbenchWarning):
+        assert cell_state(tmp_path, cell) == "partial"

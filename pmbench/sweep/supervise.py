@@ -23,6 +23,7 @@ from typing import Any
 from pmbench.errors import BadInput
 from pmbench.limits import MAX_LOG_TAIL_BYTES
 from pmbench.records import store
+from pmbench.records.run_record import BadRunRecord, RunRecord
 from pmbench.records.train import CHECKPOINT_DIR
 from pmbench.safe_io import make_folder, open_regular, read_regular, skip
 from pmbench.sweep import claims
@@ -165,11 +166,16 @@ def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
     a link, a FIFO, a corrupt or oversized file; `--resume` refuses it in one line)."""
     path = Path(output_dir) / cell.id / cell.record_file
     try:
-        return store.read_record(path)
+        record = store.read_record(path)
+        if cell.record_file == store.RUN_FILE:  # a run's record, read as every run's is
+            record = RunRecord.from_dict(record).to_dict()
+        return record
+    except BadRunRecord as exc:
+        skip(path, str(exc))
     except BadInput as exc:
         if os.path.lexists(path):
             skip(path, getattr(exc, "reason", None) or str(exc))
-        return None
+    return None
 
 
 def needed_training(cell: AnyCell, trainings: Mapping[str, TrainCell]) -> str | None:
