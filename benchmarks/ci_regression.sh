@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PM=".venv/bin/pmbench"
 if [[ "${1:-}" == "--baseline" ]]; then
-  OUT="results/baseline"; rm -rf "$OUT"
+  OUT="results/baseline"  # its records replaced; its COMMITTED marker kept
+  find "$OUT" -mindepth 1 -maxdepth 1 ! -name COMMITTED -exec rm -rf {} +
 else
   OUT="${1:?usage: ci_regression.sh DIR | --baseline}"
 fi

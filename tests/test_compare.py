@@ -250,7 +250,7 @@ def test_bad_input(args, message, tmp_path):
 def test_only_whole_run_accuracies_are_compared():
     # per-category scores (their question counts are not recorded) and counts are left out
     figs = figures(load(FIXTURES))
-    cell = "mmlu sequential b1 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
+    cell = "mmlu sequential no-cache b1 smollm2-135m-instruct limit=8 T=16 float32 ignore-eos"
     assert {m for c, m in figs if c == cell} == {"output_tok_s", "total_tok_s", "q_s", "acc"}
 
 

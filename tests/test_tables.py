@@ -59,27 +59,28 @@ def records():
 TABLE1 = f"""\
 Table 1: Throughput (output tok/s, throughput runs) and accuracy (%, accuracy runs) by model, method and #branch
 
-| Method             | #branch | Q tok/s |  T | Q Acc | MMLU tok/s | MMLU Acc | C-Eval tok/s | C-Eval Acc | GSM8K tok/s | GSM8K Acc | HumanEval tok/s | HumanEval Acc | SQuAD tok/s | SQuAD Acc | SQuAD v2.0 tok/s | SQuAD v2.0 Acc |
-|:-------------------|--------:|--------:|---:|------:|-----------:|---------:|-------------:|-----------:|------------:|----------:|----------------:|--------------:|------------:|----------:|-----------------:|---------------:|
+| Method              | #branch | Q tok/s |  T | Q Acc | MMLU tok/s | MMLU Acc | C-Eval tok/s | C-Eval Acc | GSM8K tok/s | GSM8K Acc | HumanEval tok/s | HumanEval Acc | SQuAD tok/s | SQuAD Acc | SQuAD v2.0 tok/s | SQuAD v2.0 Acc |
+|:--------------------|--------:|--------:|---:|------:|-----------:|---------:|-------------:|-----------:|------------:|----------:|----------------:|--------------:|------------:|----------:|-----------------:|---------------:|
 | **results/20261120-090000-pretrain-r0.25-ab01/checkpoint · float32, 2 threads, x86_64** |         |         |    |       |            |          |              |            |             |           |                 |               |             |           |                  |                |
-| rope2d r=0.25      |       4 |       8 | 16 |     8 |       28.0 |     56.2 |         26.0 |       43.8 |           – |         – |               – |             – |           – |         – |                – |              – |
+| rope2d r=0.25       |       4 |       8 | 16 |     8 |       28.0 |     56.2 |         26.0 |       43.8 |           – |         – |               – |             – |           – |         – |                – |              – |
 | **results/20261120-100000-pretrain-r0.50-ab02/checkpoint · float32, 2 threads, x86_64** |         |         |    |       |            |          |              |            |             |           |                 |               |             |           |                  |                |
-| rope2d r=0.5 high  |       4 |       8 | 16 |     8 |       28.5 |     68.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
+| rope2d r=0.5 high   |       4 |       8 | 16 |     8 |       28.5 |     68.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
 | **results/20261121-080000-finetune-r0.50-ab03/checkpoint · float32, 2 threads, x86_64** |         |         |    |       |            |          |              |            |             |           |                 |               |             |           |                  |                |
-| rope2d r=0.5 cross |       4 |       8 | 16 |  8–16 |       27.0 |     31.2 |            – |          – |           – |         – |               – |             – |           – |      52.5 |                – |              – |
-| rope2d r=0.5 cross |       8 |       – |  – |    16 |          – |     18.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
+| rope2d r=0.5 cross  |       4 |       8 | 16 |  8–16 |       27.0 |     31.2 |            – |          – |           – |         – |               – |             – |           – |      52.5 |                – |              – |
+| rope2d r=0.5 cross  |       8 |       – |  – |    16 |          – |     18.8 |            – |          – |           – |         – |               – |             – |           – |         – |                – |              – |
 | **smollm2-135m-instruct · float32, 2 threads, x86_64** |         |         |    |       |            |          |              |            |             |           |                 |               |             |           |                  |                |
-| sequential         |       1 |       8 | 16 |  8–16 |       10.0 |     31.2 |            – |          – |           – |         – |               – |             – |        20.0 |      55.0 |                – |           60.0 |
-| sequential         |       4 |       8 | 16 |     8 |          – |     37.5 |            – |          – |           – |         – |               – |             – |        20.5 |         – |                – |              – |
-| batch              |       4 |       8 | 16 |     – |          – |        – |            – |          – |           – |         – |               – |             – |        50.0 |         – |                – |              – |
-| prefix             |       2 |       – |  – |     8 |          – |        – |            – |          – |           – |         – |               – |             – |           – |      55.0 |                – |              – |
-| rope2d r=0         |       1 |       8 | 16 |     8 |       11.0 |     31.2 |            – |          – |           – |         – |               – |             – |        21.0 |      55.0 |                – |              – |
-| rope2d r=0         |       4 |       8 | 16 |  8–16 |       30.0 |     43.8 |            – |          – |           – |         – |               – |             – |        70.0 |      57.5 |                – |           55.0 |
-| rope2d r=0.5 cross |       4 |       – |  – |     8 |          – |     25.0 |            – |          – |           – |         – |               – |             – |           – |      40.0 |                – |              – |
+| sequential no-cache |       1 |       8 | 16 |  8–16 |       10.0 |     31.2 |            – |          – |           – |         – |               – |             – |        20.0 |      55.0 |                – |           60.0 |
+| sequential no-cache |       4 |       8 | 16 |     8 |          – |     37.5 |            – |          – |           – |         – |               – |             – |        20.5 |         – |                – |              – |
+| batch               |       4 |       8 | 16 |     – |          – |        – |            – |          – |           – |         – |               – |             – |        50.0 |         – |                – |              – |
+| prefix              |       2 |       – |  – |     8 |          – |        – |            – |          – |           – |         – |               – |             – |           – |      55.0 |                – |              – |
+| rope2d r=0          |       1 |       8 | 16 |     8 |       11.0 |     31.2 |            – |          – |           – |         – |               – |             – |        21.0 |      55.0 |                – |              – |
+| rope2d r=0          |       4 |       8 | 16 |  8–16 |       30.0 |     43.8 |            – |          – |           – |         – |               – |             – |        70.0 |      57.5 |                – |           55.0 |
+| rope2d r=0.5 cross  |       4 |       – |  – |     8 |          – |     25.0 |            – |          – |           – |         – |               – |             – |           – |      40.0 |                – |              – |
 
 Acc (%): MMLU accuracy, C-Eval accuracy, GSM8K exact match, HumanEval pass@1, SQuAD F1, SQuAD v2.0 F1.
 tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Acc: accuracy runs (each suite's own stop strings and token budget). A cell without its kind of run shows –.
 Each row group is one model on one dtype, thread count and machine; per row, Q tok/s and T: questions and new tokens per question of its throughput runs, Q Acc: questions of its accuracy runs (a range where its suites differ). Rows whose Q or T differ measured different work: compare their tok/s with care.
+Prior art: rope2d at ratio 0 with the isolated mask (Method "rope2d r=0") is training-free position reuse with a mask, the construction of MultiDecode and Intra-Prompt Parallel Decoding: every branch continues the context from the same positions and sees only the context and its own tokens, so on a model as shipped its greedy tokens equal sequential's. What ratio > 0, the cross mask or training add is measured against this row, not against sequential.
 {MERGED}
 Paired Δ to the reference: none could be judged (no samples.jsonl).
 {PROVENANCE}
@@ -106,28 +107,29 @@ Paired Δ to the reference: none could be judged (no samples.jsonl).
 TABLE3 = f"""\
 Table 3: Branch scaling: throughput, speedup over #branch 1, loss, MMLU and SQuAD
 
-| Model                                                  | Method             | Suite  | #branch | Q |  T | tok/s | Speedup (×) |  Loss | MMLU Acc (%) | SQuAD F1 (%) |
-|:-------------------------------------------------------|:-------------------|:-------|--------:|--:|---:|------:|------------:|------:|-------------:|-------------:|
-| **pre-trained from scratch · float32, 2 threads, x86_64** |                    |        |         |   |    |       |             |       |              |              |
-| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | MMLU   |       4 | 8 | 16 |  28.0 |           – | 4.250 |         56.2 |            – |
-| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25      | C-Eval |       4 | 8 | 16 |  26.0 |           – | 4.250 |         56.2 |            – |
-| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | rope2d r=0.5 high  | MMLU   |       4 | 8 | 16 |  28.5 |           – | 4.312 |         68.8 |            – |
-| **fine-tuned · float32, 2 threads, x86_64**            |                    |        |         |   |    |       |             |       |              |              |
-| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       4 | 8 | 16 |  27.0 |           – | 2.000 |         31.2 |         52.5 |
-| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross | MMLU   |       8 | – |  – |     – |           – |     – |         18.8 |            – |
-| **as shipped · float32, 2 threads, x86_64**            |                    |        |         |   |    |       |             |       |              |              |
-| smollm2-135m-instruct                                  | sequential         | MMLU   |       1 | 8 | 16 |  10.0 |        1.00 |     – |         31.2 |         55.0 |
-| smollm2-135m-instruct                                  | sequential         | SQuAD  |       1 | 8 | 16 |  20.0 |        1.00 |     – |         31.2 |         55.0 |
-| smollm2-135m-instruct                                  | sequential         | SQuAD  |       4 | 8 | 16 |  20.5 |        1.02 |     – |         37.5 |            – |
-| smollm2-135m-instruct                                  | batch              | SQuAD  |       4 | 8 | 16 |  50.0 |           – |     – |            – |            – |
-| smollm2-135m-instruct                                  | prefix             | SQuAD  |       2 | – |  – |     – |           – |     – |            – |         55.0 |
-| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       1 | 8 | 16 |  11.0 |        1.00 |     – |         31.2 |         55.0 |
-| smollm2-135m-instruct                                  | rope2d r=0         | MMLU   |       4 | 8 | 16 |  30.0 |        2.73 |     – |         43.8 |         57.5 |
-| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       1 | 8 | 16 |  21.0 |        1.00 |     – |         31.2 |         55.0 |
-| smollm2-135m-instruct                                  | rope2d r=0         | SQuAD  |       4 | 8 | 16 |  70.0 |        3.33 |     – |         43.8 |         57.5 |
-| smollm2-135m-instruct                                  | rope2d r=0.5 cross | MMLU   |       4 | – |  – |     – |           – |     – |         25.0 |         40.0 |
+| Model                                                  | Method              | Suite  | #branch | Q |  T | tok/s | Speedup (×) |  Loss | MMLU Acc (%) | SQuAD F1 (%) |
+|:-------------------------------------------------------|:--------------------|:-------|--------:|--:|---:|------:|------------:|------:|-------------:|-------------:|
+| **pre-trained from scratch · float32, 2 threads, x86_64** |                     |        |         |   |    |       |             |       |              |              |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25       | MMLU   |       4 | 8 | 16 |  28.0 |           – | 4.250 |         56.2 |            – |
+| results/20261120-090000-pretrain-r0.25-ab01/checkpoint | rope2d r=0.25       | C-Eval |       4 | 8 | 16 |  26.0 |           – | 4.250 |         56.2 |            – |
+| results/20261120-100000-pretrain-r0.50-ab02/checkpoint | rope2d r=0.5 high   | MMLU   |       4 | 8 | 16 |  28.5 |           – | 4.312 |         68.8 |            – |
+| **fine-tuned · float32, 2 threads, x86_64**            |                     |        |         |   |    |       |             |       |              |              |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross  | MMLU   |       4 | 8 | 16 |  27.0 |           – | 2.000 |         31.2 |         52.5 |
+| results/20261121-080000-finetune-r0.50-ab03/checkpoint | rope2d r=0.5 cross  | MMLU   |       8 | – |  – |     – |           – |     – |         18.8 |            – |
+| **as shipped · float32, 2 threads, x86_64**            |                     |        |         |   |    |       |             |       |              |              |
+| smollm2-135m-instruct                                  | sequential no-cache | MMLU   |       1 | 8 | 16 |  10.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | sequential no-cache | SQuAD  |       1 | 8 | 16 |  20.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | sequential no-cache | SQuAD  |       4 | 8 | 16 |  20.5 |        1.02 |     – |         37.5 |            – |
+| smollm2-135m-instruct                                  | batch               | SQuAD  |       4 | 8 | 16 |  50.0 |           – |     – |            – |            – |
+| smollm2-135m-instruct                                  | prefix              | SQuAD  |       2 | – |  – |     – |           – |     – |            – |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0          | MMLU   |       1 | 8 | 16 |  11.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0          | MMLU   |       4 | 8 | 16 |  30.0 |        2.73 |     – |         43.8 |         57.5 |
+| smollm2-135m-instruct                                  | rope2d r=0          | SQuAD  |       1 | 8 | 16 |  21.0 |        1.00 |     – |         31.2 |         55.0 |
+| smollm2-135m-instruct                                  | rope2d r=0          | SQuAD  |       4 | 8 | 16 |  70.0 |        3.33 |     – |         43.8 |         57.5 |
+| smollm2-135m-instruct                                  | rope2d r=0.5 cross  | MMLU   |       4 | – |  – |     – |           – |     – |         25.0 |         40.0 |
 
 tok/s: output tokens per second of throughput runs (--ignore-eos, 16 new tokens per question, median over repeats); Q and T: questions and new tokens per question of the row's throughput run; Speedup: tok/s over #branch 1 of the same model, method and suite on the same Q, T, dtype, threads and machine ('–' where no such run exists); Loss: held-out loss of the model's training run at that #branch; MMLU Acc and SQuAD F1: from accuracy runs (each suite's own stop strings and token budget) of the same model, method and #branch, whatever the row's suite (a row without a throughput run has accuracy runs only).
+Prior art: rope2d at ratio 0 with the isolated mask (Method "rope2d r=0") is training-free position reuse with a mask, the construction of MultiDecode and Intra-Prompt Parallel Decoding: every branch continues the context from the same positions and sees only the context and its own tokens, so on a model as shipped its greedy tokens equal sequential's. What ratio > 0, the cross mask or training add is measured against this row, not against sequential.
 {MERGED}
 {PROVENANCE}
 """  # noqa: E501
@@ -140,6 +142,7 @@ Table 4: Attention of branch tokens: mass by target and head specialisation
 | results/20261121-080000-finetune-r0.50-ab03/checkpoint | SQuAD |       4 |  0.50 | split/interleaved/cross    |                       50.0 |                   30.0 |                     20.0 |             0.35 |               0.27 |         90 |           45 |          80 |            55 |
 | smollm2-135m-instruct                                  | SQuAD |       4 |  0.00 | split/interleaved/isolated |                       62.5 |                   37.5 |                      0.0 |             0.41 |               0.12 |        120 |            3 |          60 |            87 |
 
+Prior art: rope2d at ratio 0 with the isolated mask (Ratio 0.00, Setting .../isolated) is training-free position reuse with a mask, the construction of MultiDecode and Intra-Prompt Parallel Decoding: every branch continues the context from the same positions and sees only the context and its own tokens, so on a model as shipped its greedy tokens equal sequential's. What ratio > 0, the cross mask or training add is measured against this row, not against sequential.
 Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_scatter.png
 {p}
 """.format(d=FIXTURES / "20261127-090000-attn-squad-b4-ab04", p=PROVENANCE)  # noqa: E501
@@ -147,21 +150,22 @@ Figures of 20261127-090000-attn-squad-b4-ab04: {d}/heatmap_grid.png, {d}/focus_s
 TABLE5 = f"""\
 Table 5: SQuAD parallel QA: Q/s (accuracy runs, real stopping) and speedup over sequential decoding
 
-| Version | Method             | #questions |  Q |  Q/s | Answer p50 (s) | Answer p99 (s) | Speedup (×) | over         | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
-|:--------|:-------------------|-----------:|---:|-----:|---------------:|---------------:|------------:|:-------------|-------:|-------:|--------------:|-------------:|
-| **results/20261121-080000-finetune-r0.50-ab03/checkpoint · float32, 2 threads, x86_64** |                    |            |    |      |                |                |             |              |        |        |               |              |
-| v1.1    | rope2d r=0.5 cross |          4 |  8 | 6.00 |              – |              – |           – | –            |   52.5 |   37.5 |             – |            – |
-| **smollm2-135m-instruct · float32, 2 threads, x86_64** |                    |            |    |      |                |                |             |              |        |        |               |              |
-| v1.1    | sequential         |          1 |  8 | 2.00 |              – |              – |        1.00 | sequential 1 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0         |          1 |  8 | 2.10 |              – |              – |        1.05 | sequential 1 |   55.0 |   50.0 |             – |            – |
-| v1.1    | prefix             |          2 |  8 | 3.50 |              – |              – |        1.75 | sequential 1 |   55.0 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0         |          4 |  8 | 7.00 |              – |              – |        3.50 | sequential 1 |   57.5 |   50.0 |             – |            – |
-| v1.1    | rope2d r=0.5 cross |          4 |  8 | 6.50 |              – |              – |        3.25 | sequential 1 |   40.0 |   25.0 |             – |            – |
-| v2.0    | sequential         |          1 | 16 | 1.80 |              – |              – |        1.00 | sequential 1 |   60.0 |   50.0 |          45.0 |         75.0 |
-| v2.0    | rope2d r=0         |          4 | 16 | 6.30 |              – |              – |        3.50 | sequential 1 |   55.0 |   50.0 |          40.0 |         70.0 |
+| Version | Method              | #questions |  Q |  Q/s | Answer p50 (s) | Answer p99 (s) | Speedup (×) | over                  | F1 (%) | EM (%) | HasAns F1 (%) | NoAns F1 (%) |
+|:--------|:--------------------|-----------:|---:|-----:|---------------:|---------------:|------------:|:----------------------|-------:|-------:|--------------:|-------------:|
+| **results/20261121-080000-finetune-r0.50-ab03/checkpoint · float32, 2 threads, x86_64** |                     |            |    |      |                |                |             |                       |        |        |               |              |
+| v1.1    | rope2d r=0.5 cross  |          4 |  8 | 6.00 |              – |              – |           – | –                     |   52.5 |   37.5 |             – |            – |
+| **smollm2-135m-instruct · float32, 2 threads, x86_64** |                     |            |    |      |                |                |             |                       |        |        |               |              |
+| v1.1    | sequential no-cache |          1 |  8 | 2.00 |              – |              – |        1.00 | sequential no-cache 1 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0          |          1 |  8 | 2.10 |              – |              – |        1.05 | sequential no-cache 1 |   55.0 |   50.0 |             – |            – |
+| v1.1    | prefix              |          2 |  8 | 3.50 |              – |              – |        1.75 | sequential no-cache 1 |   55.0 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0          |          4 |  8 | 7.00 |              – |              – |        3.50 | sequential no-cache 1 |   57.5 |   50.0 |             – |            – |
+| v1.1    | rope2d r=0.5 cross  |          4 |  8 | 6.50 |              – |              – |        3.25 | sequential no-cache 1 |   40.0 |   25.0 |             – |            – |
+| v2.0    | sequential no-cache |          1 | 16 | 1.80 |              – |              – |        1.00 | sequential no-cache 1 |   60.0 |   50.0 |          45.0 |         75.0 |
+| v2.0    | rope2d r=0          |          4 | 16 | 6.30 |              – |              – |        3.50 | sequential no-cache 1 |   55.0 |   50.0 |          40.0 |         70.0 |
 
 Q/s: questions answered per second in accuracy runs (each suite's own stop strings and token budget), i.e. with real stopping; #questions: questions answered together (the group size N); Q: questions scored; Answer p50 / p99: each question's time from its group's start to its last token, percentiles over the run's questions (one at a time, a question also waits for those before it); Speedup: Q/s over the sequential row named in 'over', on the same questions (same model, suite, Q, dtype, threads and machine; '–' where there is none).
 HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.
+Prior art: rope2d at ratio 0 with the isolated mask (Method "rope2d r=0") is training-free position reuse with a mask, the construction of MultiDecode and Intra-Prompt Parallel Decoding: every branch continues the context from the same positions and sees only the context and its own tokens, so on a model as shipped its greedy tokens equal sequential's. What ratio > 0, the cross mask or training add is measured against this row, not against sequential.
 Paired Δ to the reference: none could be judged (no samples.jsonl).
 {PROVENANCE}
 """  # noqa: E501
@@ -224,7 +228,7 @@ def test_csv_holds_raw_values_and_empty_cells(records):
     assert t5.loc[("v1.1", "rope2d r=0", 4), "Speedup (×)"] == pytest.approx(7.0 / 2.0)
     assert t5.loc[("v1.1", "prefix", 2), "Q/s"] == 3.5
     assert t5.loc[("v2.0", "rope2d r=0", 4), "NoAns F1 (%)"] == 70.0
-    assert pd.isna(t5.loc[("v1.1", "sequential", 1), "HasAns F1 (%)"])
+    assert pd.isna(t5.loc[("v1.1", "sequential no-cache", 1), "HasAns F1 (%)"])
 
     t4 = _csv(records, 4)
     assert t4["Heads time"].tolist() == [90, 120]

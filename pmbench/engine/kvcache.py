@@ -223,5 +223,14 @@ def end_static(cache: Cache, length: int) -> None:
     """Back to an ordinary reserved cache whose first `length` positions are filled."""
     for layer in cache.layers:
         layer.index = None
-        layer.length = length
-        layer._views()
+    crop(cache, length)
+
+
+def crop(cache: Cache, length: int) -> None:
+    """Keep the first `length` positions of a reserved cache, in place: what sequential
+    does after each question, so the next one continues the group's shared context
+    without computing it again (nothing is copied; later writes overwrite the rest)."""
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.length = length
+            layer._views()

@@ -47,7 +47,7 @@ from pmbench.errors import BadInput
 from pmbench.measure.stats import median_ratio_interval
 from pmbench.report.cells import cell_frame, cell_keys, check_inputs, method_keys
 from pmbench.report.paired import MARGIN, RunPair, pair_runs
-from pmbench.report.results import Records, repeat_range, runners
+from pmbench.report.results import Records, method_label, repeat_range, runners
 from pmbench.suites import metric_keys
 
 THROUGHPUT = {"output_tok_s": "tok/s", "total_tok_s": "tok/s", "q_s": "Q/s"}
@@ -186,18 +186,27 @@ def figures(records: Records) -> dict[tuple[str, str], Figure]:
     group = [k for k in cell_keys() if k != "method" and k not in own]
     over = {name: runner.ratios_over for name, runner in runners().items()}
     for _, same in cells.groupby(group, dropna=False, sort=False):
-        tok = {(r["method"], r["cell"]): out.get((r["cell"], "output_tok_s"))
-               for _, r in same.iterrows()}
-        for (method, cell), a in tok.items():
+        tok = [(r["method"], method_label(r), r["cell"], out.get((r["cell"], "output_tok_s")))
+               for _, r in same.iterrows()]
+        for method, _, cell, a in tok:
             for den in over.get(method, ()):
-                refs = [b for (m, _), b in tok.items() if m == den and b]
-                if not a or len(refs) != 1 or not refs[0].value:
+                b = _denominator(tok, den)
+                if not a or b is None or not b.value:
                     continue
-                b = refs[0]
                 out[cell, f"output_tok_s {method}/{den}"] = Figure(
                     "ratio", "×", _div(a.value, b.value), _div(a.low, b.high),
                     _div(a.high, b.low), num=a.num, den=b.num)
     return out
+
+
+def _denominator(tok: list[tuple[str, str, str, Figure | None]], den: str) -> Figure | None:
+    """Method `den`'s tok/s among one cell's methods (method, label, cell, tok/s), None
+    unless one is found. Where `den` ran in several variants, its default one (labelled
+    by its bare name: sequential with its context cached, not "sequential no-cache")."""
+    refs = [(label, b) for method, label, _, b in tok if method == den and b]
+    if len(refs) > 1:
+        refs = [(label, b) for label, b in refs if label == den]
+    return refs[0][1] if len(refs) == 1 else None
 
 
 def _div(a: float, b: float) -> float:

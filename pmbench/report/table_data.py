@@ -163,3 +163,21 @@ def lookup(frame: pd.DataFrame, keys: list[str], value: str, rows: pd.DataFrame,
     return pd.Series([index.get(k, float("nan")) for k in wanted], index=rows.index,
                      dtype=float)
 
+
+
+PRIOR_ART = ("training-free position reuse with a mask, the construction of MultiDecode and "
+             "Intra-Prompt Parallel Decoding: every branch continues the context from the "
+             "same positions and sees only the context and its own tokens, so on a model as "
+             "shipped its greedy tokens equal sequential's. What ratio > 0, the cross mask or "
+             "training add is measured against this row, not against sequential.")
+
+
+def prior_art_notes(ratio: pd.Series, mask: pd.Series, rows: str) -> list[str]:
+    """The note that names the prior-art row, when a table shows one: rope2d at ratio 0
+    with the isolated mask (`ratio` and `mask` per shown row; other methods' are NaN), so
+    a reader credits ParallelMind only with what it adds over it. `rows` names those rows
+    as the table shows them."""
+    shown = (pd.to_numeric(ratio, errors="coerce") == 0) & (mask == "isolated")
+    if not shown.any():
+        return []
+    return [f"Prior art: rope2d at ratio 0 with the isolated mask ({rows}) is {PRIOR_ART}"]

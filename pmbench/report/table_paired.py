@@ -77,16 +77,28 @@ def reference_run(runs: pd.DataFrame, model: str, suite: str, branch: int,
                   n: Any = None) -> dict[str, Any] | None:
     """The accuracy run a row of `model` on `suite` is judged against: that model's run of
     the suite by the reference method (sequential), preferring the row's #branch (the same
-    groups, hence the same contexts), then the same number of questions, then the most,
-    then the newest. `runs` is a run frame of accuracy runs (``record``, ``n`` and
-    ``created`` columns)."""
+    groups, hence the same contexts), then the same number of questions, then its default
+    variant (`default_variant`: sequential's greedy tokens are the same with its context
+    cached or not, so it only breaks ties), then the most questions, then the newest.
+    `runs` is a run frame of accuracy runs (``record``, ``n``, ``label`` and ``created``
+    columns)."""
     seq = runs[(runs["method"] == reference_method()) & (runs["model"] == model)
                & (runs["suite"] == suite)]
     if seq.empty:
         return None
     size = pd.to_numeric(seq["n"], errors="coerce").fillna(0)
-    ranked = seq.assign(_branch=seq["branch"] == branch, _n=size == n, _size=size)
-    return ranked.sort_values(["_branch", "_n", "_size", "created"]).iloc[-1]["record"]
+    ranked = seq.assign(_branch=seq["branch"] == branch, _n=size == n, _size=size,
+                        _default=default_variant(seq))
+    return ranked.sort_values(["_branch", "_n", "_default", "_size", "created"]
+                              ).iloc[-1]["record"]
+
+
+def default_variant(runs: pd.DataFrame) -> pd.Series:
+    """Per run of a run frame, whether it is its method's default variant, labelled by the
+    method's bare name: of the reference's runs, "sequential" (its context cached) is
+    preferred, and "sequential no-cache" (every record made before the option) stands in
+    only where no such run fits."""
+    return runs["label"] == runs["method"]
 
 
 NUMBERS = {"n": ".0f", "Reference (%)": ".1f", "Row (%)": ".1f", "Δ (pts)": "+.1f",

@@ -26,6 +26,7 @@ from pmbench.report.table_data import (
     merged_notes,
     newest_runs,
     pct,
+    prior_art_notes,
     require,
     run_frame,
     setting_cell,
@@ -90,7 +91,8 @@ def _weights_runs(records: Records) -> pd.DataFrame:
 
     `weights` is the training run id for a checkpoint's runs and the model name for the
     others; `variant` is the method for a checkpoint (it runs with the 2D RoPE settings
-    it was trained with) and the method label otherwise, so an as-shipped row finds the
+    it was trained with) and for the reference (sequential, with its context cached or
+    not: the same tokens), the method label otherwise, so an as-shipped row finds the
     base model's runs at its training run's ratio, mask, mode and branch_freqs.
     """
     suites = list(dict.fromkeys(suite for suite, _ in ABLATION_COLUMNS))
@@ -102,7 +104,8 @@ def _weights_runs(records: Records) -> pd.DataFrame:
     trained = [trained_by(model_names(r), records.train) for r in runs["record"]]
     runs["weights"] = [t["run_id"] if t else m for t, m in zip(trained, runs["model"],
                                                                  strict=True)]
-    runs["variant"] = [m if t else label for t, m, label in zip(
+    reference = reference_method()  # its variants give the same tokens: one variant here
+    runs["variant"] = [m if t or m == reference else label for t, m, label in zip(
         trained, runs["method"], runs["label"], strict=True)]
     for column in {_column(s, k) for s, k in ABLATION_COLUMNS} - {"acc"}:
         runs[column] = pct(col(runs, f"metrics.{column}"))
@@ -222,6 +225,7 @@ def table2(records: Records, models=None, suites=None, margin: float | None = MA
              "same 2D RoPE settings). SQuAD F1 / EM, MMLU and C-Eval: the row's weights at "
              f"that #branch in {ACCURACY_SOURCE}, as shipped at the training run's ratio, "
              "mask and setting; of several runs, the one with the most questions.",
+             *prior_art_notes(rows["ratio"], rows["mask"], "Ratio 0.00, Mask isolated"),
              *merged_notes(cells, used)]
     paired = None
     if margin is not None:
@@ -292,7 +296,10 @@ def table3(records: Records, models=None, suites=None) -> Table:
              "such run exists); Loss: held-out loss of the model's training run at "
              f"that #branch; MMLU Acc and SQuAD F1: from {ACCURACY_SOURCE} of the same "
              "model, method and #branch, whatever the row's suite (a row without a "
-             "throughput run has accuracy runs only).", *merged_notes(*used)]
+             "throughput run has accuracy runs only).",
+             *prior_art_notes(pd.concat([col(u, "rope2d.ratio") for u in used]),
+                              pd.concat([col(u, "rope2d.mask") for u in used]),
+                              'Method "rope2d r=0"'), *merged_notes(*used)]
     return Table(3, "Branch scaling: throughput, speedup over #branch 1, loss, MMLU and SQuAD",
                  data, formats, notes, row_group=["Training", "Env"])
 

@@ -42,6 +42,7 @@ from pmbench.report.table_data import (
     merged_notes,
     newest_runs,
     pct,
+    prior_art_notes,
     require,
     run_frame,
     setting_cell,
@@ -51,7 +52,7 @@ from pmbench.report.table_data import (
     throughput_source,
 )
 from pmbench.report.table_format import DASH, Table
-from pmbench.report.table_paired import Pairing, companion, reference_run
+from pmbench.report.table_paired import Pairing, companion, default_variant, reference_run
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
 from pmbench.suites import core_suites, display_name, family_suites, metric, suite_info
@@ -95,6 +96,12 @@ def _per_row(frame: pd.DataFrame, rows: pd.DataFrame, column: str) -> pd.Series:
                      index=rows.index, dtype=object)
 
 
+def _prior_art(runs: pd.DataFrame) -> list[str]:
+    """The prior-art note of a table whose rows are labelled by method (Tables 1, 3, 5)."""
+    return prior_art_notes(col(runs, "rope2d.ratio"), col(runs, "rope2d.mask"),
+                           'Method "rope2d r=0"')
+
+
 def table1(records: Records, models=None, suites=None, margin: float | None = MARGIN
            ) -> Table:
     """Throughput and accuracy: rows model x method x #branch (a row group per model),
@@ -126,7 +133,8 @@ def table1(records: Records, models=None, suites=None, margin: float | None = MA
                         for s in shown)
     notes = [f"Acc (%): {metrics}.",
              f"{throughput_source(tput)}; Acc: {ACCURACY_SOURCE}. A cell without its kind "
-             f"of run shows {DASH}.", ROW_RUNS, *merged_notes(tput, accs)]
+             f"of run shows {DASH}.", ROW_RUNS, *_prior_art(pd.concat([tput, accs])),
+             *merged_notes(tput, accs)]
     paired, note = None, None
     if margin is not None:
         paired, note = companion(1, _table1_pairings(accs, rows, shown), margin,
@@ -175,17 +183,21 @@ def table4(records: Records, models=None, suites=None) -> Table:
                + ", ".join(str(Path(r["_path"]).parent / f) for f in r["figures"])
                for r in cells["record"] if r.get("figures")]
     return Table(4, "Attention of branch tokens: mass by target and head specialisation",
-                 data, formats, merged_notes(cells) + figures)
+                 data, formats, prior_art_notes(cells["rope2d.ratio"], cells["rope2d.mask"],
+                                                "Ratio 0.00, Setting .../isolated")
+                 + merged_notes(cells) + figures)
 
 
 def _reference_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
     """Per row of `cells`, the Q/s of sequential decoding on the same questions (the same
     model, suite and number scored, on the same dtype, threads and machine) and the
-    #questions of the sequential row it comes from, so the table can name its divisor.
-    Sequential answers one question at a time, so its group size does not change its
-    speed: its record at the row's #questions is preferred, else its newest at any."""
-    reference = reference_method()
-    seq = cells[cells["method"] == reference].sort_values("created")
+    #questions of the sequential row it comes from, so the table can name its divisor
+    (by its label: "sequential" or "sequential no-cache"). Its record at the row's
+    #questions is preferred, else its newest at any (with the context cached, a group's
+    size sets how often the context is prefilled; without, it does not change its speed);
+    of those, its default variant (the context cached) where there is one."""
+    seq = cells[cells["method"] == reference_method()]
+    seq = seq.assign(_default=default_variant(seq)).sort_values(["_default", "created"])
     q_s, divisor = [], []
     for row in cells.itertuples():
         same = seq[(seq["model"] == row.model) & (seq["suite"] == row.suite)
@@ -193,7 +205,8 @@ def _reference_q_s(cells: pd.DataFrame) -> tuple[list[float], list[Any]]:
         own = same[same["branch"] == row.branch]
         pick = own if not own.empty else same
         q_s.append(pick["q_s"].iloc[-1] if not pick.empty else float("nan"))
-        divisor.append(f"{reference} {pick['branch'].iloc[-1]}" if not pick.empty else None)
+        divisor.append(f"{pick['label'].iloc[-1]} {pick['branch'].iloc[-1]}"
+                       if not pick.empty else None)
     return q_s, divisor
 
 
@@ -267,6 +280,7 @@ def table5(records: Records, models=None, suites=None, margin: float | None = MA
             data[name] = pct(col(cells, f"metrics.{key}")).to_numpy()
             formats[name] = ".1f"
         notes.append("HasAns / NoAns F1: SQuAD v2.0's answerable and unanswerable questions.")
+    notes += _prior_art(cells)
     paired = None
     if margin is not None:
         paired, note = companion(5, _table5_pairings(cells), margin, records.train,
