@@ -163,3 +163,10 @@ def smollm2():
     from pmbench.engine.models import load_model
 
     return load_model(device="cpu", dtype="float32")
+
+
+def assert_same_tokens(ref, out) -> None:
+    """Two GroupOutputs answered every question with the same tokens and stop reason."""
+    for i, (a, b) in enumerate(zip(ref.outputs, out.outputs, strict=True)):
+        assert a.output_ids == b.output_ids, f"question {i}"
+        assert a.finish_reason == b.finish_reason, f"question {i}"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_family_model, random_group, real_squad_group
+from conftest import assert_same_tokens, make_family_model, random_group, real_squad_group
 from pmbench.engine.runners.base import RunnerOptions
 from pmbench.engine.runners.sequential import SequentialRunner
 from pmbench.report.results import method_label
@@ -29,12 +29,6 @@ def _seq(model, tokenizer, group, gen, cache: bool, compile: str = "off"):
     return SequentialRunner(model, tokenizer, opts).run_group(group, gen)
 
 
-def _assert_same(ref, out):
-    for i, (a, b) in enumerate(zip(ref.outputs, out.outputs, strict=True)):
-        assert a.output_ids == b.output_ids, f"question {i}"
-        assert a.finish_reason == b.finish_reason, f"question {i}"
-
-
 @pytest.mark.parametrize("arch", ["tiny_llama", "tiny_qwen2"])
 @pytest.mark.parametrize("n", [1, 3, 8])
 def test_cached_equals_no_cache(arch, n, request, tokenizer):
@@ -44,7 +38,7 @@ def test_cached_equals_no_cache(arch, n, request, tokenizer):
     old = _seq(model, tokenizer, group, gen, cache=False)
     new = _seq(model, tokenizer, group, gen, cache=True)
     assert len({tuple(o.output_ids) for o in old.outputs}) == n  # not a trivial match
-    _assert_same(old, new)
+    assert_same_tokens(old, new)
     p, own = len(group.context_ids), sum(len(q.prompt_ids) for q in group.questions)
     decoded = n * (gen.max_new_tokens - 1)
     # no-cache: the context with every question; cached: once (but its last token, fed
@@ -69,7 +63,7 @@ def test_questions_stopping_early(arch, stop_by, request, tokenizer):
     old = _seq(model, tokenizer, group, gen, cache=False)
     assert stop_by in [o.finish_reason for o in old.outputs]
     assert "length" in [o.finish_reason for o in old.outputs]
-    _assert_same(old, _seq(model, tokenizer, group, gen, cache=True))
+    assert_same_tokens(old, _seq(model, tokenizer, group, gen, cache=True))
 
 
 def test_empty_context_and_empty_question(tiny_llama, tokenizer):
@@ -78,7 +72,7 @@ def test_empty_context_and_empty_question(tiny_llama, tokenizer):
     with_empty.questions[1].prompt_ids = []  # continues straight from the context
     for group in (random_group(3, seed=5, context_len=0), random_group(3, seed=5, context_len=1),
                   with_empty):
-        _assert_same(_seq(tiny_llama, tokenizer, group, gen, cache=False),
+        assert_same_tokens(_seq(tiny_llama, tokenizer, group, gen, cache=False),
                      _seq(tiny_llama, tokenizer, group, gen, cache=True))
 
 
@@ -90,7 +84,7 @@ def test_other_llama_family_models(family, tokenizer):
                               sliding_window=16 if family == "mistral" else None)
     group, gen = random_group(3, seed=4, context_len=40), GenerationConfig(max_new_tokens=8)
     for mode in ("off", "static"):
-        _assert_same(_seq(model, tokenizer, group, gen, cache=False),
+        assert_same_tokens(_seq(model, tokenizer, group, gen, cache=False),
                      _seq(model, tokenizer, group, gen, cache=True, compile=mode))
 
 
@@ -139,7 +133,7 @@ def test_static_and_compiled_steps_equal_eager_no_cache(tiny_llama, tokenizer, m
         gen = GenerationConfig(max_new_tokens=10, eos_token_ids=eos)
         old = _seq(tiny_llama, tokenizer, group, gen, cache=False)
         assert len({len(o.output_ids) for o in old.outputs}) > 1
-        _assert_same(old, _seq(tiny_llama, tokenizer, group, gen, cache=True, compile=mode))
+        assert_same_tokens(old, _seq(tiny_llama, tokenizer, group, gen, cache=True, compile=mode))
 
 
 def test_warmup_key_is_one_bucket_per_group_when_cached(tiny_llama, tokenizer):
@@ -274,7 +268,7 @@ def test_real_squad_questions_with_early_stops(smollm2, data_dir):
     lengths = {len(o.output_ids) for o in old.outputs}
     assert len(lengths) > 1 and min(lengths) < gen.max_new_tokens  # questions stop early
     new = _seq(smollm2.model, tok, group, gen, cache=True)
-    _assert_same(old, new)
+    assert_same_tokens(old, new)
     # the passage prefilled once instead of 8 times (but its last token, fed with each)
     assert old.tokens_processed - new.tokens_processed == 7 * (len(group.context_ids) - 1)
-    _assert_same(old, _seq(smollm2.model, tok, group, gen, cache=True, compile="static"))
+    assert_same_tokens(old, _seq(smollm2.model, tok, group, gen, cache=True, compile="static"))
