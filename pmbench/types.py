@@ -7,7 +7,7 @@ exactly the same token ids and lets tests build them by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -19,6 +19,7 @@ class Question:
     prompt_ids: list[int]
     target: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int | None = None  # its own answer length (synthetic); None: the run's
 
 
 @dataclass
@@ -51,6 +52,29 @@ class GenerationConfig:
     temperature: float = 0.0  # 0 = greedy; > 0 samples (HumanEval pass@k with n samples)
     top_p: float = 1.0
     seed: int = 0
+    # each stream's own token budget, in question order (None: max_new_tokens for all); a
+    # group whose questions carry their own lengths sets it (for_group)
+    budgets: tuple[int, ...] | None = None
+
+    def for_group(self, group: Group) -> GenerationConfig:
+        """This config for `group`: where its questions carry their own answer lengths
+        (Question.max_new_tokens), each stream stops at its own, and max_new_tokens (what
+        caches are sized for) is the longest."""
+        own = [q.max_new_tokens for q in group.questions]
+        if all(n is None for n in own):
+            return self
+        budgets = tuple(self.max_new_tokens if n is None else n for n in own)
+        return replace(self, budgets=budgets, max_new_tokens=max(budgets))
+
+    def for_stream(self, k: int) -> GenerationConfig:
+        """This config for stream `k` decoded alone (a one-at-a-time method)."""
+        if self.budgets is None:
+            return self
+        return replace(self, budgets=(self.budgets[k],), max_new_tokens=self.budgets[k])
+
+    def budget(self, k: int) -> int:
+        """Stream `k`'s token budget."""
+        return self.max_new_tokens if self.budgets is None else self.budgets[k]
 
 
 @dataclass

@@ -257,6 +257,7 @@ def test_to_argv_is_the_command_line_of_its_spec(monkeypatch):
         ignore_eos=True, repeats=2, warmup=False, seed=7, dtype="float32", device="cpu",
         device_map="auto", data_dir="d", output_dir="o", num_fewshot=2, split="test",
         subjects=["a", "b"], samples_per_task=2, apply_chat_template=True, truncate_documents=True,
+        context_len=64, question_len=8, answer_len="4-9",
         allow_code_execution=True, allow_unisolated_code_execution=True,
         rope2d={"ratio": 0.5, "mode": "additive", "branch_freqs": "high", "mask": "cross"},
         threads=2, attn_implementation="eager", cpu_prepack=False,

@@ -19,7 +19,7 @@ SUITES = ["squad", "gsm8k", "mmlu", "ceval", "humaneval", "multirc"]
 
 def test_available_suites_come_from_the_yaml_files():
     suites = available_suites()
-    assert set(suites) == {*SUITES, "squad_v2", "race", "quality"}
+    assert set(suites) == {*SUITES, "squad_v2", "race", "quality", "synthetic"}
     assert all(desc for desc in suites.values())
 
 

@@ -119,7 +119,7 @@ def analyze_model(s: AttnSettings, model_id: str | None, log: Log = _quiet) -> d
     with recorder.attach(loaded.model):
         for i, group in enumerate(suite.groups):
             log(f"{loaded.name}: group {i + 1}/{len(suite.groups)}")
-            runner.run_group(group, gen)
+            runner.run_group(group, gen.for_group(group))
     result = summarize(recorder.acc.stats())
     result.update({
         "model": loaded.name,

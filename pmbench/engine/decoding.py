@@ -75,7 +75,7 @@ class _Streams:
         self.done_at: dict[int, tuple[float, int]] = {}
         self.eos = set() if gen.ignore_eos else set(gen.eos_token_ids)
         self.stops = [] if gen.ignore_eos else list(gen.stop_strings)
-        self.max_new_tokens = gen.max_new_tokens
+        self.budget = gen.budget
         self.tokenizer = tokenizer
 
     def last(self, live: list[int]) -> torch.Tensor:
@@ -99,7 +99,7 @@ class _Streams:
         if self.stops and _stopped_by_string(self.tokenizer, ids, self.stops):
             self.reasons[i] = "stop"
             return True
-        return len(ids) >= self.max_new_tokens
+        return len(ids) >= self.budget(i)
 
 
 def decode_loop(

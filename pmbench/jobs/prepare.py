@@ -5,7 +5,7 @@ the run folder, locked. Bad input fails here, in one line, in seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from pmbench.jobs.spec import RunSettings, resumed_settings
 from pmbench.measure.devices import check_device
 from pmbench.records.run_record import RunRecord
 from pmbench.records.store import RunStore, check_run_id, new_run_id
+from pmbench.suites import suite_config
 
 
 @dataclass
@@ -36,6 +37,8 @@ def prepare_run(s: RunSettings) -> PreparedRun:
     """Check everything that is cheap to check, so bad input fails before the model loads,
     then lock the run folder (a second writer of the same run is refused here)."""
     s, previous = _settings(s)
+    if not s.ignore_eos and suite_config(s.suite).get("throughput_only"):
+        s = replace(s, ignore_eos=True)  # its answers have exact lengths: a throughput run
     check_device(s.device)
     runner_cls = _runner_class(s)
     if s.threads:
@@ -94,6 +97,7 @@ def _tokenizer_and_suite(s: RunSettings) -> tuple[Any, Any]:
         apply_chat_template=s.apply_chat_template, samples_per_task=s.samples_per_task,
         seed=s.seed, context_window=context_window(s.model), max_new_tokens=s.max_new_tokens,
         truncate_documents=s.truncate_documents,  # every method gets the same groups
+        **s.suite_options(),
     )
     return tokenizer, suite
 

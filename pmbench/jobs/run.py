@@ -33,7 +33,13 @@ from pmbench.jobs.prepare import PreparedRun, prepare_run
 from pmbench.jobs.spec import RunSettings, recorded_settings
 from pmbench.jobs.summary import group_row, question_latency, sample_row, summarize_groups
 from pmbench.measure.envinfo import env_fingerprint
-from pmbench.measure.roofline import machine_peaks, model_weights, roofline
+from pmbench.measure.roofline import (
+    machine_peaks,
+    model_weights,
+    roofline,
+    step_roof,
+    step_shape,
+)
 from pmbench.measure.telemetry import TelemetrySampler
 from pmbench.records.run_record import RunRecord, method_blocks
 from pmbench.records.store import RunStore, now_iso
@@ -215,7 +221,7 @@ def _warm_up(runner: Runner, pending: list, gen: GenerationConfig, static: bool,
     warm_up = warmup_groups(runner, pending, gen, static)
     log(f"warm-up ({len(warm_up)} group{'s' * (len(warm_up) > 1)}, untimed)")
     for group in warm_up:
-        runner.run_group(group, gen)
+        runner.run_group(group, gen.for_group(group))
 
 
 def _timed_loop(prepared: PreparedRun, runner: Runner, gen: GenerationConfig, m: _Model,
@@ -233,7 +239,7 @@ def _timed_loop(prepared: PreparedRun, runner: Runner, gen: GenerationConfig, m:
                 if s.timed_repeats > 1:
                     log(f"timed, repeat {r + 1}/{s.timed_repeats}")
                 start = time.perf_counter()
-                outs.append(runner.run_group(group, gen))
+                outs.append(runner.run_group(group, gen.for_group(group)))
                 elapsed.append(time.perf_counter() - start)
             scored = suite.score_all(
                 group.questions, outs[0].outputs, allow_code_execution=s.allow_code_execution,
@@ -272,6 +278,9 @@ def _summarize(record: RunRecord, prepared: PreparedRun, m: _Model, samples: lis
         "kv_cache_bytes": max((g["kv_cache_bytes"] for g in groups), default=0),
     }
     record.roofline = _roofline(m.model, groups, m.device, m.dtype, summary)
+    if record.roofline is not None:
+        record.roofline["step"] = _step_roof(m.model, samples, prepared.runner_cls.step_reads,
+                                             record.roofline, summary)
     record.resumed = bool(s.resume)
     record.timed_region_s = timed.seconds
 
@@ -287,6 +296,23 @@ def _compile_record(mode: str, before: tuple, warm: tuple, end: tuple) -> dict[s
         out |= {"cuda_graph_skips": end[1] - before[1],
                 "cuda_graph_recordings": end[2] - before[2],
                 "cuda_graph_recordings_timed": end[2] - warm[2]}
+    return out
+
+
+def _step_roof(model, samples: list[dict], reads: str, roof: dict, summary: dict) -> dict:
+    """The decoding step against its own roof (measure/roofline.step_roof): the KV each
+    method must read (the shared context once or per row) and the attention FLOPs, with
+    the measured step's time and the roof's fraction of it."""
+    by_group: dict[Any, list[tuple[int, int, int]]] = {}
+    for row in samples:
+        ctx = int(row.get("context_len") or 0)
+        by_group.setdefault(row.get("group_id"), []).append(
+            (ctx, len(row.get("prompt_ids") or ()) - ctx, len(row.get("output_ids") or ())))
+    peaks = {"copy_bytes_s": roof["peak_bytes_s"], "matmul_flops": roof["peak_flops"]}
+    out = step_roof(list(by_group.values()), reads, step_shape(model), peaks)
+    decode_s = summary["latency"]["decode_s"]
+    out["step_s"] = decode_s / out["steps"] if out["steps"] else None
+    out["roof_fraction"] = out["roof_s"] / decode_s if decode_s and out["steps"] else None
     return out
 
 

@@ -34,6 +34,7 @@ from pmbench.rope2d.settings import resolve_settings
 # interval over repeats is [min, max], a 94% interval (pmbench.measure.stats).
 THROUGHPUT_REPEATS = 5
 METHOD_OPTIONS = "method_options"  # the spec's field holding the method's own options
+SUITE_OPTIONS = ("context_len", "question_len", "answer_len")  # suites' own (YAML `options`)
 
 
 @dataclass
@@ -71,6 +72,12 @@ class RunSettings:
     truncate_documents: bool = option(False, help=(
         "Cut a document longer than the model's context from its end to fit (run.json "
         "lists each cut); without it such a group is refused."))
+    # a suite's own options (its YAML `options`, with their defaults: suite synthetic)
+    context_len: int | None = option(None, help="Shared context tokens (suite synthetic).")
+    question_len: int | None = option(None, help="Tokens per question (suite synthetic).")
+    answer_len: str | None = option(None, help=(
+        "Tokens per answer (suite synthetic): N, A-B (uniform) or run:FOLDER (the output "
+        "lengths of a finished run)."))
     allow_code_execution: bool = option(False, help="Run generated code (sandboxed).")
     allow_unisolated_code_execution: bool = option(
         False, help="Run generated code even where the sandbox cannot fully isolate it.")
@@ -121,6 +128,27 @@ class RunSettings:
         if self.compile not in MODES:
             raise BadInput(f"unknown --compile {self.compile!r}; valid: {', '.join(MODES)}")
         self._check_applies()
+        self._check_suite_options()
+
+    def suite_options(self) -> dict[str, Any]:
+        """The suite's own options that were given (SUITE_OPTIONS; unset: the YAML's)."""
+        return {k: getattr(self, k) for k in SUITE_OPTIONS if getattr(self, k) is not None}
+
+    def _check_suite_options(self) -> None:
+        """A suite's own option given to another suite is refused; its values checked."""
+        given = self.suite_options()
+        if not given or self.suite is None:
+            return
+        from pmbench.suites import available_suites, suite_config
+        from pmbench.suites.synthetic import check_lengths
+
+        for name in given:
+            if name not in (suite_config(self.suite).get("options") or {}):
+                takers = [n for n in available_suites()
+                          if name in (suite_config(n).get("options") or {})]
+                raise BadInput(f"{_flag(name)} applies to --suite {' or '.join(takers)} "
+                               f"only, not {self.suite}")
+        check_lengths(self.context_len, self.question_len, self.answer_len)
 
     def _check_applies(self) -> None:
         """An option of one method given to another is refused, not silently ignored."""

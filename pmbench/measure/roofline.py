@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -294,3 +295,81 @@ def format_roofline(r: dict[str, Any]) -> str:
            f"reading its {r['bytes_per_step'] / 1e6:.0f} MB at the peak"
            if r.get("step_over_roof") else "")
     )
+
+
+# --------------------------------------------------------- the decoding step's own roof
+
+STEP_READS = ("rows", "shared", "one")  # Runner.step_reads
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What one decoding step costs per row and per key, from a model's config."""
+
+    weight_bytes: int
+    n_params: int
+    kv_bytes_per_token: int  # keys and values of one position, every layer
+    flops_per_key: float  # attention FLOPs per (row, visible key), every layer
+
+
+def step_shape(model: torch.nn.Module) -> StepShape:
+    """The StepShape of `model` (its config's layers, heads and head size, its dtype)."""
+    cfg = model.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    layers = cfg.num_hidden_layers
+    n_params, weight_bytes = model_weights(model)
+    itemsize = next(model.parameters()).element_size()
+    return StepShape(weight_bytes, n_params, 2 * layers * kv_heads * head_dim * itemsize,
+                     attention_flops(n_layers=layers, n_heads=heads, head_dim=head_dim,
+                                     query_tokens=1, key_tokens=1))
+
+
+def _steps(questions: list[tuple[int, int, int]], reads: str):
+    """Per decoding step of one group: (rows, context positions read, own positions read).
+
+    `questions`: (context, question, answer) tokens of each. Its first answer token comes
+    from the prefill; at step t a live row attends to the context, its question and the t
+    answer tokens fed so far. "rows" reads the context once per live row, "shared" once
+    for all, "one" decodes the questions one after another."""
+    if reads == "one":
+        for ctx, q, a in questions:
+            for t in range(1, a):
+                yield 1, ctx, q + t
+        return
+    ctx = questions[0][0] if questions else 0
+    for t in range(1, max((a for _, _, a in questions), default=0)):
+        live = [q + t for _, q, a in questions if a > t]
+        yield len(live), ctx if reads == "shared" else ctx * len(live), sum(live)
+
+
+def step_roof(groups: list[list[tuple[int, int, int]]], reads: str, shape: StepShape,
+              peaks: dict) -> dict[str, Any]:
+    """The roof of a run's decoding steps, counting the context: each step must stream the
+    weights and the KV it reads (the shared context once for "shared", once per row
+    otherwise) and compute 2 x params FLOPs per row plus attention's per visible key
+    (the same for every method). A step's roof is max(bytes / peak bandwidth, FLOPs /
+    peak FLOP/s); `roof_s` sums them. Means are per step."""
+    if reads not in STEP_READS:
+        raise ValueError(f"step_reads {reads!r} is not one of {STEP_READS}")
+    bw, peak = peaks.get("copy_bytes_s"), peaks.get("matmul_flops")
+    steps, total = 0, dict.fromkeys(("bytes", "kv_bytes", "context_kv_bytes", "flops",
+                                     "attention_flops", "roof_s"), 0.0)
+    for questions in groups:
+        for rows, context, own in _steps(questions, reads):
+            kv = shape.kv_bytes_per_token * (context + own)
+            visible = rows * questions[0][0] + own
+            step = {"bytes": shape.weight_bytes + kv, "kv_bytes": kv,
+                    "context_kv_bytes": shape.kv_bytes_per_token * context,
+                    "flops": 2.0 * shape.n_params * rows + shape.flops_per_key * visible,
+                    "attention_flops": shape.flops_per_key * visible}
+            step["roof_s"] = max(step["bytes"] / bw if bw else 0.0,
+                                 step["flops"] / peak if peak else 0.0)
+            for key, value in step.items():
+                total[key] += value
+            steps += 1
+    mean = {f"{k}_per_step": (v / steps if steps else None) for k, v in total.items()}
+    return {"reads": reads, "steps": steps, **mean, "roof_s": total["roof_s"],
+            "attention_share_bytes": _ratio(total["kv_bytes"], total["bytes"]),
+            "attention_share_flops": _ratio(total["attention_flops"], total["flops"])}

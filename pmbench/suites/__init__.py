@@ -115,10 +115,11 @@ def suite_class(config: dict[str, Any]) -> type[Suite]:
 
 
 def locate_data(name: str, data_dir: str | Path | None = None, split: str | None = None
-                ) -> Path:
+                ) -> Path | None:
     """The folder suite `name` reads its data from (`pmbench.suites.data.resolve`: the hub
     copy is fetched when nothing local has it and the hub is reachable), or BadInput:
-    the check a run makes before anything slow."""
+    the check a run makes before anything slow. None for a suite that reads no files
+    (synthetic makes its questions)."""
     from pmbench.suites import data as data_mod
     from pmbench.suites.base import data_spec
 
@@ -127,6 +128,8 @@ def locate_data(name: str, data_dir: str | Path | None = None, split: str | None
     if split not in config["splits"]:  # as the suite says it, before looking for its files
         raise BadInput(f"suite {name} has no split {split!r}; valid: {', '.join(config['splits'])}")
     spec = data_spec(config, split)
+    if not spec.files:
+        return None
     return data_mod.resolve(spec, data_dir, lambda root: suite_class(config).fetch(config, root))
 
 

@@ -177,9 +177,7 @@ class Suite:
         self.eos_token_ids: tuple[int, ...] = (
             default_eos if eos_token_ids is None else tuple(eos_token_ids))
         self.data_spec = data_spec(config, self.split)
-        self.data_root = data.resolve(
-            self.data_spec, data_dir, lambda root: type(self).fetch(config, root)
-        )
+        self.data_root = self.resolve_data(data_dir)
         self._cut_cache: dict[str, int] = {}
         self._context_cache: dict[str, list[int]] = {}
         self.groups: list[Group] = self._build_groups()
@@ -214,6 +212,12 @@ class Suite:
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """The metrics block of run.json, from score() dicts (also re-read from samples.jsonl)."""
         raise NotImplementedError
+
+    def resolve_data(self, data_dir: str | Path | None) -> Path | None:
+        """The folder this suite reads (fetched from the hub where nothing local has it);
+        a suite that makes its questions (synthetic) reads none."""
+        return data.resolve(self.data_spec, data_dir,
+                            lambda root: type(self).fetch(self.config, root))
 
     @classmethod
     def fetch(cls, config: dict[str, Any], root: Path) -> None:

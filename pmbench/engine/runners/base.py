@@ -83,6 +83,10 @@ class Runner(ABC):
     order: ClassVar[int | None] = None  # lower first; None: after the methods that have one
     color: ClassVar[str | None] = None  # None: a colour of the figures' spare palette
     baseline: ClassVar[bool] = False
+    # how a decoding step reads the KV cache, for the roof (measure/roofline.step_roof):
+    # "rows", every live row its own context (a batch); "shared", the shared context once
+    # for all rows (prefix, rope2d); "one", one question at a time (sequential)
+    step_reads: ClassVar[str] = "rows"
     ratios_over: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
@@ -143,7 +147,7 @@ def warmup_groups(runner: Runner, groups: list[Group], gen: GenerationConfig,
     seen: set[Hashable] = set()
     picked = []
     for group in groups:
-        key = runner.warmup_key(group, gen)
+        key = runner.warmup_key(group, gen.for_group(group))
         keys = key if isinstance(key, frozenset) else {key}
         if not keys <= seen:
             seen |= keys

@@ -84,6 +84,7 @@ def _check_window(config: Any, span: int) -> None:
 
 class PrefixRunner(Runner):
     name = "prefix"
+    step_reads = "shared"  # see Runner.step_reads
     description = ("shared-prefix batch: the context prefilled once, its KV read by N rows "
                    "(vLLM/SGLang prefix caching)")
     Options = PrefixOptions

@@ -48,6 +48,7 @@ from pmbench.types import GenerationConfig, Group, GroupOutput
 
 class Rope2DRunner(Runner):
     name = "rope2d"
+    step_reads = "shared"  # see Runner.step_reads
     description = "N branches per forward pass over one shared KV cache (2D RoPE)"
     uses_rope2d = True
     record_columns = RECORD_COLUMNS

@@ -83,6 +83,7 @@ class SharedContext:
 
 class SequentialRunner(Runner):
     name = "sequential"
+    step_reads = "one"  # see Runner.step_reads
     description = ("one question at a time with a KV cache, the shared context prefilled "
                    "once per group (baseline)")
     Options = SequentialOptions
@@ -122,6 +123,7 @@ class SequentialRunner(Runner):
         for k, q in enumerate(group.questions):
             # each question gets its own sampling stream (identical seeds = identical samples)
             q_gen = dataclasses.replace(gen, seed=gen.seed + k) if gen.temperature > 0 else gen
+            q_gen = q_gen.for_stream(k)  # its own answer length, where questions have one
             ids, offset, cache = self._question(group, q.prompt_ids, q_gen, mode, context)
             res, rows = self._decode(ids, q_gen, mode, t0, offset, cache)
             outputs.extend(res.outputs)
