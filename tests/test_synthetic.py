@@ -68,6 +68,9 @@ def test_every_method_answers_with_exact_lengths_and_the_same_tokens(
         assert record["settings"]["ignore_eos"] is True  # a throughput run, said so
         rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
         assert all(len(r["output_ids"]) == r["answer_len"] for r in rows)
+        # the ids come from the seed: samples.jsonl keeps their lengths, not the ids
+        assert all("prompt_ids" not in r and r["question_len"] == 4
+                   and r["context_len"] == context_len for r in rows)
         assert record["roofline"]["step"]["steps"] > 0
         outputs[method] = [r["output_ids"] for r in rows]
     assert len({json.dumps(o) for o in outputs.values()}) == 1, outputs
@@ -135,3 +138,33 @@ def test_step_roof_reads_the_shared_context_once_and_a_batch_once_per_row():
 def test_step_roof_refuses_an_unknown_read_pattern():
     with pytest.raises(ValueError, match="step_reads"):
         step_roof([[(1, 1, 2)]], "twice", SHAPE, PEAKS)
+
+
+def test_data_commands_know_the_suite_has_no_files():
+    res = CliRunner().invoke(app, ["data", "download", "synthetic"])
+    assert res.exit_code == 2 and "makes its questions" in res.output
+    res = CliRunner().invoke(app, ["data", "status"])
+    assert res.exit_code == 0
+    assert any("synthetic" in line and "generated" in line for line in res.output.splitlines())
+
+
+def test_prefix_and_rope2d_at_64_branches_match_sequential(tiny_model_dir, tmp_path):
+    """Scale in N: masks, caches and positions of 64 branches over one context give the
+    same greedy tokens as one question at a time, and the record holds peak memory, the
+    KV bytes and the step's attention share."""
+    outputs = {}
+    for method in ("sequential", "prefix", "rope2d"):
+        res = CliRunner().invoke(app, [
+            "run", "--method", method, "--suite", "synthetic", "--model", tiny_model_dir,
+            "--branch", "64", "--context-len", "32", "--question-len", "2",
+            "--answer-len", "1-4", "--repeats", "1", "--no-warmup",
+            "--output-dir", str(tmp_path / method)])
+        assert res.exit_code == 0, res.output
+        run = next((tmp_path / method).iterdir())
+        record = json.loads((run / "run.json").read_text())
+        assert record["memory"]["peak_bytes"] > 0 and record["memory"]["kv_cache_bytes"] > 0
+        assert 0 < record["roofline"]["step"]["attention_share_bytes"] < 1
+        rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 64
+        outputs[method] = [r["output_ids"] for r in rows]
+    assert outputs["prefix"] == outputs["sequential"] == outputs["rope2d"]

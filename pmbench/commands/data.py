@@ -33,8 +33,10 @@ def status(data_dir: Path | None = DATA_DIR) -> None:
     table = Table("suite", "files", "source", "state")
     for name in available_suites():
         spec = data_spec(suite_config(name))
-        root = find_local(spec, data_dir)
-        if root is not None:
+        root = find_local(spec, data_dir) if spec.files else None
+        if not spec.files:
+            source, state = "generated", "[green]ok[/] (no files)"
+        elif root is not None:
             source, state = str(root), "[green]ok[/]"
         elif offline is None:
             source, state = f"hub {spec.hub}", "[yellow]fetched on first use[/]"
@@ -55,6 +57,9 @@ def download(
 
     names = [suite] if suite else list(available_suites())
     configs = [suite_config(n) for n in names]  # unknown names fail before any download
+    configs = [c for c in configs if data_spec(c).files]  # synthetic makes its own
+    if not configs:
+        raise BadInput(f"suite {suite} makes its questions: it has no data to download")
     offline = hub_offline_reason()
     if offline:
         raise BadInput(f"offline ({offline}): cannot download from the HF hub; copy the files "

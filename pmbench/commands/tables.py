@@ -78,8 +78,9 @@ def _table_number(number: str) -> tuple[int, bool]:
 
 def table(
     number: str | None = typer.Argument(None, help="Table number, 1-5, or 1b, 2b, 5b (their "
-                                        "paired companions alone); without it, every "
-                                        "table that has records, Table 1 first."),
+                                        "paired companions alone), or crossover (the "
+                                        "synthetic suite's map); without it, every "
+                                        "numbered table that has records, Table 1 first."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown, latex or csv."),
     results: Path = RESULTS,
     output: Path | None = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
@@ -111,7 +112,12 @@ def table(
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(table_format.FORMATS)}")
     records = _load(results, include_committed)
     margin_or_none = margin if paired else None
-    if number is None:
+    if number == "crossover":
+        from pmbench.report import crossover
+
+        built = crossover.tables(records, model, suite)
+        text = table_format.render_all(built, fmt, standalone)
+    elif number is None:
         built, skipped = tables.build_all(records, model, suite, margin_or_none)
         if skipped:
             _stderr().print("tables not shown (no records match, or --suite does not "
@@ -136,7 +142,7 @@ def table(
 
 
 def plot(
-    kind: str = typer.Argument(..., help="throughput, accuracy, ratio or latency."),
+    kind: str = typer.Argument(..., help="throughput, accuracy, ratio, latency or crossover."),
     results: Path = RESULTS,
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="FILE.png or FILE.pdf; both are written "

@@ -245,8 +245,8 @@ def _timed_loop(prepared: PreparedRun, runner: Runner, gen: GenerationConfig, m:
                 group.questions, outs[0].outputs, allow_code_execution=s.allow_code_execution,
                 allow_unisolated_code_execution=s.allow_unisolated_code_execution,
                 eos_token_ids=m.eos)  # the model's own, as generation used them
-            samples = [sample_row(group, k, [o.outputs[k] for o in outs], extra)
-                       for k, extra in enumerate(scored)]
+            samples = [sample_row(group, k, [o.outputs[k] for o in outs], extra,
+                                  suite.keeps_prompt_ids) for k, extra in enumerate(scored)]
             row = group_row(group, outs, elapsed)
             store.append_group(samples, row)
             timed.samples += samples
@@ -306,8 +306,9 @@ def _step_roof(model, samples: list[dict], reads: str, roof: dict, summary: dict
     by_group: dict[Any, list[tuple[int, int, int]]] = {}
     for row in samples:
         ctx = int(row.get("context_len") or 0)
+        question = row.get("question_len", len(row.get("prompt_ids") or ()) - ctx)
         by_group.setdefault(row.get("group_id"), []).append(
-            (ctx, len(row.get("prompt_ids") or ()) - ctx, len(row.get("output_ids") or ())))
+            (ctx, int(question), len(row.get("output_ids") or ())))
     peaks = {"copy_bytes_s": roof["peak_bytes_s"], "matmul_flops": roof["peak_flops"]}
     out = step_roof(list(by_group.values()), reads, step_shape(model), peaks)
     decode_s = summary["latency"]["decode_s"]

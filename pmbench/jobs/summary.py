@@ -54,17 +54,20 @@ def group_row(group: Group, outs: list[GroupOutput], elapsed: list[float]) -> di
 
 
 def sample_row(group: Group, k: int, outs: list[QuestionOutput],
-               scored: dict[str, Any]) -> dict[str, Any]:
+               scored: dict[str, Any], prompt_ids: bool = True) -> dict[str, Any]:
     """Question `k` of `group` as a samples.jsonl line: `outs` are its outputs in each
-    repeat (the first one is scored and kept), `scored` the suite's fields."""
+    repeat (the first one is scored and kept), `scored` the suite's fields. Without
+    `prompt_ids` (a suite that draws its ids from the seed: Suite.keeps_prompt_ids) the
+    line holds their lengths only, which keeps long-context records small."""
     q: Question = group.questions[k]
     out = outs[0]
     row: dict[str, Any] = {
         "doc_id": q.doc_id,
         "group_id": group.group_id,
         "branch": k,
-        "prompt_ids": group.context_ids + q.prompt_ids,
+        **({"prompt_ids": group.context_ids + q.prompt_ids} if prompt_ids else {}),
         "context_len": len(group.context_ids),
+        "question_len": len(q.prompt_ids),
         "output_ids": out.output_ids,
         "output_text": out.output_text,
         "finish_reason": out.finish_reason,

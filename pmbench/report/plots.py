@@ -303,8 +303,16 @@ def _latency_figure(cells: pd.DataFrame) -> Figure:
     return fig
 
 
+def crossover(records: Records, models=None, suites=None) -> Figure:
+    """The crossover map's heatmaps (pmbench.report.crossover)."""
+    from pmbench.report import crossover as xmap
+
+    return xmap.figure(records, models, suites)
+
+
 KINDS: dict[str, Callable[..., Figure]] = {"throughput": throughput, "accuracy": accuracy,
-                                           "ratio": ratio, "latency": latency}
+                                           "ratio": ratio, "latency": latency,
+                                           "crossover": crossover}
 
 
 def plot(kind: str, records: Records, models: Sequence[str] | None = None,

@@ -44,8 +44,8 @@ class Table:
 
     @property
     def name(self) -> str:
-        """"1", or "1b" for the companion of Table 1."""
-        return f"{self.number}{self.suffix}"
+        """"1", or "1b" for the companion of Table 1; an unnumbered table its suffix."""
+        return f"{self.number}{self.suffix}" if self.number is not None else self.suffix
 
     def shown(self) -> pd.DataFrame:
         """The cells as display strings, DASH where there is no value."""
@@ -167,7 +167,7 @@ def _latex_document(floats: list[tuple[int | None, str]]) -> str:
 def _latex_number(table: Table) -> str:
     """A companion shares its table's number: the caption's counter is stepped back and
     printed with the suffix (inside the float, so \\thetable changes there only)."""
-    if not table.suffix:
+    if not table.suffix or table.number is None:  # unnumbered: the suffix is its name
         return ""
     return (f"\\addtocounter{{table}}{{-1}}\\renewcommand{{\\thetable}}"
             f"{{\\arabic{{table}}{latex_escape(table.suffix)}}}\n")

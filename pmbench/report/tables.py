@@ -26,6 +26,7 @@ booktabs LaTeX (optionally a standalone document that pdflatex compiles) or CSV.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,15 @@ from pmbench.report.table_format import DASH, Table
 from pmbench.report.table_paired import Pairing, companion, default_variant, reference_run
 from pmbench.report.table_training import table2, table3
 from pmbench.rope2d.settings import RECORD_COLUMNS
-from pmbench.suites import core_suites, display_name, family_suites, metric, suite_info
+from pmbench.suites import (
+    available_suites,
+    core_suites,
+    display_name,
+    family_suites,
+    metric,
+    suite_config,
+    suite_info,
+)
 
 TABLE5_FAMILY = "squad"  # Table 5's default suites: the family whose YAML says so
 
@@ -307,6 +316,7 @@ def build(number: int, records: Records, models: Sequence[str] | None = None,
     if margin is not None and margin < 0:
         raise BadInput(f"--margin must be >= 0 points, got {margin:g}")
     extra = {"margin": margin} if number in PAIRED else {}
+    records = _without_workloads(records)
     try:
         table = BUILDERS[number](records, models, suites, **extra)
     except NoRecords as exc:
@@ -315,6 +325,16 @@ def build(number: int, records: Records, models: Sequence[str] | None = None,
         raise
     table.notes.append(records.provenance())
     return table
+
+
+def _without_workloads(records: Records) -> Records:
+    """`records` without runs of a throughput-only suite (synthetic: a workload, not a
+    test, which `pmbench table crossover` reads): the paper's tables show benchmarks."""
+    def workload(run: dict[str, Any]) -> bool:
+        name = run.get("suite")
+        return name in available_suites() and bool(suite_config(name).get("throughput_only"))
+
+    return replace(records, runs=[r for r in records.runs if not workload(r)])
 
 
 def build_all(records: Records, models: Sequence[str] | None = None,

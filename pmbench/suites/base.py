@@ -127,6 +127,7 @@ class Suite:
     """A benchmark suite. Subclasses implement `text_groups`, `score` and `aggregate`."""
 
     requires_code_execution: ClassVar[bool] = False
+    keeps_prompt_ids: ClassVar[bool] = True  # samples.jsonl holds each prompt's token ids
     metric: ClassVar[str | None] = None  # the `evaluate` module scoring it (suites/metrics)
 
     def __init__(

@@ -67,6 +67,8 @@ def run_lengths(folder: Path) -> list[int]:
 class SyntheticSuite(Suite):
     """Groups of random ids; each question carries its answer length (Question.max_new_tokens)."""
 
+    keeps_prompt_ids = False  # drawn from --seed: the run makes them again; lengths only
+
     def __init__(self, config: dict[str, Any], tokenizer: Any, *, context_len: int | None = None,
                  question_len: int | None = None, answer_len: str | None = None,
                  **options: Any):

@@ -91,7 +91,7 @@ class PrefixRunner(Runner):
     record_columns = ("prefix_kv",)
     order = 2
     color = "#56B4E9"
-    ratios_over = ("batch",)  # what sharing the context's KV adds to a padded batch
+    ratios_over = ("sequential", "batch")  # vs one-at-a-time, and what sharing adds to a batch
 
     def __init__(self, model: Any, tokenizer: Any, options: RunnerOptions | None = None):
         super().__init__(model, tokenizer, options)
