@@ -23,7 +23,6 @@ from pmbench.report.table_data import NoRecords, col, run_frame
 from pmbench.report.table_format import Table
 
 CELL = ["model", "env", "context", "N", "answer"]
-SYNTHETIC = "synthetic"  # the suite record_info block the map reads its lengths from
 
 
 def cells(records: Records, models=None) -> pd.DataFrame:
@@ -63,12 +62,11 @@ def pairs(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
-def ratio(frame: pd.DataFrame, cell: tuple, num: str, den: str) -> dict[str, Any] | None:
+def ratio(by_cell: pd.DataFrame, cell: tuple, num: str, den: str) -> dict[str, Any] | None:
     """tok/s of `num` over `den` in `cell` (a CELL tuple), with its 95% interval; None
-    where either has no run there."""
-    rows = frame.set_index(CELL)
+    where either has no run there. `by_cell`: the cells' frame indexed by CELL."""
     try:
-        here = rows.loc[[cell]]
+        here = by_cell.loc[[cell]]
     except KeyError:
         return None
     a, b = here[here["method"] == num], here[here["method"] == den]
@@ -102,8 +100,9 @@ def _ratio_table(frame: pd.DataFrame, records: Records) -> Table:
     methods = [m for m in runners() if m in set(frame["method"])]
     wanted = pairs(frame)
     rows = []
+    by_cell = frame.set_index(CELL)
     for cell in _sorted_cells(frame):
-        here = frame.set_index(CELL).loc[[cell]]
+        here = by_cell.loc[[cell]]
         row: dict[Any, Any] = {("", "model"): cell[0], ("", "env"): cell[1],
                                ("", "Context"): cell[2], ("", "N"): cell[3],
                                ("", "Answer"): cell[4]}
@@ -111,7 +110,7 @@ def _ratio_table(frame: pd.DataFrame, records: Records) -> Table:
             tok = here.loc[here["method"] == m, "tok_s"]
             row[("tok/s", m)] = tok.iloc[0] if not tok.empty else None
         for num, den in wanted:
-            found = ratio(frame, cell, num, den) or {}
+            found = ratio(by_cell, cell, num, den) or {}
             for part, key in (("×", "value"), ("low", "low"), ("high", "high")):
                 row[(f"{num}/{den}", part)] = found.get(key)
         rows.append(row)
@@ -196,21 +195,23 @@ def figure(records: Records, models=None, suites=None):
     wanted = pairs(frame)
     answers = sorted(frame["answer"].unique(), key=lambda a: (len(a), a))
     shape = (sorted(frame["context"].unique()), sorted(frame["N"].unique()))
+    by_cell = frame.set_index(CELL)
     with style_context():
         fig, axes = plt.subplots(len(wanted), len(answers), squeeze=False,
                                  figsize=(1.4 + 1.2 * len(shape[1]) * len(answers),
                                           0.8 + 1.0 * len(shape[0]) * len(wanted)))
         for i, pair in enumerate(wanted):
             for j, answer in enumerate(answers):
-                image = _heatmap(axes[i][j], frame, (model, env), answer, pair, shape)
+                image = _heatmap(axes[i][j], by_cell, (model, env), answer, pair, shape)
         fig.colorbar(image, ax=axes, shrink=0.6, label="log2 of the ratio (> 0: first wins)")
         fig.suptitle(f"Throughput ratio (output tok/s, 95% interval)\n{model} · {env}")
     return fig
 
 
-def _heatmap(ax, frame: pd.DataFrame, where: tuple, answer: str, pair: tuple[str, str],
+def _heatmap(ax, by_cell: pd.DataFrame, where: tuple, answer: str, pair: tuple[str, str],
              shape: tuple[list, list]):
-    """One panel: `pair`'s ratio over contexts (rows) and N (columns) at `answer`."""
+    """One panel: `pair`'s ratio over contexts (rows) and N (columns) at `answer`
+    (`by_cell`: the cells' frame indexed by CELL)."""
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
@@ -218,7 +219,7 @@ def _heatmap(ax, frame: pd.DataFrame, where: tuple, answer: str, pair: tuple[str
     grid = np.full((len(contexts), len(ns)), np.nan)
     for r, c in enumerate(contexts):
         for k, n in enumerate(ns):
-            found = ratio(frame, (*where, c, n, answer), *pair)
+            found = ratio(by_cell, (*where, c, n, answer), *pair)
             if found is None:
                 continue
             grid[r, k] = np.log2(found["value"])
