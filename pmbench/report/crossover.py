@@ -226,7 +226,9 @@ def _heatmap(ax, by_cell: pd.DataFrame, where: tuple, answer: str, pair: tuple[s
             text = f"{found['value']:.2f}"
             if found["low"] is not None:
                 text += f"\n[{found['low']:.2f}, {found['high']:.2f}]"
-            ax.text(k, r, text, ha="center", va="center", fontsize=6)
+            dark = abs(grid[r, k]) > 1.2  # beyond 2.3x either way the colour is deep
+            ax.text(k, r, text, ha="center", va="center", fontsize=6,
+                    color="white" if dark else "black")
     image = ax.imshow(grid, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -2.0, 2.0), aspect="auto")
     ax.set_xticks(range(len(ns)), [str(n) for n in ns])
     ax.set_yticks(range(len(contexts)), [str(c) for c in contexts])
