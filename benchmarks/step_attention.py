@@ -16,7 +16,10 @@ of C tokens and 16 + 8 own tokens per row:
 - sequential: one row, no mask (transformers then matches heads inside the kernel);
 - the prefix part of prefix's attention alone: all rows' queries of a key/value head
   against the context, by torch's fused CPU kernel (what the runner calls) and by two
-  batched matmuls.
+  batched matmuls;
+- each of those two matmuls alone (scores = Q K^T, then P V; each half the attention's
+  FLOPs): the bound on any attention built from torch's matmuls at these shapes (a head
+  dimension of 64 and N x 3 query rows per key/value head), whatever fuses them.
 
 Each line: milliseconds per step (all layers, best of the repeats), the step's attention
 roof max(KV bytes / peak bandwidth, attention FLOPs / peak matmul) at the machine's
@@ -60,7 +63,7 @@ def matmul_lse(q, k, v, scale: float):
 
 
 def kernels(rows: int, ctx: int) -> dict[str, tuple]:
-    """name -> (callable, KV positions it must read, keys each row sees)."""
+    """name -> (callable, KV positions it must read[, share of the attention's FLOPs])."""
     r = torch.randn
     q = r(rows, HEADS, 1, DIM)
     own_k, own_v = r(rows, KV_HEADS, OWN, DIM), r(rows, KV_HEADS, OWN, DIM)
@@ -73,6 +76,7 @@ def kernels(rows: int, ctx: int) -> dict[str, tuple]:
     pk, pv = r(1, KV_HEADS, packed, DIM), r(1, KV_HEADS, packed, DIM)
     pmask = torch.rand(1, 1, rows, packed) > 0.5
     pmask[..., :ctx] = True
+    scores = torch.empty(1, KV_HEADS, q_all.shape[2], ctx)
     bk, bv = r(rows, KV_HEADS, ctx + OWN, DIM), r(rows, KV_HEADS, ctx + OWN, DIM)
     bmask = torch.zeros(rows, 1, 1, ctx + OWN)
     sk, sv = r(1, KV_HEADS, ctx + OWN, DIM), r(1, KV_HEADS, ctx + OWN, DIM)
@@ -84,6 +88,9 @@ def kernels(rows: int, ctx: int) -> dict[str, tuple]:
             q_all, layer.prefix_keys, layer.prefix_values, None, DIM**-0.5), ctx),
         "prefix part, bmm": (lambda: matmul_lse(
             q_all, layer.prefix_keys, layer.prefix_values, DIM**-0.5), ctx),
+        "prefix part, QK^T": (lambda: torch.matmul(q_all, layer.prefix_keys.transpose(-1, -2),
+                                                   out=scores), ctx / 2, 0.5),
+        "prefix part, PV": (lambda: scores @ layer.prefix_values, ctx / 2, 0.5),
         "rope2d": (lambda: gqa_sdpa(module, q.transpose(0, 2), pk, pv, pmask), packed),
         "batch (repeat_kv)": (lambda: sdpa_attention_forward(module, q, bk, bv, bmask),
                               rows * (ctx + OWN)),
@@ -105,11 +112,11 @@ def main() -> None:
           f"threads; ms per decoding step, all {LAYERS} layers")
     with torch.inference_mode():
         for ctx in map(int, args.contexts.split(",")):
-            for name, (fn, positions) in kernels(args.rows, ctx).items():
+            for name, (fn, positions, *share) in kernels(args.rows, ctx).items():
                 rows = 1 if name == "sequential" else args.rows
                 keys = ctx if name.startswith("prefix part") else ctx + OWN
                 kv_bytes = positions * KV_HEADS * DIM * 4 * 2 * LAYERS
-                attn_flops = 4.0 * LAYERS * HEADS * DIM * rows * keys
+                attn_flops = 4.0 * LAYERS * HEADS * DIM * rows * keys * (share or [1])[0]
                 roof = 1e3 * max(kv_bytes / bw, attn_flops / flops)
                 ms = best_ms(fn, args.repeats)
                 print(f"context {ctx:5d}  {name:18s} {ms:7.2f} ms  roof {roof:6.2f} ms  "
