@@ -164,3 +164,26 @@ def test_heldout_loss_with_shared_contexts_equals_the_packed_batches(mask):
     total = sum(float(branch_loss(model, b, reduction="sum")) for b in batches)
     count = sum(int((b["targets"] != IGNORE).sum()) for b in batches)
     assert shared == pytest.approx(total / count, rel=1e-5)
+
+
+def test_example_losses_are_each_examples_own_in_order():
+    """Per-example held-out losses (what the paired bootstrap over examples resamples): each
+    equals the example's loss computed alone, whether its context is shared or not."""
+    from pmbench.train.loop import example_losses
+
+    model = make_tiny_model("llama", 200, seed=1)
+    patch_model(model, Rope2DSettings(ratio=0.5, mask="cross"))
+    rng = random.Random(1)
+    examples = []
+    for k in range(5):  # contexts A, B, A, lone C, B
+        context = [[5, 6, 7], [9, 10, 11, 12], [5, 6, 7], [14], [9, 10, 11, 12]][k]
+        branches = [Branch([20 + rng.randrange(100) for _ in range(2)],
+                           [20 + rng.randrange(100) for _ in range(rng.randint(1, 4))])
+                    for _ in range(2)]
+        examples.append(pack_example(Example(context, branches), "cross"))
+    losses = example_losses(model, examples, torch.device("cpu"), pad_id=0, batch_size=2)
+    assert len(losses) == len(examples)
+    for ex, (loss, n) in zip(examples, losses, strict=True):
+        alone = collate([ex], 0)
+        assert n == int((alone["targets"] != IGNORE).sum())
+        assert loss == pytest.approx(float(branch_loss(model, alone, reduction="sum")), rel=1e-5)

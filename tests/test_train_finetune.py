@@ -35,7 +35,7 @@ def finetuned(base_dir, tmp_path_factory):
         "train", "finetune", "--model", str(base_dir), "--sources", "squad", "--lora",
         "--steps", "4", "--branches", "2", "--batch-size", "2", "--heldout-branches", "2",
         "--rope-2d-ratio", "0.25", "--mask", "cross", "--lr", "1e-2", "--quiet", "--threads", "1",
-        "--output-dir", str(out), "--run-id", "lora"])
+        "--save-every", "2", "--output-dir", str(out), "--run-id", "lora"])
     assert res.exit_code == 0, res.output
     return json.loads((out / "lora" / "train.json").read_text())
 
@@ -56,6 +56,13 @@ def test_lora_record(finetuned):
     assert split["heldout_articles"][0] == "Super_Bowl_50"
     assert split["train_questions"] > 5000
     assert [s for s, _ in rec["loss_curve"]] == [1, 2, 3, 4]
+    # step 2's checkpoint: merged weights and the adapter, saved from a copy (the final
+    # checkpoint's logits test below shows training went on undisturbed)
+    step2, final = rec["checkpoints"]
+    assert (step2["step"], final["step"]) == (2, 4)
+    assert (Path(step2["path"]) / "adapter").is_dir()
+    assert (Path(step2["path"]) / "model.safetensors").is_file()
+    assert step2["heldout_loss"] != final["heldout_loss"]
 
 
 def test_lora_checkpoint_reloads_with_the_same_logits(finetuned, base_dir, tokenizer):

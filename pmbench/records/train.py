@@ -1,4 +1,5 @@
-"""A training run on disk: `<output-dir>/<run_id>/{train.json, checkpoint/, state/, tokenizer/}`.
+"""A training run on disk: `<output-dir>/<run_id>/{train.json, checkpoint/, checkpoints/,
+state/, tokenizer/}`.
 
 train.json is rewritten atomically at the start, at every save and at the end (status
 "running", then "complete"), so `pmbench table 2 / 3` never read half of it and
@@ -21,6 +22,7 @@ from pmbench.rope2d.settings import CONFIG_KEY, Rope2DSettings
 
 TRAIN_FILE = "train.json"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINTS_DIR = "checkpoints"  # intermediate ones, `step-000100/` every --save-every steps
 STATE_DIR = "state"
 TOKENIZER_DIR = "tokenizer"
 
@@ -28,6 +30,11 @@ TOKENIZER_DIR = "tokenizer"
 def new_train_id(kind: str, name: str, ratio: float, branches: int) -> str:
     safe = "".join(c if c.isalnum() or c in "-." else "-" for c in name)[-40:]
     return new_id(kind, safe, f"r{ratio:g}", f"b{branches}")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the intermediate checkpoint of `step` goes: `<run>/checkpoints/step-000100`."""
+    return run_dir / CHECKPOINTS_DIR / f"step-{step:06d}"
 
 
 def write_train_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -173,8 +173,9 @@ def shared_context_groups(packed: Sequence[PackedExample]
 
 
 @torch.no_grad()
-def shared_context_loss(model, group: Sequence[PackedExample]) -> tuple[float, int]:
-    """(summed cross-entropy, target count) of examples that share one context: the context
+def shared_context_loss(model, group: Sequence[PackedExample]) -> list[list[float]]:
+    """[summed cross-entropy, target count] of each example of a group that shares one
+    context, in the group's order: the context
     is run once into a cache, then each example's branch tokens over it (the cache is
     cropped back to the context after each). Equal to `branch_loss` on each example alone
     up to float rounding."""
@@ -190,7 +191,7 @@ def shared_context_loss(model, group: Sequence[PackedExample]) -> tuple[float, i
     inner(input_ids=ctx["input_ids"].to(device), position_ids=ctx["position_ids"].to(device),
           attention_mask=model_mask(inner, ctx["attention_mask"].to(device)),
           cache=cache, use_cache=True, logits_to_keep=1)
-    total, count = 0.0, 0
+    losses: list[list[float]] = []
     for ex in group:
         targets = ex.targets[n:].to(device)
         keep = (targets != IGNORE).nonzero().squeeze(-1)
@@ -200,7 +201,7 @@ def shared_context_loss(model, group: Sequence[PackedExample]) -> tuple[float, i
                     attention_mask=model_mask(inner, mask), cache=cache,
                     use_cache=True, logits_to_keep=keep)
         logits = out.logits[0].float()
-        total += float(torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum"))
-        count += keep.numel()
+        loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+        losses.append([float(loss), keep.numel()])
         cache.crop(n - cache.get_seq_length())  # negative: the tokens to drop
-    return total, count
+    return losses

@@ -17,6 +17,7 @@ a context that several examples share is computed once, as inference prefills it
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, fields
@@ -32,7 +33,14 @@ from pmbench.rope2d.patch import patch_model
 from pmbench.rope2d.settings import KEY as ROPE2D_KEY
 from pmbench.rope2d.settings import Rope2DSettings
 from pmbench.train.data import IGNORE, collate, pack_example
-from pmbench.train.loop import LoopConfig, TrainState, evaluate_loss, train_loop
+from pmbench.train.loop import (
+    LoopConfig,
+    TrainState,
+    evaluate_loss,
+    example_losses,
+    mean_loss,
+    train_loop,
+)
 from pmbench.train.settings import TrainSettings
 from pmbench.train.sources import (
     ExampleSource,
@@ -163,7 +171,13 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         "run_id": run_id, "model": model_name, ROPE2D_KEY: settings.as_dict(),
         "data_split": split})
 
-    def on_save(state: TrainState) -> None:
+    def examples_fn(m) -> list[list[float]]:
+        return example_losses(m, heldout[s.branches], accelerator.device, pad, s.batch_size)
+
+    def on_save(state: TrainState, m) -> None:
+        if state.step < s.steps:  # the last step's checkpoint is `checkpoint/`, at the end
+            _intermediate_checkpoint(accelerator.unwrap_model(m), tokenizer, settings, run_dir,
+                                     state, record, examples_fn)
         record.update(_progress_fields(state))
         rec.write_train_record(run_dir, record)
 
@@ -173,15 +187,51 @@ def _run_training(s: TrainSettings, show_progress: bool) -> dict[str, Any]:
         accelerator, model, batch_fn, _loop_config(s), run_dir / rec.STATE_DIR,
         resume=bool(s.resume), heldout_fn=heldout_fn, on_save=on_save,
         show_progress=show_progress)
-    t0 = time.perf_counter()
-    losses = {str(n): evaluate_loss(model, heldout[n], accelerator.device, pad, s.batch_size)
-              for n in eval_sizes}
     record.update(_progress_fields(state))
-    record.update({"heldout_loss": losses, "heldout_tokens": {
-        str(n): sum(int((p.targets != IGNORE).sum()) for p in heldout[n]) for n in eval_sizes},
-        "eval_s": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    per_example = {str(n): example_losses(model, packed, accelerator.device, pad, s.batch_size)
+                   for n, packed in heldout.items()}
+    _final_heldout(record, per_example, heldout, time.perf_counter() - t0)
+    _add_checkpoint(record, {"step": state.step, "tokens": state.tokens,
+                             "path": str(run_dir / rec.CHECKPOINT_DIR),
+                             "heldout_loss": mean_loss(per_example[str(s.branches)]),
+                             "heldout_examples": per_example[str(s.branches)]})
     _finish(accelerator, model, tokenizer, settings, run_dir, record)
     return record
+
+
+def _final_heldout(record: dict[str, Any], per_example: dict[str, list[list[float]]],
+                   heldout: dict[int, list], eval_s: float) -> None:
+    """The trained model's held-out loss at each #branch into the record: the mean, each
+    example's [summed loss, tokens] (paired bootstraps resample them) and the tokens."""
+    record.update({
+        "heldout_loss": {n: mean_loss(v) for n, v in per_example.items()},
+        "heldout_examples": per_example,
+        "heldout_tokens": {str(n): sum(int((p.targets != IGNORE).sum()) for p in packed)
+                           for n, packed in heldout.items()},
+        "eval_s": eval_s})
+
+
+def _intermediate_checkpoint(model: Any, tokenizer: Any, settings: Rope2DSettings,
+                             run_dir: Path, state: TrainState, record: dict[str, Any],
+                             examples_fn) -> None:
+    """Save the model at this step as an evaluable checkpoint (`checkpoints/step-N/`, a
+    plain HF folder like the final one) with its held-out loss per example, once: a run
+    resumed from this step finds it saved and recorded and leaves it."""
+    path = rec.checkpoint_path(run_dir, state.step)
+    if not path.exists():  # saving merges LoRA and unpatches: on a copy, training goes on
+        rec.save_checkpoint(copy.deepcopy(model), tokenizer, settings, path)
+    if not any(c["step"] == state.step for c in record.get("checkpoints", [])):
+        losses = examples_fn(model)
+        _add_checkpoint(record, {"step": state.step, "tokens": state.tokens, "path": str(path),
+                                 "heldout_loss": mean_loss(losses),
+                                 "heldout_examples": losses})
+
+
+def _add_checkpoint(record: dict[str, Any], entry: dict[str, Any]) -> None:
+    """`entry` into train.json's `checkpoints` (one per step, in step order)."""
+    kept = [c for c in record.get("checkpoints", []) if c["step"] != entry["step"]]
+    record["checkpoints"] = sorted([*kept, entry], key=lambda c: c["step"])
 
 
 def _resumed(s: TrainSettings) -> tuple[TrainSettings, dict[str, Any] | None]:

@@ -99,26 +99,42 @@ def cosine_with_warmup(cfg: LoopConfig) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, packed: list[PackedExample], device: torch.device,
-                  pad_id: int = 0, batch_size: int = 8) -> float:
-    """Token-weighted mean cross-entropy of `packed` examples (eval mode, restored after).
+def example_losses(model: Any, packed: list[PackedExample], device: torch.device,
+                   pad_id: int = 0, batch_size: int = 8) -> list[list[float]]:
+    """[summed cross-entropy, target count] of each of `packed`, in its order (eval mode,
+    restored after): what a paired bootstrap over held-out examples resamples.
 
     Examples that share a context (the same questions at a small #branch come from few
     paragraphs) compute it once (`shared_context_loss`); the others go through in batches.
     """
     was_training = model.training
     model.eval()
+    index = {id(p): i for i, p in enumerate(packed)}
+    out: list[list[float]] = [[0.0, 0]] * len(packed)
     groups, rest = shared_context_groups(packed)
-    total, count = 0.0, 0
     for group in groups:
-        loss, n = shared_context_loss(model, group)
-        total, count = total + loss, count + n
+        for p, loss in zip(group, shared_context_loss(model, group), strict=True):
+            out[index[id(p)]] = loss
     for i in range(0, len(rest), batch_size):
-        batch = {k: v.to(device) for k, v in collate(rest[i:i + batch_size], pad_id).items()}
-        total += float(branch_loss(model, batch, reduction="sum"))
-        count += int((batch["targets"] != IGNORE).sum())
+        chunk = rest[i:i + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        per_row = branch_loss(model, batch, reduction="none").view(len(chunk), -1).sum(-1)
+        counts = (batch["targets"] != IGNORE).sum(-1)
+        for p, loss, n in zip(chunk, per_row.tolist(), counts.tolist(), strict=True):
+            out[index[id(p)]] = [loss, n]
     model.train(was_training)
-    return total / max(count, 1)
+    return out
+
+
+def mean_loss(losses: list[list[float]]) -> float:
+    """Token-weighted mean cross-entropy of `example_losses`."""
+    return sum(loss for loss, _ in losses) / max(sum(n for _, n in losses), 1)
+
+
+def evaluate_loss(model: Any, packed: list[PackedExample], device: torch.device,
+                  pad_id: int = 0, batch_size: int = 8) -> float:
+    """Token-weighted mean cross-entropy of `packed` examples."""
+    return mean_loss(example_losses(model, packed, device, pad_id, batch_size))
 
 
 def _save(accelerator: Any, state_dir: Path, state: TrainState) -> None:
@@ -162,7 +178,7 @@ def train_loop(
     *,
     resume: bool = False,
     heldout_fn: Callable[[Any], float] | None = None,
-    on_save: Callable[[TrainState], None] | None = None,
+    on_save: Callable[[TrainState, Any], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[Any, TrainState]:
     """Train `model` for `cfg.steps` optimizer steps; return (prepared model, state).
@@ -170,7 +186,9 @@ def train_loop(
     `batch_fn(step, micro)` gives micro-batch `micro` of step `step` (1-based) for this
     process. With `resume`, the state in `state_dir` is loaded and training continues
     after its step. `heldout_fn(model)` is recorded before the first step and every
-    `cfg.eval_every` steps. `on_save` runs on the main process after every save.
+    `cfg.eval_every` steps. `on_save(state, model)` runs on the main process after every
+    save, and again on the state a run resumes from (what it writes there, it writes once:
+    a run cut between its save and `on_save` finishes that step's work on resuming).
     """
     optimizer, scheduler = _optimizer(model, cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -179,6 +197,8 @@ def train_loop(
     if resume and load_progress(state_dir) is not None:
         accelerator.load_state(str(state_dir))
         state = load_progress(state_dir)
+        if on_save and accelerator.is_main_process:
+            on_save(state, model)
     if state.step == 0 and heldout_fn:  # where training starts from
         state.heldout_curve.append([0, heldout_fn(model)])
     model.train()
@@ -207,7 +227,7 @@ def train_loop(
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
                 _save(accelerator, state_dir, state)
                 if on_save and accelerator.is_main_process:
-                    on_save(state)
+                    on_save(state, model)
     return model, state
 
 

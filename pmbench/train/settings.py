@@ -87,7 +87,9 @@ class TrainSettings:
         help="Comma-separated #branch values to report held-out loss at.")
     data_dir: str | None = option(None, help="Benchmark data folder.")
     eval_every: int = option(0, help="Held-out loss every K steps (0: only at the end).")
-    save_every: int = option(100, help="Save the resumable state every K steps.")
+    save_every: int = option(100, help=(
+        "Every K steps save the resumable state and an evaluable checkpoint "
+        "(checkpoints/step-K, with its held-out loss per example)."))
     device: str | None = option(  # None: what accelerate picks (CUDA when present)
         None, help="cpu, or leave unset for accelerate's choice.")
     mixed_precision: str | None = option(  # None: bf16 on CUDA when supported, else no
