@@ -262,7 +262,7 @@ def test_filters_keep_only_the_chosen_model_and_suite(records):
 
 @pytest.mark.parametrize("args, message", [
     (["table", "6"], "no table 6"),
-    (["table", "3b"], "no table 3b; tables are 1-5, and 1b, 2b, 5b"),
+    (["table", "3b"], "no table 3b; tables are 1-5, 1b, 2b, 5b"),
     (["table", "1b"], "no Table 1b here: Paired Δ to the reference: none could be judged "
                       "(no samples.jsonl)"),
     (["table", "1", "--margin", "-2"], "--margin"),

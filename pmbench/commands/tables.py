@@ -72,14 +72,31 @@ def _table_number(number: str) -> tuple[int, bool]:
         digits, suffix = number, ""
     if not digits.isdigit() or int(digits) not in BUILDERS or (suffix and int(digits)
                                                                not in PAIRED):
-        raise BadInput(f"no table {number}; tables are 1-5, and 1b, 2b, 5b (paired)")
+        raise BadInput(f"no table {number}; tables are 1-5, 1b, 2b, 5b (paired), crossover "
+                       "and curve")
     return int(digits), bool(suffix)
+
+
+def _crossover(records, models, suites) -> list:
+    from pmbench.report import crossover
+
+    return crossover.tables(records, models, suites)
+
+
+def _curve(records, models, suites) -> list:
+    from pmbench.report import curve
+
+    return [curve.table(records, models, suites)]
+
+
+UNNUMBERED = {"crossover": _crossover, "curve": _curve}  # tables beside the paper's 1-5
 
 
 def table(
     number: str | None = typer.Argument(None, help="Table number, 1-5, or 1b, 2b, 5b (their "
-                                        "paired companions alone), or crossover (the "
-                                        "synthetic suite's map); without it, every "
+                                        "paired companions alone), crossover (the "
+                                        "synthetic suite's map) or curve (learning "
+                                        "curves per checkpoint); without it, every "
                                         "numbered table that has records, Table 1 first."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown, latex or csv."),
     results: Path = RESULTS,
@@ -112,11 +129,10 @@ def table(
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(table_format.FORMATS)}")
     records = _load(results, include_committed)
     margin_or_none = margin if paired else None
-    if number == "crossover":
-        from pmbench.report import crossover
-
-        built = crossover.tables(records, model, suite)
-        text = table_format.render_all(built, fmt, standalone)
+    if number in UNNUMBERED:
+        built = UNNUMBERED[number](records, model, suite)
+        text = (table_format.render(built[0], fmt, standalone) if len(built) == 1 else
+                table_format.render_all(built, fmt, standalone))
     elif number is None:
         built, skipped = tables.build_all(records, model, suite, margin_or_none)
         if skipped:
@@ -142,7 +158,8 @@ def table(
 
 
 def plot(
-    kind: str = typer.Argument(..., help="throughput, accuracy, ratio, latency or crossover."),
+    kind: str = typer.Argument(..., help="throughput, accuracy, ratio, latency, crossover or "
+                                          "learning-curve."),
     results: Path = RESULTS,
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="FILE.png or FILE.pdf; both are written "

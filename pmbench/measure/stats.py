@@ -90,6 +90,36 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = SEE
     return PairedDifference(len(x), float(x.mean()), float(y.mean()), delta, low, high, sd)
 
 
+def _weighted_difference(a_sum, a_n, b_sum, b_n, axis: int = -1) -> np.ndarray:
+    return b_sum.sum(axis) / b_n.sum(axis) - a_sum.sum(axis) / a_n.sum(axis)
+
+
+def paired_weighted_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], *,
+                               seed: int = SEED, resamples: int = RESAMPLES
+                               ) -> PairedDifference:
+    """Δ of two token-weighted means over the same units: `a`, `b` are per unit [sum,
+    count] (a held-out example's summed loss and its tokens), Δ = Σb_sum/Σb_n - Σa_sum/Σa_n,
+    with the 95% paired-bootstrap interval resampling units (an example keeps its tokens
+    together, as a mean of per-token differences would not). `sd`: of the per-unit
+    differences of means."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 2 or x.shape[1] != 2 or len(x) == 0:
+        raise ValueError("paired [sum, count] units: two equal, non-empty lists of pairs")
+    if (x[:, 1] <= 0).any() or (y[:, 1] <= 0).any():
+        raise ValueError("every unit needs a positive count")
+    samples = (x[:, 0], x[:, 1], y[:, 0], y[:, 1])
+    mean_a, mean_b = x[:, 0].sum() / x[:, 1].sum(), y[:, 0].sum() / y[:, 1].sum()
+    diff = y[:, 0] / y[:, 1] - x[:, 0] / x[:, 1]
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    if len(x) < 2 or (np.array_equal(x, y)):
+        low = high = float(mean_b - mean_a)
+    else:
+        low, high = _interval(samples, _weighted_difference, paired=True, method="BCa",
+                              seed=seed, resamples=resamples)
+    return PairedDifference(len(x), float(mean_a), float(mean_b), float(mean_b - mean_a),
+                            low, high, sd)
+
+
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """McNemar's exact two-sided p-value from the discordant counts: questions only A got
     right (`a_only`) and only B got right (`b_only`). 1.0 when none are discordant."""

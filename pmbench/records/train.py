@@ -17,7 +17,6 @@ from typing import Any
 
 from pmbench.errors import BadInput
 from pmbench.records.store import new_id, read_record, write_record
-from pmbench.rope2d.patch import unpatch_model
 from pmbench.rope2d.settings import CONFIG_KEY, Rope2DSettings
 
 TRAIN_FILE = "train.json"
@@ -59,6 +58,8 @@ def save_checkpoint(model: Any, tokenizer: Any, settings: Rope2DSettings, path: 
     run folder held at `path` (a link to elsewhere, links inside) is replaced, never
     written through.
     """
+    from pmbench.rope2d.patch import unpatch_model  # torch: here, the tables import this module
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

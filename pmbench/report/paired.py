@@ -166,7 +166,7 @@ def base_model(record: dict[str, Any], train: list[dict[str, Any]]) -> str:
     """The model a run's weights come from: a fine-tuned checkpoint's base model (its
     training record among `train`, or the train.json beside the checkpoint), else the
     run's own model."""
-    rec = trained_by(model_names(record), train)
+    rec = trained_by(model_names(record), train, intermediate=True)
     if rec is None:
         for name in model_names(record):
             beside = Path(name).parent / "train.json"

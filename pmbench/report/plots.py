@@ -310,9 +310,17 @@ def crossover(records: Records, models=None, suites=None) -> Figure:
     return xmap.figure(records, models, suites)
 
 
+def learning_curve(records: Records, models=None, suites=None) -> Figure:
+    """Learning curves against the ratio-0 control (pmbench.report.curve)."""
+    from pmbench.report import curve
+
+    return curve.figure(records, models, suites)
+
+
 KINDS: dict[str, Callable[..., Figure]] = {"throughput": throughput, "accuracy": accuracy,
                                            "ratio": ratio, "latency": latency,
-                                           "crossover": crossover}
+                                           "crossover": crossover,
+                                           "learning-curve": learning_curve}
 
 
 def plot(kind: str, records: Records, models: Sequence[str] | None = None,

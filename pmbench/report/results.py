@@ -46,6 +46,7 @@ import pandas as pd
 from pmbench.errors import BadInput, PmbenchWarning
 from pmbench.records.run_record import BadRunRecord, RunRecord
 from pmbench.records.store import read_record
+from pmbench.records.train import CHECKPOINTS_DIR
 from pmbench.rope2d.settings import KEY as ROPE2D
 from pmbench.rope2d.settings import RECORD_COLUMNS
 
@@ -310,15 +311,26 @@ def model_names(run: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
-def trained_by(names: str | list[str], train_records: list[dict[str, Any]]
-               ) -> dict[str, Any] | None:
+def intermediate_checkpoint(name: str) -> bool:
+    """Whether `name` is a checkpoint saved during training, `<run>/checkpoints/step-N`
+    (pmbench.records.train.checkpoint_path), not the run's final `checkpoint`."""
+    parts = Path(name).parts
+    return len(parts) >= 2 and parts[-2] == CHECKPOINTS_DIR and parts[-1].startswith("step-")
+
+
+def trained_by(names: str | list[str], train_records: list[dict[str, Any]],
+               intermediate: bool = False) -> dict[str, Any] | None:
     """The training record whose checkpoint a run's model is (`names`: its spellings).
 
     A name matches a training run when it equals the checkpoint or the training run_id,
     when the training run_id is one of its path's folders, or when both paths resolve
-    to the same folder. The newest matching training run wins.
+    to the same folder. The newest matching training run wins. A checkpoint saved during
+    training (`intermediate_checkpoint`) matches only with `intermediate`: the tables of
+    trained models read the final one, the learning curves (report.curve) every one.
     """
     names = [names] if isinstance(names, str) else names
+    if not intermediate:
+        names = [n for n in names if not intermediate_checkpoint(n)]
     for rec in sorted(train_records, key=lambda r: r["created"], reverse=True):
         checkpoint = str(rec.get("checkpoint") or "")
         for name in names:

@@ -167,6 +167,8 @@ def _expand_stages(raw: Mapping[str, Any], grid: str,
             raise BadInput(f"grid stage {stage_name}: 'stages', 'name', 'output_dir' and "
                            "'slurm' belong to the whole grid")
         train = stage.get("kind") == "train"
+        if not train and isinstance(stage.get("models"), list):
+            stage["models"] = checkpoint_models(stage["models"], cells, stage_name)
         stage_cells = expand_grid({**stage, "name": grid}, grid,
                                   None if train else overrides, max_cells=None)
         seen = {c.id for c in cells}
@@ -176,6 +178,39 @@ def _expand_stages(raw: Mapping[str, Any], grid: str,
             if cell.id not in seen:  # a run cell an earlier stage has: it runs once, there
                 cells.append(replace(cell, stage=stage_name))
     return cells
+
+
+def checkpoint_models(models: list[Any], cells: list[AnyCell], stage: str) -> list[Any]:
+    """A run stage's `models` with each `{checkpoints: <folder>/<train id>, ...}` entry
+    replaced by that earlier training run's checkpoints, in step order: one every
+    `save_every` steps (`<folder>/<id>/checkpoints/step-N`) and the final `checkpoint`.
+    The entry's other keys are options of every one of them (as a model entry's are)."""
+    trainings = {c.id: c for c in cells if c.kind == "train"}
+    out: list[Any] = []
+    for entry in models:
+        if not isinstance(entry, Mapping) or "checkpoints" not in entry:
+            out.append(entry)
+            continue
+        folder = Path(str(entry["checkpoints"]))
+        training = trainings.get(folder.name)
+        if training is None:
+            raise BadInput(f"grid stage {stage}: checkpoints of {folder}: no earlier stage "
+                           f"trains a run {folder.name!r}")
+        rest = {k: v for k, v in entry.items() if k not in ("checkpoints", "name")}
+        out += [{"name": str(path), **rest} for path in checkpoint_paths(folder, training)]
+    return out
+
+
+def checkpoint_paths(folder: Path, training: TrainCell) -> list[Path]:
+    """The checkpoints training run `training` (in `folder`) leaves, in step order."""
+    from pmbench.records.train import CHECKPOINT_DIR, checkpoint_path
+    from pmbench.train.settings import from_options
+
+    settings = from_options(training.command, {k: v for k, v in training.options.items()
+                                               if k not in ("json_out", "quiet")})
+    every, steps = settings.save_every, int(settings.steps or 0)
+    saved = range(every, steps, every) if every else range(0)
+    return [checkpoint_path(folder, step) for step in saved] + [folder / CHECKPOINT_DIR]
 
 
 def planned_cells(raw: Mapping[str, Any]) -> int:

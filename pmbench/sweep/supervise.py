@@ -24,7 +24,7 @@ from pmbench.errors import BadInput
 from pmbench.limits import MAX_LOG_TAIL_BYTES
 from pmbench.records import store
 from pmbench.records.run_record import BadRunRecord, RunRecord
-from pmbench.records.train import CHECKPOINT_DIR
+from pmbench.records.train import CHECKPOINT_DIR, CHECKPOINTS_DIR
 from pmbench.safe_io import make_folder, open_regular, read_regular, skip
 from pmbench.sweep import claims
 from pmbench.sweep.grid import AnyCell
@@ -180,12 +180,15 @@ def read_record(output_dir: str | Path, cell: AnyCell) -> dict[str, Any] | None:
 
 def needed_training(cell: AnyCell, trainings: Mapping[str, TrainCell]) -> str | None:
     """The id of the grid's training run whose checkpoint `cell` evaluates, if any: its
-    model is `<folder>/<train id>/checkpoint`."""
+    model is `<folder>/<train id>/checkpoint` or `<folder>/<train id>/checkpoints/step-N`
+    (waited for until the training completes, as the final one)."""
     if cell.kind != "run" or not cell.model:
         return None
     parts = Path(cell.model).parts
     if len(parts) >= 2 and parts[-1] == CHECKPOINT_DIR and parts[-2] in trainings:
         return parts[-2]
+    if len(parts) >= 3 and parts[-2] == CHECKPOINTS_DIR and parts[-3] in trainings:
+        return parts[-3]
     return None
 
 
