@@ -69,6 +69,10 @@ grid's); cells run stage after stage and `--stage NAME` runs one stage. A run ce
 model is `<folder>/<id>/checkpoint` of one of the grid's training runs waits while
 another process (another shard) trains it, and fails at once when that training failed
 or was never started. A run cell that an earlier stage already has runs once, there.
+A model entry `{checkpoints: <folder>/<id>}` stands for every checkpoint training run
+`<id>` of an earlier stage saves (`checkpoints/step-N` every `save_every` steps, then
+`checkpoint`), its other keys options of each: the learning-curve points
+(pmbench.report.curve).
 
 In both kinds option names take "_" or "-", and every cell is checked before anything
 runs, by the run spec's own validation (pmbench.jobs.spec) or the training settings'
