@@ -139,8 +139,7 @@ class RunSettings:
         given = self.suite_options()
         if not given or self.suite is None:
             return
-        from pmbench.suites import available_suites, suite_config
-        from pmbench.suites.synthetic import check_lengths
+        from pmbench.suites import available_suites, suite_class, suite_config
 
         for name in given:
             if name not in (suite_config(self.suite).get("options") or {}):
@@ -148,7 +147,7 @@ class RunSettings:
                           if name in (suite_config(n).get("options") or {})]
                 raise BadInput(f"{_flag(name)} applies to --suite {' or '.join(takers)} "
                                f"only, not {self.suite}")
-        check_lengths(self.context_len, self.question_len, self.answer_len)
+        suite_class(suite_config(self.suite)).check_options(given)
 
     def _check_applies(self) -> None:
         """An option of one method given to another is refused, not silently ignored."""

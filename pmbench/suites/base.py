@@ -130,6 +130,11 @@ class Suite:
     keeps_prompt_ids: ClassVar[bool] = True  # samples.jsonl holds each prompt's token ids
     metric: ClassVar[str | None] = None  # the `evaluate` module scoring it (suites/metrics)
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Check the suite's own options (its YAML `options:`) that a run gives, cheaply (no
+        model, no files), when the run's settings are validated; BadInput when wrong."""
+
     def __init__(
         self,
         config: dict[str, Any],

@@ -69,6 +69,11 @@ class SyntheticSuite(Suite):
 
     keeps_prompt_ids = False  # drawn from --seed: the run makes them again; lengths only
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        check_lengths(options.get("context_len"), options.get("question_len"),
+                      options.get("answer_len"))
+
     def __init__(self, config: dict[str, Any], tokenizer: Any, *, context_len: int | None = None,
                  question_len: int | None = None, answer_len: str | None = None,
                  **options: Any):
