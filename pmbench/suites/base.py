@@ -132,18 +132,15 @@ class Suite:
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:
-        """Check the suite's own options (its YAML `options:`) that a run gives, cheaply (no
-        model, no files), when the run's settings are validated; BadInput when wrong."""
+        """Its own (YAML `options:`) options as a run gives them: BadInput when wrong."""
 
     def __init__(
         self,
         config: dict[str, Any],
         tokenizer: Any,
         *,
-        data_dir: str | Path | None = None,
-        branch: int = 1,
-        limit: int | None = None,
-        num_fewshot: int | None = None,
+        data_dir: str | Path | None = None, branch: int = 1,
+        limit: int | None = None, num_fewshot: int | None = None,
         split: str | None = None,
         subjects: Sequence[str] | None = None,
         apply_chat_template: bool = False,
