@@ -6,6 +6,7 @@ suites behave as with the real model, while a forward pass costs microseconds.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -28,6 +29,14 @@ def data_dir() -> Path:
     path = Path(os.environ["PMBENCH_DATA"])
     assert path.is_dir(), f"benchmark data not found at {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def squad_titles(data_dir: Path) -> dict[str, str]:
+    """SQuAD dev question id -> the title of its article (held-out checks of reference runs)."""
+    return {q["id"]: a["title"] for a in json.loads(
+        (data_dir / "squad" / "dev-v1.1.json").read_text())["data"]
+        for p in a["paragraphs"] for q in p["qas"]}
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +111,6 @@ def random_group(n: int, seed: int, context_len: int | None = None):
 def real_squad_group(data_dir: Path, tokenizer, article: int = 0, n: int = 8):
     """`n` real SQuAD v1.1 questions of one article, grouped as the squad suite does (the
     passage grows by paragraphs until it has `n` questions), in the suite's prompt."""
-    import json
-
     from pmbench.types import Group, Question
 
     squad = json.loads((data_dir / "squad" / "dev-v1.1.json").read_text())

@@ -39,16 +39,13 @@ def test_plot_learning_curve_reads_the_committed_records(tmp_path):
     assert res.exit_code == 0, res.output
 
 
-def test_every_checkpoint_answered_the_same_held_out_questions(data_dir):
-    titles = {q["id"]: a["title"] for a in json.loads(
-        (data_dir / "squad" / "dev-v1.1.json").read_text())["data"]
-        for p in a["paragraphs"] for q in p["qas"]}
+def test_every_checkpoint_answered_the_same_held_out_questions(squad_titles):
     trained = [json.loads(p.read_text()) for p in FOLDER.glob("curve-ft-*/train.json")]
     heldout = {t for r in trained for t in r["data_split"]["squad"]["heldout_articles"]}
     asked = []
     for run in FOLDER.glob("sweep-*/run.json"):
         ids = [json.loads(line)["doc_id"] for line in (run.parent / "samples.jsonl").open()]
-        assert {titles[i] for i in ids} <= heldout, run.parent.name
+        assert {squad_titles[i] for i in ids} <= heldout, run.parent.name
         asked.append(sorted(ids))
     assert len(asked) >= 6 and all(ids == asked[0] for ids in asked)
     assert len(asked[0]) == 400

@@ -54,10 +54,7 @@ def test_table3_scales_the_ratio_half_checkpoint():
                 ].notna().all().all()
 
 
-def test_squad_evaluation_is_on_held_out_articles_only(data_dir):
-    titles = {q["id"]: a["title"] for a in json.loads(
-        (data_dir / "squad" / "dev-v1.1.json").read_text())["data"]
-        for p in a["paragraphs"] for q in p["qas"]}
+def test_squad_evaluation_is_on_held_out_articles_only(squad_titles):
     trained = [json.loads(p.read_text()) for p in FOLDER.glob("ref-ft-*/train.json")]
     heldout = {t for r in trained for t in r["data_split"]["squad"]["heldout_articles"]}
     runs = [p.parent for p in FOLDER.glob("*/run.json")
@@ -65,7 +62,7 @@ def test_squad_evaluation_is_on_held_out_articles_only(data_dir):
     assert runs
     for run in runs:
         ids = [json.loads(line)["doc_id"] for line in (run / "samples.jsonl").open()]
-        assert {titles[i] for i in ids} <= heldout, run.name
+        assert {squad_titles[i] for i in ids} <= heldout, run.name
 
 
 def test_the_committed_folder_holds_records_not_weights():

@@ -16,16 +16,13 @@ difference and its interval: Δ held-out loss bootstrapped over the same held-ou
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pmbench.measure.stats import paired_weighted_difference
-from pmbench.records.train import CHECKPOINTS_DIR
 from pmbench.report.paired import MARGIN, pair_runs
-from pmbench.report.results import Records, model_names, newest, trained_by
+from pmbench.report.results import Records, checkpoint_step, model_names, newest, trained_by
 from pmbench.report.table_data import NoRecords, run_frame
 from pmbench.report.table_format import Table
 from pmbench.suites import display_name, metric
@@ -33,7 +30,6 @@ from pmbench.suites import display_name, metric
 # what a run and its control share: all but the ratio (and the run's own id and time)
 SETTING = ["kind", "model", "rope2d.mask", "rope2d.mode", "rope2d.branch_freqs", "branches",
            "settings.lora", "steps"]
-STEP = re.compile(r"step-(\d+)")
 
 
 def checkpoint_frame(records: Records, models=None) -> pd.DataFrame:
@@ -66,11 +62,14 @@ def _checkpoint_of(run: dict[str, Any], train: list[dict[str, Any]]) -> tuple[st
     rec = trained_by(model_names(run), train, intermediate=True)
     if rec is None:
         return None
-    for name in model_names(run):
-        parts = Path(name).parts
-        if len(parts) >= 2 and parts[-2] == CHECKPOINTS_DIR and STEP.fullmatch(parts[-1]):
-            return rec["run_id"], int(STEP.fullmatch(parts[-1])[1])
+    steps = [s for s in map(checkpoint_step, model_names(run)) if s is not None]
+    if steps:
+        return rec["run_id"], steps[0]
     return rec["run_id"], int(rec.get("completed_steps") or rec.get("steps") or 0)
+
+
+def _questions(run: dict[str, Any]) -> int:
+    return (run.get("metrics") or {}).get("n") or 0
 
 
 def evaluations(records: Records, suites=None) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -86,8 +85,7 @@ def evaluations(records: Records, suites=None) -> dict[tuple[str, int, str], dic
         if where is None:
             continue
         key = (*where, row["suite"])
-        n = lambda r: (r.get("metrics") or {}).get("n") or 0  # noqa: E731
-        if key not in found or n(row["record"]) >= n(found[key]):
+        if key not in found or _questions(row["record"]) >= _questions(found[key]):
             found[key] = row["record"]
     return found
 

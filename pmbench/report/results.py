@@ -35,6 +35,7 @@ never followed, never blocking, never a crash).
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -311,11 +312,18 @@ def model_names(run: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
 
-def intermediate_checkpoint(name: str) -> bool:
-    """Whether `name` is a checkpoint saved during training, `<run>/checkpoints/step-N`
-    (pmbench.records.train.checkpoint_path), not the run's final `checkpoint`."""
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint saved during training, `<run>/checkpoints/step-N`
+    (pmbench.records.train.checkpoint_path); None for anything else (a run's final
+    `checkpoint` included)."""
     parts = Path(name).parts
-    return len(parts) >= 2 and parts[-2] == CHECKPOINTS_DIR and parts[-1].startswith("step-")
+    found = re.fullmatch(r"step-(\d+)", parts[-1]) if len(parts) >= 2 else None
+    return int(found[1]) if found and parts[-2] == CHECKPOINTS_DIR else None
+
+
+def intermediate_checkpoint(name: str) -> bool:
+    """Whether `name` is a checkpoint saved during training, not the run's final one."""
+    return checkpoint_step(name) is not None
 
 
 def trained_by(names: str | list[str], train_records: list[dict[str, Any]],
