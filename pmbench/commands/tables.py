@@ -72,8 +72,8 @@ def _table_number(number: str) -> tuple[int, bool]:
         digits, suffix = number, ""
     if not digits.isdigit() or int(digits) not in BUILDERS or (suffix and int(digits)
                                                                not in PAIRED):
-        raise BadInput(f"no table {number}; tables are 1-5, 1b, 2b, 5b (paired), crossover "
-                       "and curve")
+        raise BadInput(f"no table {number}; tables are 1-5, 1b, 2b, 5b (paired), crossover, "
+                       "curve and loss")
     return int(digits), bool(suffix)
 
 
@@ -89,14 +89,22 @@ def _curve(records, models, suites) -> list:
     return [curve.table(records, models, suites)]
 
 
-UNNUMBERED = {"crossover": _crossover, "curve": _curve}  # tables beside the paper's 1-5
+def _loss(records, models, suites) -> list:
+    from pmbench.report import branch_loss
+
+    return [branch_loss.table(records, models, suites)]
+
+
+# tables beside the paper's 1-5
+UNNUMBERED = {"crossover": _crossover, "curve": _curve, "loss": _loss}
 
 
 def table(
     number: str | None = typer.Argument(None, help="Table number, 1-5, or 1b, 2b, 5b (their "
                                         "paired companions alone), crossover (the "
-                                        "synthetic suite's map) or curve (learning "
-                                        "curves per checkpoint); without it, every "
+                                        "synthetic suite's map), curve (learning "
+                                        "curves per checkpoint) or loss (held-out "
+                                        "loss by #branch); without it, every "
                                         "numbered table that has records, Table 1 first."),
     fmt: str = typer.Option("markdown", "--format", "-f", help="markdown, latex or csv."),
     results: Path = RESULTS,

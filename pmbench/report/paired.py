@@ -163,9 +163,10 @@ class RunPair:
 
 
 def base_model(record: dict[str, Any], train: list[dict[str, Any]]) -> str:
-    """The model a run's weights come from: a fine-tuned checkpoint's base model (its
-    training record among `train`, or the train.json beside the checkpoint), else the
-    run's own model."""
+    """The model a run's weights come from: a fine-tuned checkpoint's base model, a
+    pre-trained one's size (two runs from scratch of one size differ only in their
+    training, as two fine-tunes of one base do), found in its training record among
+    `train` or the train.json beside the checkpoint; else the run's own model."""
     rec = trained_by(model_names(record), train, intermediate=True)
     if rec is None:
         for name in model_names(record):
@@ -177,8 +178,8 @@ def base_model(record: dict[str, Any], train: list[dict[str, Any]]) -> str:
                     continue
                 break
     base = rec.get("model") if rec else None
-    return str(base) if isinstance(base, str) and rec.get("kind") == "finetune" else str(
-        record["model"])
+    trained = isinstance(base, str) and rec.get("kind") in ("finetune", "pretrain")
+    return str(base) if trained else str(record["model"])
 
 
 def check_comparable(a: dict[str, Any], b: dict[str, Any],

@@ -91,7 +91,8 @@ def _pretrain_parts(s: TrainSettings, run_dir: Path, accelerator):
     accelerator.wait_for_everyone()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, **NO_REMOTE_CODE)
     model = build_model(s.size, tokenizer, s.seed)
-    source = PretrainSource(corpus, tokenizer, s.context_len, s.segment_len)
+    source = PretrainSource(corpus, tokenizer, s.context_len, s.segment_len,
+                            s.heldout_segments)
     split = {**corpus.split, "tokenizer": f"BPE {len(tokenizer)} trained on the train side",
              "heldout_segments": source.heldout_segments, "segment_len": s.segment_len,
              "context_len": s.context_len}

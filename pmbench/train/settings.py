@@ -72,6 +72,8 @@ class TrainSettings:
         f"Longest packed example; branches beyond are dropped {_by_kind('max_len')}."))
     context_len: int = option(64, only=PRETRAIN, help="Tokens of the shared context chunk.")
     segment_len: int = option(64, only=PRETRAIN, help="Tokens per branch segment.")
+    heldout_segments: int = option(64, only=PRETRAIN, help=(
+        "Held-out segments (grouped #branch at a time: the paired-bootstrap units)."))
     vocab_size: int = option(6400, only=PRETRAIN, help="BPE vocabulary size.")
     tokenizer_chars: int | None = option(  # None: all the text
         None, only=PRETRAIN, help="Train the BPE on at most this many characters.")
@@ -110,7 +112,7 @@ class TrainSettings:
             raise BadInput(f"unknown training kind {self.kind!r}")
         require_positive(**{name: getattr(self, name) for name in (
             "steps", "branches", "batch_size", "grad_accum", "max_len", "context_len",
-            "segment_len", "lora_r")})
+            "segment_len", "heldout_segments", "lora_r")})
         if self.segment_len < 3:
             raise BadInput("--segment-len must be >= 3 (BOS, a token, room for EOS)")
         if self.lr is not None and self.lr <= 0:
