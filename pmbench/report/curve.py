@@ -237,6 +237,8 @@ def _draw_measure(top, bottom, frame: pd.DataFrame, value: str, delta: str,
                   label: str) -> None:
     """One measure: values per setting (top), Δ to control with intervals (bottom)."""
     settings = frame.groupby(["rope2d.mask", "ratio", "settings.lora"], dropna=False, sort=True)
+    # intervals of settings at the same step side by side, not on top of each other
+    dodge = 0.012 * pd.to_numeric(frame["tokens"], errors="coerce").max()
     for k, (_, runs) in enumerate(settings):  # a setting keeps its colour in every panel
         runs = runs.sort_values("step")
         name, color = setting_label(runs.iloc[0]), f"C{k}"
@@ -245,7 +247,7 @@ def _draw_measure(top, bottom, frame: pd.DataFrame, value: str, delta: str,
         found = [(t, d) for t, d in zip(runs["tokens"], runs[delta], strict=True)
                  if isinstance(d, dict)]
         if found:
-            x = [t for t, _ in found]
+            x = [t + (k - (settings.ngroups - 1) / 2) * dodge for t, _ in found]
             y = [d["delta"] for _, d in found]
             err = [[d["delta"] - d["low"] for _, d in found],
                    [d["high"] - d["delta"] for _, d in found]]
