@@ -39,7 +39,7 @@ def pretrain_records(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "records"
     grid = out.parent / "pretrain-smoke.yaml"
     grid.write_text(SMOKE.read_text().replace("OUT", str(out)))
-    for stage in ("train", "accuracy", "throughput"):
+    for stage in ("train", "seed", "accuracy", "throughput"):
         res = invoke("sweep", grid, "--stage", stage)
         assert res.exit_code == 0, res.output
     return out
@@ -50,7 +50,7 @@ def _train(out: Path, run: str) -> dict:
 
 
 def test_the_production_grid_trains_six_runs_alike_but_for_mask_and_ratio():
-    train = [c for c in load_grid(PRODUCTION) if c.kind == "train"]
+    train = [c for c in load_grid(PRODUCTION) if c.stage == "train"]
     settings = {(c.options["mask"], c.options["rope_2d_ratio"]) for c in train}
     assert settings == {("cross", 0.0), ("cross", 0.25), ("cross", 0.5), ("cross", 0.75),
                         ("isolated", 0.0), ("isolated", 0.5)}
@@ -58,19 +58,21 @@ def test_the_production_grid_trains_six_runs_alike_but_for_mask_and_ratio():
               for c in train]
     assert all(s == shared[0] for s in shared)  # same size, budget, seed, data
     assert shared[0]["heldout_branches"] == "1,2,4,8,16" and shared[0]["branch"] == 4
+    (seed,) = [c for c in load_grid(PRODUCTION) if c.stage == "seed"]  # the yardstick
+    assert seed.options == {**shared[0], "mask": "cross", "rope_2d_ratio": 0.0, "seed": 1}
 
 
 def test_table_loss_pairs_every_branch_with_the_ratio0_control(pretrain_records):
     rows = _csv("loss", "--results", pretrain_records)
+    settings = ["cross r0", "cross r0 seed 1", "cross r0.5"]
     assert [(r["Setting"], r["#branch"], r["Examples"]) for r in rows] == [
-        ("cross r0", "1", "16"), ("cross r0", "2", "8"), ("cross r0", "4", "4"),
-        ("cross r0.5", "1", "16"), ("cross r0.5", "2", "8"), ("cross r0.5", "4", "4")]
+        (s, b, n) for s in settings for b, n in (("1", "16"), ("2", "8"), ("4", "4"))]
     assert len({r["Tokens"] for r in rows}) == 1  # the same held-out tokens at every #branch
-    control, treated = (_train(pretrain_records, r)["heldout_examples"]
-                        for r in ("pre-r0", "pre-r0.5"))
-    for row in rows[3:]:
-        expected = paired_weighted_difference(control[row["#branch"]],
-                                              treated[row["#branch"]])
+    control, seed1, treated = (_train(pretrain_records, r)["heldout_examples"]
+                               for r in ("pre-r0", "pre-r0-seed1", "pre-r0.5"))
+    # ratio 0.5 against ratio 0, and seed 1 against seed 0 (the yardstick), both at ratio 0
+    for row, other in zip(rows[3:], [seed1] * 3 + [treated] * 3, strict=True):
+        expected = paired_weighted_difference(control[row["#branch"]], other[row["#branch"]])
         assert float(row["Δ"]) == pytest.approx(expected.delta, rel=1e-6, abs=1e-9)
         assert float(row["low"]) <= float(row["Δ"]) <= float(row["high"])
     assert all(r["Δ"] == "" for r in rows[:3])  # the control itself
@@ -79,11 +81,14 @@ def test_table_loss_pairs_every_branch_with_the_ratio0_control(pretrain_records)
 def test_table2_fills_the_pretrained_group_with_the_paired_companion(pretrain_records):
     rows = _csv("2", "--results", pretrain_records)
     assert {r["Training"] for r in rows} == {"pre-trained from scratch: cpu-tiny"}
-    assert [(r["Weights"], r["Ratio"]) for r in rows] == [("pre-trained", "0"),
-                                                          ("pre-trained", "0.5")]
-    for row, run in zip(rows, ("pre-r0", "pre-r0.5"), strict=True):
+    assert [(r["Ratio"], r["Setting"]) for r in rows] == [
+        ("0", "split/interleaved"), ("0", "split/interleaved, seed 1"),
+        ("0.5", "split/interleaved")]
+    assert {r["Weights"] for r in rows} == {"pre-trained"}
+    for row, run in zip(rows, ("pre-r0", "pre-r0-seed1", "pre-r0.5"), strict=True):
         assert float(row["Loss"]) == pytest.approx(_train(pretrain_records, run)
                                                    ["heldout_loss"]["2"])
+    for row in (rows[0], rows[2]):  # the accuracy stage evaluates seed 0's checkpoints
         assert row["SQuAD F1 (%)"] != "" and row["MMLU (%)"] != ""
     paired = _csv("2b", "--results", pretrain_records)
     squad = [r for r in paired if r["Metric"] == "SQuAD F1"]

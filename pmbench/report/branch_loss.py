@@ -46,7 +46,25 @@ def final_losses(records: Records, models=None) -> pd.DataFrame:
                              "loss": sum(s for s, _ in examples) / sum(t for _, t in examples)})
     if not rows:
         raise NoRecords("no training run here recorded per-example held-out losses")
-    return with_controls(pd.DataFrame(rows))
+    return seed_controls(with_controls(pd.DataFrame(rows)))
+
+
+def seed_controls(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ratio-0 run of a seed other than the lowest gets that seed's ratio-0 run as its
+    control: the Δ between two seeds of one setting is the yardstick for a Δ between
+    ratios, whose interval covers the held-out examples but not the training's chance."""
+    other = [c for c in SETTING if c != "settings.seed"]
+    key = lambda r: tuple(str(r[c]) for c in other)  # noqa: E731
+    zero = frame[frame["ratio"] == 0].sort_values("settings.seed", kind="stable")
+    first = {}
+    for _, r in zero.iterrows():
+        first.setdefault(key(r), r)
+    frame = frame.copy()
+    frame["control"] = [
+        first[key(r)]["run_id"] if r["ratio"] == 0 and key(r) in first
+        and first[key(r)]["settings.seed"] != r["settings.seed"] else r["control"]
+        for _, r in frame.iterrows()]
+    return frame
 
 
 def branch_delta(frame: pd.DataFrame, row: pd.Series) -> dict[str, float] | None:
@@ -71,7 +89,8 @@ def table(records: Records, models=None, suites=None) -> Table:
     if suites:
         raise BadInput("table loss reads training records, which have no suites; drop --suite")
     frame = final_losses(records, models).sort_values(
-        ["kind", "model", "branches", "rope2d.mask", "ratio", "eval_branch"], kind="stable")
+        ["kind", "model", "branches", "rope2d.mask", "ratio", "settings.seed", "eval_branch"],
+        kind="stable")
     rows: list[dict[str, Any]] = []
     for _, r in frame.iterrows():
         found = branch_delta(frame, r) or {}
@@ -91,10 +110,11 @@ def table(records: Records, models=None, suites=None) -> Table:
         "context. Examples: "
         "the groups, the units of the bootstrap.",
         "Δ: this run minus its control, the run of the same setting (kind, model, mask, "
-        "mode, branch frequencies, trained #branch, LoRA, steps) at rope_2d_ratio 0, at the "
-        "same #branch; low, high: its 95% paired-bootstrap (BCa) interval over the same "
-        "examples. Δ < 0: ratio > 0 predicts the held-out text better. – where a run has "
-        "no control here.",
+        "mode, branch frequencies, trained #branch, LoRA, steps, seed) at rope_2d_ratio 0, at "
+        "the same #branch (a ratio-0 run of another seed: the lowest seed's ratio-0 run, "
+        "the yardstick of training's chance); low, high: its 95% paired-bootstrap (BCa) "
+        "interval over the same examples. Δ < 0: ratio > 0 predicts the held-out text "
+        "better. – where a run has no control here.",
         records.provenance()]
     return Table(None, "Held-out loss by #branch, against the ratio-0 control", data,
                  formats, notes, row_group="group", suffix="loss")

@@ -7,7 +7,7 @@ against held-out loss and against each evaluated suite's headline metric.
 
 Every point is also set against its *control*: the run that differs only in
 `rope_2d_ratio`, at ratio 0 (same kind, base model, mask, mode, branch frequencies,
-#branch, LoRA or not, steps and data), at the same step. The question is whether
+#branch, LoRA or not, steps, seed and data), at the same step. The question is whether
 ratio > 0 costs anything once trained, so the figure that matters is the paired
 difference and its interval: Δ held-out loss bootstrapped over the same held-out examples
 (stats.paired_weighted_difference), Δ metric over the same questions (report.paired, as
@@ -29,7 +29,7 @@ from pmbench.suites import display_name, metric
 
 # what a run and its control share: all but the ratio (and the run's own id and time)
 SETTING = ["kind", "model", "rope2d.mask", "rope2d.mode", "rope2d.branch_freqs", "branches",
-           "settings.lora", "steps"]
+           "settings.lora", "steps", "settings.seed"]
 
 
 def checkpoint_frame(records: Records, models=None) -> pd.DataFrame:
@@ -161,10 +161,12 @@ def curve_points(records: Records, models=None, suites=None) -> tuple[pd.DataFra
 
 
 def setting_label(row: pd.Series | dict[str, Any]) -> str:
-    """"cross r0.25" (the mask and ratio a curve is drawn for), "full" when not LoRA."""
-    lora = row.get("settings.lora")
+    """"cross r0.25" (the mask and ratio a curve is drawn for), "full" when not LoRA, the
+    seed when not 0."""
+    lora, seed = row.get("settings.lora"), row.get("settings.seed")
     full = " full" if row.get("kind") == "finetune" and lora is False else ""
-    return f"{row['rope2d.mask']} r{row['ratio']:g}{full}"
+    seeded = f" seed {seed:g}" if isinstance(seed, int | float) and seed == seed and seed else ""
+    return f"{row['rope2d.mask']} r{row['ratio']:g}{full}{seeded}"
 
 
 def _interval_columns(row: dict, prefix: Any, found: dict | None) -> None:
@@ -236,7 +238,8 @@ def figure(records: Records, models=None, suites=None):
 def _draw_measure(top, bottom, frame: pd.DataFrame, value: str, delta: str,
                   label: str) -> None:
     """One measure: values per setting (top), Δ to control with intervals (bottom)."""
-    settings = frame.groupby(["rope2d.mask", "ratio", "settings.lora"], dropna=False, sort=True)
+    settings = frame.groupby(["rope2d.mask", "ratio", "settings.lora", "settings.seed"],
+                             dropna=False, sort=True)
     # intervals of settings at the same step side by side, not on top of each other
     dodge = 0.012 * pd.to_numeric(frame["tokens"], errors="coerce").max()
     for k, (_, runs) in enumerate(settings):  # a setting keeps its colour in every panel

@@ -79,7 +79,9 @@ def _trained_cells(records: Records, models) -> pd.DataFrame:
     if models:
         train = train[train["model"].isin(models)]
         require(train, "training")
-    cells = newest(train, ["kind", "model", *RECORD_COLUMNS, "branches"])
+    if "settings.seed" not in train:
+        train = train.assign(**{"settings.seed": None})
+    cells = newest(train, ["kind", "model", *RECORD_COLUMNS, "branches", "settings.seed"])
     cells = cells.assign(_kind=cells["kind"].map(_training_rank))
     return sort_rows(cells, ["_kind", "model", "rope2d.mask", "rope2d.ratio", "rope2d.mode",
                            "rope2d.branch_freqs", "branches"]).drop(columns="_kind")
@@ -136,7 +138,7 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
         for _, run in runs.iterrows():
             rec, branch = run["record"], run["branches"]
             rope = {"ratio": run["rope2d.ratio"], "mask": run["rope2d.mask"],
-                    "setting": setting_cell(run, RECORD_COLUMNS[1:3]), "branch": branch}
+                    "setting": _setting(run), "branch": branch}
             if kind == "finetune":
                 label = method_label({**rec, "method": "rope2d"})  # its settings, as runs
                 rows.append({**shipped, **rope, "variant": label,
@@ -147,6 +149,14 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=[
         "group", "model", "stage", "weights", "variant", "mask", "ratio", "setting", "branch",
         "loss"])
+
+
+def _setting(run: pd.Series) -> str:
+    """Mode/branch_freqs, and the seed when not 0 (a second seed of a setting is the
+    yardstick of training's chance, its own row, paired with its own seed's control)."""
+    seed = run.get("settings.seed")
+    seeded = f", seed {seed:g}" if isinstance(seed, int | float) and seed == seed and seed else ""
+    return setting_cell(run, RECORD_COLUMNS[1:3]) + seeded
 
 
 def _reference(rows: pd.DataFrame, row: pd.Series) -> tuple[tuple[Any, str], str] | None:
