@@ -16,6 +16,7 @@ difference and its interval: Δ held-out loss bootstrapped over the same held-ou
 
 from __future__ import annotations
 
+from numbers import Real  # numpy's integers too
 from typing import Any
 
 import pandas as pd
@@ -165,7 +166,7 @@ def setting_label(row: pd.Series | dict[str, Any]) -> str:
     seed when not 0."""
     lora, seed = row.get("settings.lora"), row.get("settings.seed")
     full = " full" if row.get("kind") == "finetune" and lora is False else ""
-    seeded = f" seed {seed:g}" if isinstance(seed, int | float) and seed == seed and seed else ""
+    seeded = f" seed {seed:g}" if isinstance(seed, Real) and seed == seed and seed else ""
     return f"{row['rope2d.mask']} r{row['ratio']:g}{full}{seeded}"
 
 
