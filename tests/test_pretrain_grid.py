@@ -119,3 +119,27 @@ def test_table_loss_without_training_records_or_with_a_suite_is_bad_input(
     assert res.exit_code == 2 and "Traceback" not in res.output
     res = invoke("table", "loss", "--results", pretrain_records, "--suite", "squad")
     assert res.exit_code == 2 and "drop --suite" in res.output
+
+
+def test_hand_edited_held_out_losses_leave_their_delta_out(pretrain_records, tmp_path):
+    """Files in a results folder are hostile: per-example losses edited into strings, a
+    wrong shape or a zero token count drop that run's Δ; the table still prints."""
+    import shutil
+
+    copy = tmp_path / "records"
+    shutil.copytree(pretrain_records, copy)
+    path = copy / "pre-r0.5" / "train.json"
+    record = json.loads(path.read_text())
+    record["heldout_examples"]["1"][0] = ["x", 1]
+    record["heldout_examples"]["2"][0] = [1.0, 0]
+    record["heldout_examples"]["4"] = {"not": "a list"}
+    record["checkpoints"][0]["heldout_examples"] = [[1.0]]
+    record["checkpoints"].append("not a checkpoint")
+    path.write_text(json.dumps(record))
+    rows = _csv("loss", "--results", copy)
+    assert [r["Setting"] for r in rows].count("cross r0.5") == 0  # no valid #branch left
+    assert [r["Setting"] for r in rows].count("cross r0") == 3
+    curve = _csv("curve", "--results", copy)
+    treated = [r for r in curve if r["Setting"] == "cross r0.5"]
+    assert [r["Step"] for r in treated] == ["2", "3"]
+    assert treated[0]["Held-out loss Δ"] == "" and treated[1]["Held-out loss Δ"] != ""

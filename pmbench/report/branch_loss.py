@@ -17,7 +17,7 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.measure.stats import paired_weighted_difference
-from pmbench.report.curve import SETTING, setting_label, with_controls
+from pmbench.report.curve import SETTING, loss_units, setting_label, with_controls
 from pmbench.report.results import Records, newest
 from pmbench.report.table_data import NoRecords
 from pmbench.report.table_format import Table
@@ -38,8 +38,9 @@ def final_losses(records: Records, models=None) -> pd.DataFrame:
     rows = []
     for _, run in newest(train, [*SETTING, "rope2d.ratio"]).iterrows():
         per_branch = run["record"].get("heldout_examples")
-        for n, examples in (per_branch.items() if isinstance(per_branch, dict) else ()):
-            if isinstance(examples, list) and examples and str(n).isdigit():
+        for n, recorded in (per_branch.items() if isinstance(per_branch, dict) else ()):
+            examples = loss_units(recorded)
+            if examples and str(n).isdigit():
                 rows.append({**{c: run[c] for c in SETTING}, "ratio": run["rope2d.ratio"],
                              "run_id": run["run_id"], "eval_branch": int(n),
                              "examples": examples,

@@ -16,6 +16,7 @@ difference and its interval: Δ held-out loss bootstrapped over the same held-ou
 
 from __future__ import annotations
 
+import math
 from numbers import Real  # numpy's integers too
 from typing import Any
 
@@ -49,13 +50,35 @@ def checkpoint_frame(records: Records, models=None) -> pd.DataFrame:
     rows = []
     for _, run in train.iterrows():
         for point in run["checkpoints"] if isinstance(run["checkpoints"], list) else []:
+            if not isinstance(point, dict) or not _is_number(point.get("step")):
+                continue  # a hand-edited entry: not a checkpoint
             rows.append({**{c: run[c] for c in SETTING}, "ratio": run["rope2d.ratio"],
                          "run_id": run["run_id"], "step": int(point["step"]),
-                         "tokens": point.get("tokens"), "loss": point.get("heldout_loss"),
-                         "examples": point.get("heldout_examples")})
+                         "tokens": _number(point.get("tokens")),
+                         "loss": _number(point.get("heldout_loss")),
+                         "examples": loss_units(point.get("heldout_examples"))})
     if not rows:
         raise NoRecords("no training run here recorded checkpoints")
     return pd.DataFrame(rows)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(value: Any) -> float | None:
+    return value if _is_number(value) else None
+
+
+def loss_units(value: Any) -> list[list[float]] | None:
+    """Per-example held-out losses as train.json records them, [[summed loss, tokens], ...],
+    or None where a results file holds anything else (files there are hostile: a bad one
+    leaves its Δ out, it never stops a table)."""
+    if not isinstance(value, list) or not value:
+        return None
+    ok = all(isinstance(u, list) and len(u) == 2 and all(map(_is_number, u)) and u[1] > 0
+             for u in value)
+    return [[float(a), float(b)] for a, b in value] if ok else None
 
 
 def _checkpoint_of(run: dict[str, Any], train: list[dict[str, Any]]) -> tuple[str, int] | None:
