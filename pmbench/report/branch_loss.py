@@ -17,8 +17,14 @@ import pandas as pd
 
 from pmbench.errors import BadInput
 from pmbench.measure.stats import paired_weighted_difference
-from pmbench.report.curve import SETTING, loss_units, setting_label, with_controls
-from pmbench.report.results import Records, newest
+from pmbench.report.curve import (
+    SETTING,
+    loss_units,
+    newest_settings,
+    setting_label,
+    with_controls,
+)
+from pmbench.report.results import Records
 from pmbench.report.table_data import NoRecords
 from pmbench.report.table_format import Table
 
@@ -30,13 +36,8 @@ def final_losses(records: Records, models=None) -> pd.DataFrame:
     if train.empty or "heldout_examples" not in {k for r in records.train for k in r}:
         raise NoRecords("no training runs with per-example held-out losses here "
                         "(`pmbench train` records them)")
-    if models:
-        train = train[train["model"].isin(models)]
-    for column in SETTING:
-        if column not in train:
-            train[column] = None
     rows = []
-    for _, run in newest(train, [*SETTING, "rope2d.ratio"]).iterrows():
+    for _, run in newest_settings(train, models).iterrows():
         per_branch = run["record"].get("heldout_examples")
         for n, recorded in (per_branch.items() if isinstance(per_branch, dict) else ()):
             examples = loss_units(recorded)

@@ -41,14 +41,8 @@ def checkpoint_frame(records: Records, models=None) -> pd.DataFrame:
     if train.empty or "checkpoints" not in train:
         raise NoRecords("no training runs with checkpoints here (`pmbench train ... "
                         "--save-every K` records them)")
-    if models:
-        train = train[train["model"].isin(models)]
-    for column in SETTING:
-        if column not in train:
-            train[column] = None
-    train = newest(train, [*SETTING, "rope2d.ratio"])
     rows = []
-    for _, run in train.iterrows():
+    for _, run in newest_settings(train, models).iterrows():
         for point in run["checkpoints"] if isinstance(run["checkpoints"], list) else []:
             if not isinstance(point, dict) or not _is_number(point.get("step")):
                 continue  # a hand-edited entry: not a checkpoint
@@ -60,6 +54,15 @@ def checkpoint_frame(records: Records, models=None) -> pd.DataFrame:
     if not rows:
         raise NoRecords("no training run here recorded checkpoints")
     return pd.DataFrame(rows)
+
+
+def newest_settings(train: pd.DataFrame, models=None) -> pd.DataFrame:
+    """The newest training run of each setting and ratio (of `models`, when given); a
+    setting column older records lack is None."""
+    if models:
+        train = train[train["model"].isin(models)]
+    train = train.assign(**{c: None for c in SETTING if c not in train})
+    return newest(train, [*SETTING, "rope2d.ratio"])
 
 
 def _is_number(value: Any) -> bool:
