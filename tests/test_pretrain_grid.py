@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,8 +125,6 @@ def test_table_loss_without_training_records_or_with_a_suite_is_bad_input(
 def test_hand_edited_held_out_losses_leave_their_delta_out(pretrain_records, tmp_path):
     """Files in a results folder are hostile: per-example losses edited into strings, a
     wrong shape or a zero token count drop that run's Δ; the table still prints."""
-    import shutil
-
     copy = tmp_path / "records"
     shutil.copytree(pretrain_records, copy)
     path = copy / "pre-r0.5" / "train.json"

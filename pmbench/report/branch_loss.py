@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 
 from pmbench.errors import BadInput
-from pmbench.measure.stats import paired_weighted_difference
 from pmbench.report.curve import (
     SETTING,
     loss_units,
     newest_settings,
+    paired_loss,
+    setting_key,
     setting_label,
     with_controls,
 )
@@ -56,7 +57,7 @@ def seed_controls(frame: pd.DataFrame) -> pd.DataFrame:
     control: the Δ between two seeds of one setting is the yardstick for a Δ between
     ratios, whose interval covers the held-out examples but not the training's chance."""
     other = [c for c in SETTING if c != "settings.seed"]
-    key = lambda r: tuple(str(r[c]) for c in other)  # noqa: E731
+    key = lambda r: setting_key(r, other)  # noqa: E731
     zero = frame[frame["ratio"] == 0].sort_values("settings.seed", kind="stable")
     first = {}
     for _, r in zero.iterrows():
@@ -78,11 +79,7 @@ def branch_delta(frame: pd.DataFrame, row: pd.Series) -> dict[str, float] | None
                  & (frame["eval_branch"] == row["eval_branch"])]
     if ctrl.empty:
         return None
-    a, b = ctrl["examples"].iloc[0], row["examples"]
-    if len(a) != len(b) or [n for _, n in a] != [n for _, n in b]:
-        return None  # the same examples have the same tokens
-    diff = paired_weighted_difference(a, b)
-    return {"Δ": diff.delta, "low": diff.low, "high": diff.high, "n": diff.n}
+    return paired_loss(ctrl["examples"].iloc[0], row["examples"])
 
 
 def table(records: Records, models=None, suites=None) -> Table:
@@ -101,7 +98,8 @@ def table(records: Records, models=None, suites=None) -> Table:
                      "Setting": setting_label(r), "#branch": r["eval_branch"],
                      "Examples": len(r["examples"]),
                      "Tokens": sum(t for _, t in r["examples"]), "Loss": r["loss"],
-                     **{k: found.get(k) for k in ("Δ", "low", "high")}})
+                     "Δ": found.get("delta"), "low": found.get("low"),
+                     "high": found.get("high")})
     data = pd.DataFrame(rows)
     formats = {"#branch": "d", "Examples": "d", "Tokens": ",d", "Loss": ".3f", "Δ": "+.3f",
                "low": "+.3f", "high": "+.3f"}
@@ -109,8 +107,7 @@ def table(records: Records, models=None, suites=None) -> Table:
         "Loss: token-weighted cross-entropy of the final checkpoint on the run's held-out "
         "examples at that #branch (train.json heldout_examples): the same held-out tokens "
         "at every #branch when pre-training, grouped #branch at a time behind a shared "
-        "context. Examples: "
-        "the groups, the units of the bootstrap.",
+        "context. Examples: the groups, the units of the bootstrap.",
         "Δ: this run minus its control, the run of the same setting (kind, model, mask, "
         "mode, branch frequencies, trained #branch, LoRA, steps, seed) at rope_2d_ratio 0, at "
         "the same #branch (a ratio-0 run of another seed: the lowest seed's ratio-0 run, "

@@ -17,14 +17,21 @@ difference and its interval: Δ held-out loss bootstrapped over the same held-ou
 from __future__ import annotations
 
 import math
-from numbers import Real  # numpy's integers too
 from typing import Any
 
 import pandas as pd
 
 from pmbench.measure.stats import paired_weighted_difference
 from pmbench.report.paired import MARGIN, pair_runs
-from pmbench.report.results import Records, checkpoint_step, model_names, newest, trained_by
+from pmbench.report.results import (
+    Records,
+    checkpoint_step,
+    is_number,
+    model_names,
+    newest,
+    nonzero_seed,
+    trained_by,
+)
 from pmbench.report.table_data import NoRecords, run_frame
 from pmbench.report.table_format import Table
 from pmbench.suites import display_name, metric
@@ -66,7 +73,7 @@ def newest_settings(train: pd.DataFrame, models=None) -> pd.DataFrame:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _number(value: Any) -> float | None:
@@ -117,16 +124,30 @@ def evaluations(records: Records, suites=None) -> dict[tuple[str, int, str], dic
     return found
 
 
+def setting_key(row: pd.Series, columns: list[str] = SETTING) -> tuple[str, ...]:
+    """A run's setting as a hashable key: the runs a control is looked up among share it."""
+    return tuple(str(row[c]) for c in columns)
+
+
 def with_controls(points: pd.DataFrame) -> pd.DataFrame:
     """`points` with `control`: the run id of the ratio-0 run of the same setting (None for
     a ratio-0 run itself, or where no such run is here)."""
     zero = points[points["ratio"] == 0].drop_duplicates(SETTING)
-    key = lambda r: tuple(str(r[c]) for c in SETTING)  # noqa: E731
-    controls = {key(r): r["run_id"] for _, r in zero.iterrows()}
+    controls = {setting_key(r): r["run_id"] for _, r in zero.iterrows()}
     points = points.copy()
-    points["control"] = [None if r["ratio"] == 0 else controls.get(key(r))
+    points["control"] = [None if r["ratio"] == 0 else controls.get(setting_key(r))
                          for _, r in points.iterrows()]
     return points
+
+
+def paired_loss(control: list | None, run: list | None) -> dict[str, float] | None:
+    """Δ held-out loss of `run` against `control` (per-example [summed loss, tokens], see
+    :func:`loss_units`) with its paired-bootstrap interval, or None unless both hold the
+    same examples (the same examples have the same tokens)."""
+    if not control or not run or [n for _, n in control] != [n for _, n in run]:
+        return None
+    diff = paired_weighted_difference(control, run)
+    return {"delta": diff.delta, "low": diff.low, "high": diff.high, "n": diff.n}
 
 
 def loss_delta(points: pd.DataFrame, row: pd.Series) -> dict[str, float] | None:
@@ -137,13 +158,7 @@ def loss_delta(points: pd.DataFrame, row: pd.Series) -> dict[str, float] | None:
     ctrl = points[(points["run_id"] == row["control"]) & (points["step"] == row["step"])]
     if ctrl.empty:
         return None
-    a, b = ctrl["examples"].iloc[0], row["examples"]
-    if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b) or not a:
-        return None
-    if [n for _, n in a] != [n for _, n in b]:  # the same examples have the same tokens
-        return None
-    diff = paired_weighted_difference(a, b)
-    return {"delta": diff.delta, "low": diff.low, "high": diff.high, "n": diff.n}
+    return paired_loss(ctrl["examples"].iloc[0], row["examples"])
 
 
 def metric_delta(evals: dict, row: pd.Series, suite: str,
@@ -190,9 +205,9 @@ def curve_points(records: Records, models=None, suites=None) -> tuple[pd.DataFra
 def setting_label(row: pd.Series | dict[str, Any]) -> str:
     """"cross r0.25" (the mask and ratio a curve is drawn for), "full" when not LoRA, the
     seed when not 0."""
-    lora, seed = row.get("settings.lora"), row.get("settings.seed")
+    lora = row.get("settings.lora")
     full = " full" if row.get("kind") == "finetune" and lora is False else ""
-    seeded = f" seed {seed:g}" if isinstance(seed, Real) and seed == seed and seed else ""
+    seeded = f" seed {seed:g}" if (seed := nonzero_seed(row)) is not None else ""
     return f"{row['rope2d.mask']} r{row['ratio']:g}{full}{seeded}"
 
 

@@ -39,6 +39,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
+from numbers import Real  # numpy's integers too
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,15 @@ def _problem(kind: str, record: Any) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def nonzero_seed(row: Any) -> Real | None:
+    """A training run's seed (its `settings.seed` column) when a label must name it: a
+    number other than 0 (numpy's integers too); None for seed 0, a missing one, or NaN."""
+    seed = row.get("settings.seed")
+    return seed if isinstance(seed, Real) and seed == seed and seed else None
 
 
 def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
@@ -143,7 +151,7 @@ def _bad_figures(kind: str, record: dict[str, Any]) -> str | None:
     loss must be a number (a run record's figures: RunRecord.from_dict)."""
     if kind == "train":
         for key, value in record["heldout_loss"].items():
-            if not _is_number(value):
+            if not is_number(value):
                 return f"heldout_loss.{key} {value!r} is not a number"
     return None
 

@@ -5,7 +5,6 @@ speedup, loss and accuracy per #branch). Conventions as in :mod:`pmbench.report.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Real  # numpy's integers too
 from typing import Any
 
 import pandas as pd
@@ -17,6 +16,7 @@ from pmbench.report.results import (
     method_label,
     model_names,
     newest,
+    nonzero_seed,
     reference_method,
     trained_by,
 )
@@ -155,8 +155,7 @@ def _ablation_rows(cells: pd.DataFrame) -> pd.DataFrame:
 def _setting(run: pd.Series) -> str:
     """Mode/branch_freqs, and the seed when not 0 (a second seed of a setting is the
     yardstick of training's chance, its own row, paired with its own seed's control)."""
-    seed = run.get("settings.seed")
-    seeded = f", seed {seed:g}" if isinstance(seed, Real) and seed == seed and seed else ""
+    seeded = f", seed {seed:g}" if (seed := nonzero_seed(run)) is not None else ""
     return setting_cell(run, RECORD_COLUMNS[1:3]) + seeded
 
 

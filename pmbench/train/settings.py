@@ -15,7 +15,12 @@ from pmbench.options import Option, command_line_value, declared, fits, option, 
 from pmbench.options import type_name as hint_name
 from pmbench.rope2d.settings import DEFAULTS as ROPE2D_DEFAULTS
 from pmbench.rope2d.settings import Rope2DSettings, setting_option
-from pmbench.train.sources import DEFAULT_HELDOUT_ARTICLES, FINETUNE_SOURCES, HELDOUT_BRANCHES
+from pmbench.train.sources import (
+    DEFAULT_HELDOUT_ARTICLES,
+    FINETUNE_SOURCES,
+    HELDOUT_BRANCHES,
+    HELDOUT_SEGMENTS,
+)
 
 KINDS = ("pretrain", "finetune")
 # Defaults that differ by kind, the one place the CLI and grids take them from: pretraining
@@ -72,7 +77,7 @@ class TrainSettings:
         f"Longest packed example; branches beyond are dropped {_by_kind('max_len')}."))
     context_len: int = option(64, only=PRETRAIN, help="Tokens of the shared context chunk.")
     segment_len: int = option(64, only=PRETRAIN, help="Tokens per branch segment.")
-    heldout_segments: int = option(64, only=PRETRAIN, help=(
+    heldout_segments: int = option(HELDOUT_SEGMENTS, only=PRETRAIN, help=(
         "Held-out segments (grouped #branch at a time: the paired-bootstrap units)."))
     vocab_size: int = option(6400, only=PRETRAIN, help="BPE vocabulary size.")
     tokenizer_chars: int | None = option(  # None: all the text

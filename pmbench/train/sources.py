@@ -40,6 +40,7 @@ from pmbench.suites.training import HELDOUT, TRAIN, TrainingPlan, TrainingSplit,
 from pmbench.train.data import Branch, Example
 
 DEFAULT_HELDOUT_ARTICLES = 8
+HELDOUT_SEGMENTS = 64  # pretraining's held-out segments (--heldout-segments)
 HELDOUT_BRANCHES = (1, 2, 4, 8)  # #branch values the held-out loss is reported at
 
 
@@ -166,7 +167,7 @@ class PretrainSource:
     """
 
     def __init__(self, corpus: Corpus, tokenizer: Any, context_len: int = 64,
-                 segment_len: int = 64, heldout_segments: int = 64):
+                 segment_len: int = 64, heldout_segments: int = HELDOUT_SEGMENTS):
         self.corpus = corpus
         self.tok = tokenizer
         self.context_len = context_len
